@@ -1,0 +1,92 @@
+"""Extraction assets: raw transcript days → per-day signals parts → the DuckDB analysis store."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import dagster as dg
+import polars as pl
+
+from convocausal.store import publish, store_paths, write_day
+from extract.catalog import build_catalog
+from extract.config import load_signals_config
+from extract.day import extract_day
+from extract.raw import list_transcript_days, load_customers, load_outcomes
+from pipelines.partitions import transcript_days
+from pipelines.resources import ConvocausalSettings
+
+
+@dg.asset(
+    partitions_def=transcript_days,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name="extraction",
+    kinds={"polars", "parquet"},
+    owners=["team:convocausal"],
+    description=(
+        "One row per conversation for each transcript day: intent, behaviours, tools, memory, outcomes. "
+        "Bad rows go to quarantine with a reason. Each day is written atomically to its own parquet "
+        "part, so re-running a day replaces it and days can run in parallel."
+    ),
+)
+def signals_day(context: dg.AssetExecutionContext, settings: ConvocausalSettings) -> dg.MaterializeResult:
+    config = load_signals_config(settings.signals_config)
+    paths = store_paths(settings.store)
+    present = set(list_transcript_days(settings.raw_path))
+    outcomes = load_outcomes(settings.raw_path, None)
+    customers = load_customers(settings.raw_path)
+    totals = {"conversations": 0, "messages_accepted": 0, "messages_quarantined": 0}
+    empty_days: list[str] = []
+    for key in context.partition_keys:
+        day = date.fromisoformat(key)
+        if day not in present:
+            empty_days.append(key)
+            continue
+        result = extract_day(settings.raw_path, day, config, outcomes, customers)
+        write_day(paths, day, result.signals, result.quarantine)
+        totals["conversations"] += result.signals.height
+        totals["messages_accepted"] += int(result.counts.get("accepted", 0))
+        totals["messages_quarantined"] += result.quarantine.height
+    if empty_days:
+        context.log.warning(f"no transcripts for {len(empty_days)} day(s): {', '.join(empty_days[:10])}")
+    return dg.MaterializeResult(
+        metadata={
+            **{k: dg.MetadataValue.int(v) for k, v in totals.items()},
+            "days_without_data": dg.MetadataValue.int(len(empty_days)),
+        }
+    )
+
+
+@dg.asset(
+    deps=[signals_day],
+    group_name="extraction",
+    kinds={"duckdb"},
+    owners=["team:convocausal"],
+    pool="duckdb_writer",
+    description=(
+        "The DuckDB analysis store: `signals`, `quarantine` and `signal_catalog` rebuilt from the day parts "
+        "in one transaction, plus quarantine of outcome and CRM rows that match nothing."
+    ),
+)
+def analysis_store(context: dg.AssetExecutionContext, settings: ConvocausalSettings) -> dg.MaterializeResult:
+    config = load_signals_config(settings.signals_config)
+    paths = store_paths(settings.store)
+    known = _known_conversations(paths)
+    extra_quarantine = pl.concat(
+        [load_outcomes(settings.raw_path, known).quarantine, load_customers(settings.raw_path).quarantine],
+        how="diagonal_relaxed",
+    )
+    counts = publish(paths, catalog=build_catalog(config), extra_quarantine=extra_quarantine)
+    context.log.info(f"published store {paths.db}: {counts}")
+    return dg.MaterializeResult(
+        metadata={
+            "signals_rows": dg.MetadataValue.int(counts.get("signals", 0)),
+            "quarantine_rows": dg.MetadataValue.int(counts.get("quarantine", 0)),
+            "store": dg.MetadataValue.path(str(paths.db)),
+        }
+    )
+
+
+def _known_conversations(paths) -> pl.Series | None:
+    if not paths.has_parts("signals"):
+        return None
+    return pl.scan_parquet(paths.glob("signals")).select("conversation_id").collect().to_series()

@@ -1,0 +1,185 @@
+"""Pre-flight checks a question must pass before its method runs, in words a PM understands.
+
+They cover the failure modes that no estimator can see from the inside: an outcome the agent
+itself controls (gameable), too few conversations (small samples), outcomes missing more in
+one group than the other (survivorship), and signals known at conversation start that push
+the treatment but were left out of the covariates (hidden-confounder risk). All queries run
+in DuckDB with identifiers quoted and values passed as parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+
+from configs.questions import Question
+from methods.result import Diagnostic
+
+MIN_GROUP = 50  # conversations per arm below which matching is refused
+MIN_COVERAGE = 0.5  # share of conversations where the treatment is defined
+MAX_MISSING_GAP = 0.05  # allowed difference in outcome-missing share between groups
+CONFOUNDER_GAP = 0.10  # treatment-rate spread across a left-out signal's levels that flags it
+NOT_CONFOUNDERS = {"conversation_id", "customer_key", "started_at", "date", "week", "day_of_week"}
+
+
+def q(name: str) -> str:
+    """Quote an identifier (names were validated as plain identifiers already)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def treated_sql(question: Question) -> tuple[str, list]:
+    """SQL boolean for the question's treated selector, values bound as parameters."""
+    parts, params = [], []
+    for col, values in (question.treated or {}).items():
+        parts.append(f"CAST({q(col)} AS VARCHAR) IN (SELECT unnest(?))")
+        params.append([str(v).lower() if isinstance(v, bool) else str(v) for v in values])
+    return (" AND ".join(parts) or "FALSE"), params
+
+
+def window_sql(question: Question) -> tuple[str, list]:
+    w = question.window
+    parts, params = ["TRUE"], []
+    if w and w.start:
+        parts.append("date >= ?")
+        params.append(w.start)
+    if w and w.end:
+        parts.append("date <= ?")
+        params.append(w.end)
+    return " AND ".join(parts), params
+
+
+@dataclass
+class Preflight:
+    diagnostics: list[Diagnostic]
+    refusal: str | None  # a sentence saying why not to run, and what to wait for
+
+    @property
+    def ok(self) -> bool:
+        return self.refusal is None
+
+
+def run_preflight(con: duckdb.DuckDBPyConnection, question: Question, catalog: list[dict],
+                  relation: str = "signals") -> Preflight:
+    by_name = {row["name"]: row for row in catalog}
+    diags = [_agent_controlled(question, by_name)]
+    if question.resolved_method == "propensity_matching":
+        more, refusal = _matching_checks(con, question, by_name, relation)
+    else:
+        more, refusal = _rollout_checks(con, question, relation)
+    return Preflight(diags + more, refusal)
+
+
+def _agent_controlled(question: Question, by_name: dict) -> Diagnostic:
+    controlled = bool(by_name.get(question.outcome, {}).get("agent_controlled"))
+    msg = (
+        f"`{question.outcome}` is set by the agent itself: a variant that closes tickets more eagerly "
+        "inflates it (gameable). Prefer an outcome from ticketing or surveys (resolved, reopened_7d, csat)."
+        if controlled else f"`{question.outcome}` comes from {by_name.get(question.outcome, {}).get('source', 'a downstream system')}, "
+        "which the agent cannot set."
+    )
+    return Diagnostic("outcome_not_agent_controlled", float(controlled), 0.0, not controlled, msg, "warn")
+
+
+def _matching_checks(con, question: Question, by_name: dict, relation: str):
+    t, y = q(question.treatment), q(question.outcome)
+    where, params = window_sql(question)
+    total, defined, n1, n0, miss1, miss0 = con.execute(
+        f"""SELECT count(*), count({t}),
+                   count(*) FILTER (WHERE {t} = 1 AND {y} IS NOT NULL),
+                   count(*) FILTER (WHERE {t} = 0 AND {y} IS NOT NULL),
+                   avg(CASE WHEN {y} IS NULL THEN 1 ELSE 0 END) FILTER (WHERE {t} = 1),
+                   avg(CASE WHEN {y} IS NULL THEN 1 ELSE 0 END) FILTER (WHERE {t} = 0)
+            FROM {relation} WHERE {where}""",
+        params,
+    ).fetchone()
+    diags: list[Diagnostic] = []
+    coverage = defined / total if total else 0.0
+    diags.append(Diagnostic(
+        "treatment_coverage", coverage, MIN_COVERAGE, coverage >= MIN_COVERAGE,
+        f"`{question.treatment}` is defined for {coverage:.0%} of conversations ({defined} of {total}); "
+        "the rest never showed the behaviour and are left out of this question."
+        + ("" if coverage >= MIN_COVERAGE else " That is most rows: check the behaviour's pattern."),
+        "warn",
+    ))
+    smallest = min(n1, n0)
+    refusal = None
+    if smallest < MIN_GROUP:
+        refusal = (f"too few conversations to compare: {n1} treated and {n0} control with an outcome; "
+                   f"matching needs at least {MIN_GROUP} in each group, so wait for more traffic.")
+    diags.append(Diagnostic(
+        "sample_size", float(smallest), float(MIN_GROUP), smallest >= MIN_GROUP,
+        refusal or f"{n1} treated and {n0} control conversations with an outcome.", "error",
+    ))
+    diags.append(_survivorship(miss1, miss0, "treated", "control", question.outcome))
+    diags.append(_hidden_confounders(con, question, by_name, relation, where, params))
+    return diags, refusal
+
+
+def _rollout_checks(con, question: Question, relation: str):
+    y = q(question.outcome)
+    sel, sel_params = treated_sql(question)
+    where, params = window_sql(question)
+    n_treated_post, pre_days, miss_pre, miss_post = con.execute(
+        f"""SELECT count(*) FILTER (WHERE {sel} AND date >= ? AND {y} IS NOT NULL),
+                   count(DISTINCT date) FILTER (WHERE date < ?),
+                   avg(CASE WHEN {y} IS NULL THEN 1 ELSE 0 END) FILTER (WHERE {sel} AND date < ?),
+                   avg(CASE WHEN {y} IS NULL THEN 1 ELSE 0 END) FILTER (WHERE {sel} AND date >= ?)
+            FROM {relation} WHERE {where}""",
+        sel_params + [question.launch, question.launch] + sel_params + [question.launch] + sel_params
+        + [question.launch] + params,
+    ).fetchone()
+    diags: list[Diagnostic] = []
+    refusal = None
+    if n_treated_post == 0:
+        refusal = (f"no treated conversations with an outcome on or after the launch ({question.launch}): "
+                   "check the `treated` selector and the launch date, or wait for post-launch data.")
+    elif pre_days == 0:
+        refusal = f"no data before the launch ({question.launch}): there is nothing to compare against."
+    diags.append(Diagnostic(
+        "sample_size", float(n_treated_post), 1.0, refusal is None,
+        refusal or f"{n_treated_post} treated conversations after launch; {pre_days} days of data before it.",
+        "error",
+    ))
+    diags.append(_survivorship(miss_post, miss_pre, "after launch", "before launch", question.outcome))
+    return diags, refusal
+
+
+def _survivorship(miss_a, miss_b, label_a: str, label_b: str, outcome: str) -> Diagnostic:
+    miss_a, miss_b = float(miss_a or 0.0), float(miss_b or 0.0)
+    gap = abs(miss_a - miss_b)
+    ok = gap <= MAX_MISSING_GAP
+    msg = (f"`{outcome}` is missing for {miss_a:.1%} of conversations {label_a} and {miss_b:.1%} {label_b}. "
+           + ("" if ok else "Customers with bad experiences may leave before they are measured "
+              "(survivorship): compare only with an outcome recorded for everyone, or model the missingness."))
+    return Diagnostic("survivorship_missing_outcome_gap", gap, MAX_MISSING_GAP, ok, msg.strip(), "warn")
+
+
+def _hidden_confounders(con, question: Question, by_name: dict, relation, where, params) -> Diagnostic:
+    """Start-of-conversation signals left out of the covariates that still predict the treatment."""
+    t = q(question.treatment)
+    candidates = [
+        n for n, row in by_name.items()
+        if row["measured_at"] == "start" and row["kind"] == "covariate"
+        and n not in question.covariates and n not in NOT_CONFOUNDERS
+    ]
+    flagged: list[tuple[str, float]] = []
+    for name in candidates:
+        spread = con.execute(
+            f"""SELECT max(rate) - min(rate) FROM (
+                   SELECT avg({t}) AS rate, count(*) AS n FROM {relation}
+                   WHERE {t} IS NOT NULL AND {where} GROUP BY {q(name)}) WHERE n >= 30""",
+            params,
+        ).fetchone()[0]
+        if spread is not None and spread > CONFOUNDER_GAP:
+            flagged.append((name, float(spread)))
+    worst = max((s for _, s in flagged), default=0.0)
+    if flagged:
+        names = ", ".join(f"{n} (treatment rate varies by {s:.0%} across its values)" for n, s in flagged)
+        msg = (f"signals known at conversation start but not in the covariates predict the treatment: {names}. "
+               "Add them, or say why they cannot confound the outcome. Reasons not in the logs at all cannot "
+               "be checked here: see the sensitivity refuter for how strong such a confounder would need to be.")
+    else:
+        msg = ("no start-of-conversation signal outside the covariates predicts the treatment; unlogged reasons "
+               "can still confound: see the sensitivity refuter.")
+    return Diagnostic("hidden_confounder_risk", worst, CONFOUNDER_GAP, not flagged, msg, "warn")

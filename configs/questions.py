@@ -1,0 +1,212 @@
+"""Typed loader for ``configs/questions.yaml``: the question registry.
+
+Every name in a question becomes an SQL identifier or a design-matrix column, so names are
+checked twice: first by shape (a plain lower-case identifier, nothing else), then against the
+signals catalog (the column must exist, the outcome must be an outcome, and a covariate must be
+measured before the treatment). The YAML is read with ``safe_load`` only: tags such as
+``!!python/object`` are rejected, nothing in the file is ever evaluated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+
+DEFAULT_PATH = Path(__file__).with_name("questions.yaml")
+MAX_CONFIG_BYTES = 1_000_000
+MAX_QUESTIONS = 500
+
+Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+QuestionId = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+# Selector values are data, compared through query parameters, never pasted into SQL.
+SelectorValue = Annotated[str, StringConstraints(max_length=200)] | int | bool
+
+DESIGN_TO_METHOD = {
+    "coexisting_variants": "propensity_matching",
+    "shipped_change": "synthetic_control",
+    "partial_rollout": "diff_in_diff",
+}
+METHOD_WHY = {
+    "propensity_matching": "two behaviours coexist in the logs, so conversations that were alike on "
+    "everything that pushed the agent one way or the other can be compared (propensity matching)",
+    "synthetic_control": "a change shipped at a known date to some cohorts, so a weighted mix of cohorts "
+    "it never reached gives the counterfactual trajectory (synthetic control)",
+    "diff_in_diff": "a feature reached a subset at a known date, so the treated group's change is "
+    "compared with the untouched groups' change over the same weeks (difference-in-differences)",
+}
+
+
+class ConfigError(ValueError):
+    """A question config that cannot run: the message names the question, the field and the fix."""
+
+
+class Window(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    start: date | None = None
+    end: date | None = None
+
+
+class Question(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: QuestionId
+    description: str = Field(default="", max_length=2000)
+    design: Literal["coexisting_variants", "shipped_change", "partial_rollout"] | None = None
+    method: Literal["propensity_matching", "synthetic_control", "diff_in_diff"] | None = None
+    outcome: Identifier
+    estimand: Literal["ATT", "ATE"] = "ATT"
+    window: Window | None = None
+    # propensity matching
+    treatment: Identifier | None = None
+    covariates: list[Identifier] = Field(default_factory=list, max_length=100)
+    caliper: float | None = Field(default=0.2, gt=0, le=10)
+    # synthetic control / diff-in-diff
+    treated: dict[Identifier, list[SelectorValue]] | None = Field(default=None, max_length=10)
+    launch: date | None = None
+    unit_by: list[Identifier] = Field(default_factory=list, max_length=5)
+    time_bucket: Literal["week", "date"] = "week"
+    min_volume: int = Field(default=30, ge=1, le=1_000_000)
+    fixed_effects: list[Identifier] = Field(default_factory=lambda: ["intent", "hour_of_day"], max_length=20)
+    cluster: Identifier | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> "Question":
+        method = self.resolved_method
+        if method == "propensity_matching":
+            if not self.treatment:
+                raise ValueError("propensity matching needs `treatment` (a behaviour column)")
+            if not self.covariates:
+                raise ValueError("propensity matching needs `covariates` (pre-treatment signals)")
+        else:
+            if not self.treated:
+                raise ValueError(f"{method} needs `treated` (column: [values]) to pick the treated group")
+            if self.launch is None:
+                raise ValueError(f"{method} needs `launch` (the date the change shipped)")
+            for col, values in self.treated.items():
+                if not values or len(values) > 1000:
+                    raise ValueError(f"`treated.{col}` needs between 1 and 1000 values")
+        if method == "synthetic_control" and not self.unit_by:
+            raise ValueError("synthetic control needs `unit_by` (the columns that define cohorts)")
+        return self
+
+    @property
+    def resolved_method(self) -> str:
+        if self.method:
+            return self.method
+        if self.design:
+            return DESIGN_TO_METHOD[self.design]
+        raise ValueError("a question needs a `design` or an explicit `method`")
+
+    @property
+    def why_method(self) -> str:
+        how = f"design `{self.design}`" if self.design and not self.method else f"method `{self.method}` set explicitly"
+        return f"{METHOD_WHY[self.resolved_method]}; chosen from {how}."
+
+    def fingerprint(self) -> str:
+        """Stable hash of the question's content: the sensor re-runs a question when it changes."""
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+
+    def columns(self) -> dict[str, list[str]]:
+        """Every signals column the question names, by role (for validation against the catalog)."""
+        return {
+            "outcome": [self.outcome],
+            "treatment": [self.treatment] if self.treatment else [],
+            "covariates": list(self.covariates),
+            "treated": list(self.treated or {}),
+            "unit_by": list(self.unit_by),
+            "fixed_effects": list(self.fixed_effects) if self.resolved_method == "diff_in_diff" else [],
+            "cluster": [self.cluster] if self.cluster else [],
+        }
+
+
+class QuestionSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    questions: list[Question] = Field(max_length=MAX_QUESTIONS)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> "QuestionSet":
+        seen: set[str] = set()
+        for q in self.questions:
+            if q.id in seen:
+                raise ValueError(f"question id `{q.id}` appears twice")
+            seen.add(q.id)
+        return self
+
+    def by_id(self) -> dict[str, Question]:
+        return {q.id: q for q in self.questions}
+
+
+def load_questions(path: str | Path | None = None) -> QuestionSet:
+    """Read and shape-check the registry. Raises ConfigError with a readable message."""
+    path = Path(path) if path else DEFAULT_PATH
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the questions config ({exc.strerror})") from exc
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {size} bytes is too large for a questions config (max {MAX_CONFIG_BYTES})")
+    return parse_questions(path.read_text(encoding="utf-8"), source=str(path))
+
+
+def parse_questions(text: str, source: str = "<questions>") -> QuestionSet:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not plain YAML (tags and code are not allowed): {exc}".splitlines()[0]) from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping with a `questions:` list")
+    try:
+        return QuestionSet.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        qid = _question_id_at(raw, first["loc"])
+        raise ConfigError(f"{source}: question {qid or '?'}: `{where}`: {first['msg']}") from exc
+
+
+def _question_id_at(raw: dict, loc: tuple) -> str | None:
+    if len(loc) >= 2 and loc[0] == "questions" and isinstance(loc[1], int):
+        try:
+            return str(raw["questions"][loc[1]].get("id"))
+        except (KeyError, IndexError, AttributeError, TypeError):
+            return None
+    return None
+
+
+def validate_against_catalog(question: Question, catalog: list[dict]) -> list[str]:
+    """Check every name against the signals catalog; raise ConfigError, return warnings.
+
+    ``catalog`` rows: name, kind, measured_at (start|turn|end), agent_controlled.
+    """
+    by_name = {row["name"]: row for row in catalog}
+    available = ", ".join(sorted(by_name))
+    for role, names in question.columns().items():
+        for name in names:
+            if name not in by_name:
+                raise ConfigError(
+                    f"question {question.id}: {role} `{name}` is not a signals column. Available: {available}"
+                )
+    out = by_name[question.outcome]
+    if out["kind"] != "outcome":
+        raise ConfigError(f"question {question.id}: outcome `{question.outcome}` is a {out['kind']}, not an outcome")
+    warnings: list[str] = []
+    if question.treatment:
+        t = by_name[question.treatment]
+        if t["kind"] not in ("behaviour", "tool"):
+            warnings.append(f"treatment `{question.treatment}` is a {t['kind']} signal, not a configured behaviour")
+    for cov in question.covariates:
+        when = by_name[cov]["measured_at"]
+        if when != "start":
+            raise ConfigError(
+                f"question {question.id}: covariate `{cov}` is measured "
+                f"{'at the end of the conversation' if when == 'end' else 'during the conversation'}, "
+                "possibly after the treatment: adjusting for it would control for a mediator or collider. "
+                "Use signals known at conversation start."
+            )
+    return warnings

@@ -1,0 +1,172 @@
+"""Human-readable output: the run table, one method's result, and the decision memo.
+
+The memo follows BACKGROUND.md: decision, intervention, estimand, design, result, main
+risks, decision rule. It is built from the store's rows (not from in-memory objects) so the
+memo always says what the store says.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from pathlib import Path
+
+from configs.questions import Question
+from convocausal.store import StorePaths, connect
+from methods.result import EstimateResult
+
+FAILURE_MODES = {
+    "hidden_confounder_risk": "hidden confounders",
+    "sample_size": "small sample",
+    "outcome_not_agent_controlled": "gameable outcome",
+    "survivorship_missing_outcome_gap": "survivorship",
+}
+
+
+def _num(v, fmt="{:+.4f}") -> str:
+    return "—" if v is None or v != v else fmt.format(v)
+
+
+def format_run_table(rows: list[dict], truth: dict) -> str:
+    """One line per question, with the true effect beside it when the data are synthetic."""
+    head = f"{'question':<24} {'method':<20} {'estimate':>9} {'95% CI':>21} {'p':>7} {'naive':>8}"
+    head += f" {'truth':>8} {'covers':>6}  checks failed" if truth else "  checks failed"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        failed = [k for k, v in (r.get("checks") or {}).items() if not v]
+        ci = f"[{_num(r.get('ci_low'))}, {_num(r.get('ci_high'))}]"
+        line = (f"{r['question_id']:<24} {r['method']:<20} {_num(r.get('estimate')):>9} {ci:>21} "
+                f"{_num(r.get('p_value'), '{:.3f}'):>7} {_num(r.get('naive_estimate')):>8}")
+        if truth:
+            t = truth.get(r["question_id"])
+            covers = (t is not None and r.get("ci_low") is not None
+                      and r["ci_low"] <= t <= r["ci_high"])
+            line += f" {_num(t):>8} {('yes' if covers else 'NO'):>6}"
+        line += "  " + (", ".join(failed) if failed else "none")
+        if r.get("status") == "refused":
+            line += f"\n    refused: {r.get('message')}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def format_result(result: EstimateResult) -> str:
+    r = result
+    out = [
+        f"{r.method} — {r.estimand} on {r.outcome}",
+        f"  estimate {_num(r.estimate)}  (95% CI {_num(r.ci_low)} to {_num(r.ci_high)}; SE {_num(r.std_error, '{:.4f}')};"
+        f" p {_num(r.p_value, '{:.4f}')})",
+        f"  naive difference {_num(r.naive_estimate)}; n treated {r.n_treated}, n control {r.n_control}",
+        f"  interval: {r.ci_method}",
+    ]
+    for x in r.refutations:
+        out.append(f"  refuter {x.refuter:<28} {'pass' if x.passed else 'FAIL'}  new effect {_num(x.new_effect)}  {x.message}")
+    bad = [b for b in r.balance if not b.passed]
+    if r.balance:
+        out.append(f"  balance: {len(r.balance) - len(bad)}/{len(r.balance)} covariate levels with |SMD| < 0.1 after matching")
+    for d in r.diagnostics:
+        out.append(f"  {'ok  ' if d.passed else 'FAIL'} {d.name}: {d.message}")
+    return "\n".join(out)
+
+
+def plot_paths(paths: StorePaths, question_id: str, plots: dict[str, bytes] | None = None,
+               write: bool = False) -> dict[str, Path]:
+    """Where a question's PNGs live; with ``write`` the given plots are saved there first."""
+    folder = paths.parts / "reports" / question_id
+    if write and plots:
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob("*.png"):
+            old.unlink()
+        for name, png in plots.items():
+            (folder / f"{name}.png").write_bytes(png)
+    return {p.stem: p for p in sorted(folder.glob("*.png"))} if folder.is_dir() else {}
+
+
+@dataclass
+class Memo:
+    markdown_inline: str  # plots embedded as data URIs, for the Dagster UI
+    markdown_files: str  # plots linked as files, for the report folder
+
+
+def decision_memo(paths: StorePaths, question: Question) -> Memo:
+    with connect(paths.db, read_only=True) as con:
+        est = con.execute(
+            "SELECT * FROM estimates WHERE question_id = ? ORDER BY computed_at DESC LIMIT 1", [question.id]
+        ).df()
+        if est.empty:
+            raise ValueError(f"no estimate stored for question {question.id}")
+        row = est.iloc[0].to_dict()
+        key = [row["run_id"], question.id]
+        refs = con.execute("SELECT * FROM refutations WHERE run_id = ? AND question_id = ?", key).df()
+        diags = con.execute("SELECT * FROM diagnostics WHERE run_id = ? AND question_id = ?", key).df()
+        bal = con.execute("SELECT * FROM balance WHERE run_id = ? AND question_id = ?", key).df()
+    body = _memo_body(question, row, refs, diags, bal)
+    plots = plot_paths(paths, question.id)
+    inline = body + "".join(
+        f"\n\n**{name}**\n\n![{name}](data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()})"
+        for name, p in plots.items()
+    )
+    files = body + "".join(f"\n\n![{name}]({question.id}/{p.name})" for name, p in plots.items())
+    return Memo(inline, files)
+
+
+def _memo_body(question: Question, row: dict, refs, diags, bal) -> str:
+    refused = row.get("status") == "refused"
+    failed = diags[~diags["passed"].astype(bool)] if not diags.empty else diags
+    failed_refs = refs[~refs["passed"].astype(bool)] if not refs.empty else refs
+    blocking = [n for n in failed["name"]] if not failed.empty else []
+    if refused:
+        decision = f"**No decision yet.** The question was refused: {row.get('message')}"
+    elif row["ci_low"] is not None and (row["ci_low"] > 0 or row["ci_high"] < 0) and not blocking:
+        direction = "raises" if row["estimate"] > 0 else "lowers"
+        decision = (f"The change {direction} `{question.outcome}` by {row['estimate']:+.3f} "
+                    f"(95% CI {row['ci_low']:+.3f} to {row['ci_high']:+.3f}); checks passed.")
+    elif blocking:
+        decision = ("**Do not act on this number yet**: failed checks: " + ", ".join(blocking) + ".")
+    else:
+        decision = "No effect distinguishable from zero at this sample size."
+    lines = [
+        f"# {question.id}",
+        question.description or "",
+        "## Decision", decision,
+        "## Intervention",
+        _intervention(question),
+        "## Estimand", f"{row['estimand']} on `{question.outcome}`.",
+        "## Design", question.why_method,
+        "## Result",
+    ]
+    if not refused:
+        lines.append(
+            f"Estimate **{row['estimate']:+.4f}** (95% CI {row['ci_low']:+.4f} to {row['ci_high']:+.4f}, "
+            f"p = {row['p_value']:.4f}; {row['ci_method']}). Naive comparison: {_num(row['naive_estimate'])}. "
+            f"{int(row['n_treated'])} treated, {int(row['n_control'])} control."
+        )
+        if row.get("true_effect") is not None and row["true_effect"] == row["true_effect"]:
+            lines.append(f"True effect built into the synthetic data: {row['true_effect']:+.4f}.")
+    lines.append("## Checks")
+    lines.append("| check | value | threshold | passed | note |\n|---|---|---|---|---|")
+    for _, d in diags.iterrows():
+        lines.append(f"| {d['name']} | {_num(d['value'], '{:.4g}')} | {_num(d['threshold'], '{:.4g}')} | "
+                     f"{'yes' if d['passed'] else '**no**'} | {str(d['message'])[:300]} |")
+    for _, r in refs.iterrows():
+        lines.append(f"| refuter: {r['refuter']} | {_num(r['new_effect'])} | — | {'yes' if r['passed'] else '**no**'} | "
+                     f"{str(r['message'])[:300]} |")
+    if not bal.empty:
+        worst = bal.reindex(bal["smd_after"].abs().sort_values(ascending=False).index).head(5)
+        lines.append("\nLargest |SMD| after matching: " + ", ".join(
+            f"{c} {a:+.3f} (before {b:+.3f})" for c, a, b in zip(worst["covariate"], worst["smd_after"], worst["smd_before"])))
+    lines.append("## Main risks")
+    risks = [f"- **{FAILURE_MODES.get(n, n)}**: {m}" for n, m in zip(failed["name"], failed["message"])] if not failed.empty else []
+    risks += [f"- **refuter {r}**: {m}" for r, m in zip(failed_refs["refuter"], failed_refs["message"])] if not failed_refs.empty else []
+    lines.extend(risks or ["- None of the automated checks failed. Unlogged reasons for the agent's choice can "
+                           "still confound: read the sensitivity refuter."])
+    lines.append("## Decision rule")
+    lines.append("Act when the 95% interval excludes zero, every ERROR-severity check passes and the refuters "
+                 "hold; otherwise collect more data or fix the failing check first.")
+    return "\n\n".join(x for x in lines if x is not None)
+
+
+def _intervention(question: Question) -> str:
+    if question.treatment:
+        return f"Conversations where `{question.treatment}` = 1 versus = 0."
+    sel = "; ".join(f"`{k}` in {list(v)}" for k, v in (question.treated or {}).items())
+    return f"The change reached conversations with {sel} from {question.launch}."

@@ -1,0 +1,72 @@
+"""`convocausal run`: materialize the same Dagster Definitions in-process.
+
+Configs are validated first (questions against the catalog the signals config implies), so a
+typo in a question stops the run before any extraction. Days are extracted in one run over
+the partition range present in the landing directory, then each question partition runs.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+
+from configs.questions import ConfigError, load_questions, validate_against_catalog
+from convocausal.store import connect, store_paths
+from extract.catalog import build_catalog
+from extract.config import load_signals_config
+from extract.raw import RawInputError, list_transcript_days
+from pipelines.partitions import START_DATE, questions
+
+
+def run_pipeline(raw_dir: str | Path, store: str | Path, signals_config=None, questions_config=None,
+                 truth_file=None, instance: dg.DagsterInstance | None = None, seed: int = 0) -> list[dict]:
+    """Run extraction, the store and every question; return one dict per question (estimates + checks)."""
+    from assets.questions import question_report, question_results
+    from assets.signals import analysis_store, signals_day
+    from pipelines.resources import ConvocausalSettings
+
+    config = load_signals_config(str(signals_config) if signals_config else None)
+    qset = load_questions(questions_config)
+    catalog = build_catalog(config).to_dicts()
+    for q in qset.questions:
+        validate_against_catalog(q, catalog)
+    days = list_transcript_days(raw_dir)
+    if not days:
+        raise RawInputError(f"{Path(raw_dir) / 'transcripts'}: no transcript files found")
+    if days[0] < date.fromisoformat(START_DATE):
+        raise ConfigError(f"transcripts start on {days[0]}, before CONVOCAUSAL_START_DATE={START_DATE}: "
+                          "set that environment variable to an earlier date")
+    settings = ConvocausalSettings(
+        raw_dir=str(raw_dir), store=str(store), signals_config=str(signals_config) if signals_config else None,
+        questions_config=str(questions_config) if questions_config else None,
+        truth_file=str(truth_file) if truth_file else None, seed=seed,
+    )
+    instance = instance or dg.DagsterInstance.ephemeral()
+    resources = {"settings": settings}
+    dg.materialize(
+        [signals_day], instance=instance, resources=resources,
+        tags={"dagster/asset_partition_range_start": days[0].isoformat(),
+              "dagster/asset_partition_range_end": days[-1].isoformat()},
+    )
+    dg.materialize([signals_day.to_source_asset(), analysis_store], instance=instance, resources=resources)
+    existing = set(instance.get_dynamic_partitions(questions.name))
+    new = [q.id for q in qset.questions if q.id not in existing]
+    if new:
+        instance.add_dynamic_partitions(questions.name, new)
+    rows = []
+    for q in qset.questions:
+        result = dg.materialize([question_results, question_report], instance=instance, resources=resources,
+                                partition_key=q.id)
+        checks = {e.check_name: bool(e.passed) for e in result.get_asset_check_evaluations()}
+        rows.append(_estimate_row(store, result.run_id, q.id, checks))
+    return rows
+
+
+def _estimate_row(store, run_id: str, question_id: str, checks: dict) -> dict:
+    with connect(store_paths(store).db, read_only=True) as con:
+        df = con.execute("SELECT * FROM estimates WHERE run_id = ? AND question_id = ?", [run_id, question_id]).df()
+    row = {k: (None if v != v else v) if isinstance(v, float) else v for k, v in df.iloc[0].to_dict().items()}
+    row["checks"] = checks
+    return row
