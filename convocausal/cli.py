@@ -148,10 +148,10 @@ def _cmd_estimate(args) -> int:
         result = estimate_sc(df, unit=args.unit, time=args.time, outcome=args.outcome,
                              treated_units=treated, launch=launch, weight=args.weight)
     else:
-        from methods.did import estimate_did
-
         if not args.post and not (args.time and args.launch is not None):
             raise UsageError("did needs --post COL, or --time COL with --launch VALUE")
+        from methods.did import estimate_did
+
         launch = _coerce_like(df[args.time], [args.launch])[0] if args.time and args.launch is not None else None
         result = estimate_did(df, outcome=args.outcome, treated=args.treated, post=args.post, time=args.time,
                               launch=launch, fixed_effects=_split(args.fixed_effects), cluster=args.cluster,

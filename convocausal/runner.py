@@ -7,6 +7,9 @@ the partition range present in the landing directory, then each question partiti
 
 from __future__ import annotations
 
+import resource
+import time
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -21,8 +24,13 @@ from pipelines.partitions import START_DATE, questions
 
 
 def run_pipeline(raw_dir: str | Path, store: str | Path, signals_config=None, questions_config=None,
-                 truth_file=None, instance: dg.DagsterInstance | None = None, seed: int = 0) -> list[dict]:
-    """Run extraction, the store and every question; return one dict per question (estimates + checks)."""
+                 truth_file=None, instance: dg.DagsterInstance | None = None, seed: int = 0,
+                 timings: dict | None = None) -> list[dict]:
+    """Run extraction, the store and every question; return one dict per question (estimates + checks).
+
+    ``timings``, when given, receives seconds and peak RSS (MiB) per stage (for benchmarks).
+    """
+    stage = _Stopwatch(timings)
     from assets.questions import question_report, question_results
     from assets.signals import analysis_store, signals_day
     from pipelines.resources import ConvocausalSettings
@@ -45,23 +53,41 @@ def run_pipeline(raw_dir: str | Path, store: str | Path, signals_config=None, qu
     )
     instance = instance or dg.DagsterInstance.ephemeral()
     resources = {"settings": settings}
-    dg.materialize(
-        [signals_day], instance=instance, resources=resources,
-        tags={"dagster/asset_partition_range_start": days[0].isoformat(),
-              "dagster/asset_partition_range_end": days[-1].isoformat()},
-    )
-    dg.materialize([signals_day.to_source_asset(), analysis_store], instance=instance, resources=resources)
+    with stage("extraction"):
+        dg.materialize(
+            [signals_day], instance=instance, resources=resources,
+            tags={"dagster/asset_partition_range_start": days[0].isoformat(),
+                  "dagster/asset_partition_range_end": days[-1].isoformat()},
+        )
+    with stage("store"):
+        dg.materialize([signals_day.to_source_asset(), analysis_store], instance=instance, resources=resources)
     existing = set(instance.get_dynamic_partitions(questions.name))
     new = [q.id for q in qset.questions if q.id not in existing]
     if new:
         instance.add_dynamic_partitions(questions.name, new)
     rows = []
     for q in qset.questions:
-        result = dg.materialize([question_results, question_report], instance=instance, resources=resources,
-                                partition_key=q.id)
+        with stage(f"question:{q.id}"):
+            result = dg.materialize([question_results, question_report], instance=instance, resources=resources,
+                                    partition_key=q.id)
         checks = {e.check_name: bool(e.passed) for e in result.get_asset_check_evaluations()}
         rows.append(_estimate_row(store, result.run_id, q.id, checks))
     return rows
+
+
+class _Stopwatch:
+    """Records wall seconds and the process's peak RSS after each stage."""
+
+    def __init__(self, sink: dict | None):
+        self.sink = sink
+
+    @contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        yield
+        if self.sink is not None:
+            peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            self.sink[name] = {"seconds": round(time.perf_counter() - start, 2), "peak_rss_mib": round(peak_mib)}
 
 
 def _estimate_row(store, run_id: str, question_id: str, checks: dict) -> dict:
