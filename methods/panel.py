@@ -188,6 +188,8 @@ def _prior_weeks_panel(con, base: str, params: list, launch: pd.Timestamp, time_
     cells["unit"] = pd.to_datetime(cells["week"]).dt.strftime("%Y-%m-%d")
     cells = cells.drop(columns="week")
     treated_unit = launch_week.strftime("%Y-%m-%d")
+    if not (cells["unit"] == treated_unit).any():
+        raise ValueError(f"no conversations in the launch week ({treated_unit}): check the launch date and the window")
     positions = 168 if hourly else 7
     volume = cells.groupby("unit")["n"].sum() / positions
     complete = cells.groupby("unit")["position"].nunique() == positions
