@@ -79,7 +79,7 @@ class _Panel:
 # --------------------------------------------------------------------------- public entry
 def estimate_sc(panel: pd.DataFrame, unit: str, time: str, outcome: str, treated_units: list, launch: Any,
                 weight: str | None = None, min_pre_periods: int = 4, min_donors: int = 3, seed: int = 0,
-                min_post_periods: int = 1, alpha: float = ALPHA, permutations: str = "iid") -> EstimateResult:
+                min_post_periods: int = 2, alpha: float = ALPHA, permutations: str = "iid") -> EstimateResult:
     """Synthetic-control ATT of the change shipped at ``launch`` to ``treated_units``.
 
     ``panel`` is long (one row per unit and period); periods with ``time >= launch`` are post.
@@ -89,6 +89,8 @@ def estimate_sc(panel: pd.DataFrame, unit: str, time: str, outcome: str, treated
     Raises ``MethodRefusal`` when the pre-period or the donor pool is too small to say
     anything, and ``ValueError`` for malformed input.
     """
+    if permutations not in PERMUTATION_KINDS:
+        raise ValueError(f"permutations must be one of {PERMUTATION_KINDS}, got {permutations!r}")
     data = _prepare(panel, unit, time, outcome, treated_units, launch, weight)
     _refuse_if_thin(data, launch, min_pre_periods, min_donors, min_post_periods)
     rng_seed = int(seed)
@@ -502,7 +504,7 @@ def _loo_refutation(theta: float, loo: dict[str, float], lo: float, hi: float) -
         return Refutation("leave_one_out_donors", theta, theta, None, True, "no donor carries weight")
     vals = np.array(list(loo.values()))
     worst_name = max(loo, key=lambda k: abs(loo[k] - theta))
-    within = bool(np.all((vals >= lo) & (vals <= hi))) if math.isfinite(lo) or math.isfinite(hi) else True
+    within = bool(np.all((vals >= lo) & (vals <= hi)))  # False when the interval is empty (NaN)
     same_sign = bool(np.all(np.sign(vals) == np.sign(theta)))
     msg = (f"dropping each of the {len(loo)} weighted donors in turn gives estimates from {vals.min():+.4f} to "
            f"{vals.max():+.4f} (full estimate {theta:+.4f}; largest move without {worst_name!r}); sign "

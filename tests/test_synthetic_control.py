@@ -129,8 +129,12 @@ def test_refuses_too_few_donors():
 
 def test_refuses_without_post_period_and_says_what_to_wait_for():
     panel, _ = factor_panel(seed=0)
-    with pytest.raises(MethodRefusal, match="Wait for 1 more full period"):
+    with pytest.raises(MethodRefusal, match="Wait for 2 more full period"):
         run(panel, launch=30)
+    panel["week"] = pd.Timestamp("2026-01-05") + pd.to_timedelta(panel["t"] * 7, unit="D")
+    last = panel["week"].max()  # one week after launch so far: wait one more week
+    with pytest.raises(MethodRefusal, match=f"until about {(last + pd.Timedelta(days=7)).date().isoformat()}"):
+        estimate_sc(panel, "unit", "week", "y", ["treated"], last)
 
 
 def test_bad_input_raises_value_error():
