@@ -43,7 +43,7 @@ def main() -> None:
     ap.add_argument("--effect", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    launch = int(round(args.periods * 0.8))
+    launch = round(args.periods * 0.8)
     panel = make_panel(args.donors, args.periods, launch, args.effect, args.seed)
     data = sc._prepare(panel, "unit", "t", "y", ["treated"], launch, None)
     pre = data.pre

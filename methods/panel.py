@@ -215,5 +215,5 @@ def _info(design: str, reason: str, panel: pd.DataFrame, launch: Any, time_bucke
         "design": design, "design_reason": reason, "unit_col": "unit", "time_col": "period",
         "value_col": "value", "weight_col": "n", "treated_units": list(treated), "donor_units": list(donors),
         "excluded_partly_reached": list(mixed), "launch": launch, "time_bucket": time_bucket,
-        "min_volume": min_volume, "n_cells": int(len(panel)),
+        "min_volume": min_volume, "n_cells": len(panel),
     }

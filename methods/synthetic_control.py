@@ -150,7 +150,7 @@ def estimate_sc(panel: pd.DataFrame, unit: str, time: str, outcome: str, treated
     result = EstimateResult(
         method=METHOD, estimand=ESTIMAND, outcome=outcome, estimate=theta, std_error=float(std_error),
         ci_low=float(ci_low), ci_high=float(ci_high), p_value=float(placebo["p_value"]),
-        n_treated=int(round(data.total_treated)), n_control=int(round(data.total_donors)),
+        n_treated=round(data.total_treated), n_control=round(data.total_donors),
         naive_estimate=naive, refutations=refutations, diagnostics=diagnostics, extras=extras,
         ci_method=ci_info["method"],
     )
@@ -447,7 +447,7 @@ def _placebo_in_time(data: _Panel, alpha: float, seed: int, kind: str = "iid") -
     """
     pre_idx = np.flatnonzero(data.pre)
     T0 = len(pre_idx)
-    k = min(max(int(round(PLACEBO_TIME_FRACTION * T0)), 2), T0 - 1)
+    k = min(max(round(PLACEBO_TIME_FRACTION * T0), 2), T0 - 1)
     Xp, yp = data.X[pre_idx], data.y[pre_idx]
     fake_post = np.arange(T0) >= k
     sub = _sub_panel(data, pre_idx)

@@ -92,7 +92,7 @@ def test_mid_week_launch_drops_the_straddling_week():
 
 def test_window_and_date_bucket():
     df = conversations()
-    panel, info = build_sc_panel(connect(df), "signals", "resolved", ["channel", "intent"], {"channel": ["chat"]},
+    panel, _info = build_sc_panel(connect(df), "signals", "resolved", ["channel", "intent"], {"channel": ["chat"]},
                                  dt.date(2026, 3, 2), time_bucket="date", min_volume=1,
                                  window={"start": dt.date(2026, 2, 1), "end": dt.date(2026, 3, 10)})
     assert panel["period"].min() == pd.Timestamp("2026-02-01")
@@ -117,7 +117,7 @@ def test_identifiers_are_validated_and_tables_survive(bad):
 def test_odd_but_real_column_names_are_quoted_and_values_bound():
     df = conversations().rename(columns={"channel": 'chan"nel; x'})
     con = connect(df)
-    panel, info = build_sc_panel(con, "signals", "resolved", ['chan"nel; x', "intent"], {'chan"nel; x': ["chat"]},
+    _panel, info = build_sc_panel(con, "signals", "resolved", ['chan"nel; x', "intent"], {'chan"nel; x': ["chat"]},
                                  dt.date(2026, 3, 2))
     assert info["treated_units"] == ["chat|a", "chat|b"]
     # a value that looks like SQL is only ever a value: it matches nothing

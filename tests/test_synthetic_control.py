@@ -61,7 +61,7 @@ def test_interval_covers_true_effect_and_excludes_naive(seed):
 
 
 def test_weights_gaps_and_plots_in_result():
-    panel, truth = factor_panel(seed=3)
+    panel, _truth = factor_panel(seed=3)
     res = run(panel)
     w = res.extras["weights"]
     assert all(v > 0 for v in w.values()) and sum(w.values()) == pytest.approx(1.0)
@@ -146,7 +146,7 @@ def test_bad_input_raises_value_error():
 
 
 def test_date_time_column_and_string_launch():
-    panel, truth = factor_panel(seed=8)
+    panel, _truth = factor_panel(seed=8)
     panel["week"] = pd.Timestamp("2026-01-05") + pd.to_timedelta(panel["t"] * 7, unit="D")
     launch = (pd.Timestamp("2026-01-05") + pd.Timedelta(days=7 * 20)).date().isoformat()
     res = estimate_sc(panel, "unit", "week", "y", ["treated"], launch)
@@ -247,7 +247,7 @@ def test_two_runs_are_identical(permutations):
 def test_coverage_and_null_rejection_rate_over_many_panels():
     cover, reject = [], []
     for seed in range(60):
-        panel, truth = factor_panel(seed=1000 + seed, effect=0.5)
+        panel, _truth = factor_panel(seed=1000 + seed, effect=0.5)
         res = run(panel)
         cover.append(res.ci_low <= 0.5 <= res.ci_high)
         null = run(factor_panel(seed=2000 + seed, effect=0.0)[0])
