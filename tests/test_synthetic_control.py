@@ -254,3 +254,13 @@ def test_coverage_and_null_rejection_rate_over_many_panels():
         reject.append(null.p_value <= 0.05)
     assert np.mean(cover) >= 0.88
     assert np.mean(reject) <= 0.15
+
+
+def test_non_rate_outcome_uses_pooled_noise_estimate():
+    """A 1-5 score (not a rate) takes the first-difference noise estimate instead of p(1-p)/n:
+    on a rescaled rate panel both paths should price donors alike and give the same answer."""
+    panel, treated, effect = binomial_cohorts(0)
+    rate = estimate_sc(panel, "unit", "t", "y", treated, 20, weight="n")
+    score = estimate_sc(panel.assign(y=1 + 4 * panel.y), "unit", "t", "y", treated, 20, weight="n")
+    assert score.estimate == pytest.approx(4 * rate.estimate, rel=0.1)
+    assert score.ci_low <= 4 * effect <= score.ci_high
