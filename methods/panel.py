@@ -55,10 +55,11 @@ def _check_columns(columns: list[str], names: dict[str, list[str]]) -> None:
 def build_sc_panel(con: duckdb.DuckDBPyConnection, relation: str, outcome: str, unit_by: list[str],
                    treated: dict[str, list], launch: dt.date, time_bucket: str = "week", min_volume: int = 30,
                    window: dict | None = None) -> tuple[pd.DataFrame, dict]:
-    """Long panel ``unit, period, value, n`` plus ``info`` for ``estimate_sc``.
+    """Long panel ``unit, period, <outcome>, n`` plus ``info`` for ``estimate_sc``.
 
-    ``value`` is the mean outcome of the cell's conversations and ``n`` their count (the
-    volume used to weight treated cohorts and price donor noise). ``info`` carries the column
+    The value column (named after the outcome, ``value`` if that name is taken) is the mean
+    outcome of the cell's conversations and ``n`` their count (the volume used to weight
+    treated cohorts and price donor noise). ``info`` carries the column
     names (``unit_col``, ``time_col``, ``value_col``, ``weight_col``), ``treated_units``,
     ``donor_units``, the ``launch`` value comparable with ``period``, dropped and excluded
     cohorts, and ``design`` (``"cohorts"`` or ``"prior_weeks"``) with ``design_reason``.
@@ -100,8 +101,15 @@ def build_sc_panel(con: duckdb.DuckDBPyConnection, relation: str, outcome: str, 
     if not treated_units:
         raise ValueError(f"the treated selector {treated!r} reaches no cohort of {list(unit_by)} after the launch")
     if not donors:
-        return _prior_weeks_panel(con, base, base_params, launch_ts, time_bucket, min_volume, treated_units, mixed)
-    return _cohort_panel(con, base, base_params, launch_ts, time_bucket, min_volume, treated_units, donors, mixed)
+        panel, info = _prior_weeks_panel(con, base, base_params, launch_ts, time_bucket, min_volume, treated_units,
+                                         mixed)
+    else:
+        panel, info = _cohort_panel(con, base, base_params, launch_ts, time_bucket, min_volume, treated_units,
+                                    donors, mixed)
+    if outcome not in ("unit", "period", "n"):  # name the value after the outcome so plots and JSON read well
+        panel = panel.rename(columns={"value": outcome})
+        info["value_col"] = outcome
+    return panel, info
 
 
 def _ts_sql(time_bucket: str) -> str:

@@ -65,7 +65,8 @@ def test_cohort_panel_matches_pandas_and_drops_thin_cohorts():
     expected = expected[expected.unit != "sms|b"].sort_values(["unit", "period"]).reset_index(drop=True)
     got = panel.sort_values(["unit", "period"]).reset_index(drop=True)
     assert (got.unit.to_numpy() == expected.unit.to_numpy()).all()
-    np.testing.assert_allclose(got.value.to_numpy(), expected.value.to_numpy())
+    np.testing.assert_allclose(got[info["value_col"]].to_numpy(), expected.value.to_numpy())
+    assert info["value_col"] == "resolved"
     assert (got.n.to_numpy() == expected.n.to_numpy()).all()
     assert info["launch"] == pd.Timestamp("2026-03-02")
     assert {info["unit_col"], info["time_col"], info["value_col"], info["weight_col"]} <= set(panel.columns)
@@ -152,7 +153,7 @@ def test_global_launch_switches_to_prior_weeks():
     assert not (panel["unit"] > "2026-03-02").any()  # weeks after the launch week are not used
     # the launch week's Friday cell equals the pandas mean of that day
     fri = df[df.date == launch].resolved.mean()
-    assert panel.query("unit == '2026-03-02' and period == 4").value.item() == pytest.approx(fri)
+    assert panel.query("unit == '2026-03-02' and period == 4")["resolved"].item() == pytest.approx(fri)
     res = estimate_sc(panel, info["unit_col"], info["time_col"], info["value_col"], info["treated_units"],
                       info["launch"], weight=info["weight_col"])
     assert res.ci_low <= 0.25 <= res.ci_high
