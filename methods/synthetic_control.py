@@ -116,6 +116,7 @@ def estimate_sc(panel: pd.DataFrame, unit: str, time: str, outcome: str, treated
     loo = _leave_one_out(data, w, pen_pre, theta, ci_low, ci_high)
 
     diagnostics = [
+        _donor_pool(data, min_donors, min_pre_periods),
         _fit_gate(rmspe_pre, sd_pre, floor_pre, T0),
         _out_of_sample(in_time, sd_pre),
         _inference_note(placebo, ci_info, alpha),
@@ -565,6 +566,13 @@ def _out_of_sample(it: dict, sd: float) -> Diagnostic:
               "The fit does not carry over out of sample: the weights may be fitting noise, so treat the "
               "post-launch gap with caution."))
     return Diagnostic("sc_out_of_sample_fit", float(ratio), FIT_GATE_RATIO, bool(passed), msg, "warn")
+
+
+def _donor_pool(data: _Panel, min_donors: int, min_pre: int) -> Diagnostic:
+    D, T0, T1 = len(data.donors), int(data.pre.sum()), int(data.post.sum())
+    msg = (f"{D} donor units (at least {min_donors} needed), {T0} periods before launch (at least {min_pre}) and "
+           f"{T1} after; the smallest attainable placebo p-value is 1/{D + 1} = {1 / (D + 1):.3f}.")
+    return Diagnostic("donor_pool", float(D), float(min_donors), True, msg, "error")
 
 
 def _inference_note(placebo: dict, ci: dict, alpha: float) -> Diagnostic:
