@@ -274,6 +274,8 @@ def _penalty(data: _Panel, rows: np.ndarray) -> np.ndarray | None:
 
 def _refuse_if_thin(data: _Panel, launch: Any, min_pre: int, min_donors: int, min_post: int) -> None:
     n_pre, n_post, n_don = int(data.pre.sum()), int(data.post.sum()), len(data.donors)
+    min_donors = max(min_donors, 2)  # placebo-in-space needs a donor left over to fit each placebo
+    min_pre = max(min_pre, 3)  # placebo-in-time needs two training periods and one to validate
     if n_pre < min_pre:
         raise MethodRefusal(
             f"only {n_pre} period(s) before the launch ({launch}); synthetic control needs at least {min_pre} "
