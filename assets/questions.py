@@ -64,13 +64,12 @@ def question_results(context: dg.AssetExecutionContext, settings: ConvocausalSet
                       answer.refusal or "refused", answer.preflight.diagnostics, true_effect=truth)
     else:
         write_result(paths.db, run_id, qid, answer.result, true_effect=truth,
-                     extra_diagnostics=answer.preflight.diagnostics,
-                     message=question.why_method)
+                     extra_diagnostics=answer.preflight.diagnostics, message=_why(question, answer))
         plot_paths(paths, qid, answer.result.plots, write=True)
     r = answer.result
     estimate_meta = {
         "method": dg.MetadataValue.text(answer.method),
-        "why_this_method": dg.MetadataValue.text(question.why_method),
+        "why_this_method": dg.MetadataValue.text(_why(question, answer)),
         "status": dg.MetadataValue.text("refused" if r is None else "ok"),
         "run_id": dg.MetadataValue.text(run_id),
     }
@@ -128,6 +127,12 @@ def question_report(context: dg.AssetExecutionContext, settings: ConvocausalSett
         "memo": dg.MetadataValue.md(memo.markdown_inline),
         "path": dg.MetadataValue.path(str(out)),
     })
+
+
+def _why(question, answer) -> str:
+    """Why this method, plus the design variant the method chose (e.g. synthetic control's prior weeks)."""
+    detail = answer.info.get("design_reason")
+    return question.why_method + (f" Design: {answer.info.get('design')} — {detail}" if detail else "")
 
 
 def _truth(settings: ConvocausalSettings, qid: str) -> float | None:

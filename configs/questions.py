@@ -70,7 +70,7 @@ class Question(BaseModel):
     treated: dict[Identifier, list[SelectorValue]] | None = Field(default=None, max_length=10)
     launch: date | None = None
     unit_by: list[Identifier] = Field(default_factory=list, max_length=5)
-    time_bucket: Literal["week", "date"] = "week"
+    time_bucket: Literal["week", "date", "hour"] = "week"  # hour: synthetic control only
     min_volume: int = Field(default=30, ge=1, le=1_000_000)
     fixed_effects: list[Identifier] = Field(default_factory=lambda: ["intent", "hour_of_day"], max_length=20)
     cluster: Identifier | None = None
@@ -91,6 +91,8 @@ class Question(BaseModel):
             for col, values in self.treated.items():
                 if not values or len(values) > 1000:
                     raise ValueError(f"`treated.{col}` needs between 1 and 1000 values")
+        if method == "diff_in_diff" and self.time_bucket == "hour":
+            raise ValueError("diff-in-diff takes time_bucket `week` or `date`")
         if method == "synthetic_control" and not self.unit_by:
             raise ValueError("synthetic control needs `unit_by` (the columns that define cohorts)")
         return self

@@ -131,7 +131,7 @@ def _memo_body(question: Question, row: dict, refs, diags, bal) -> str:
         "## Intervention",
         _intervention(question),
         "## Estimand", f"{row['estimand']} on `{question.outcome}`.",
-        "## Design", question.why_method,
+        "## Design", row.get("message") if not refused and row.get("message") else question.why_method,
         "## Result",
     ]
     if not refused:
