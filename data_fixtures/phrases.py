@@ -120,3 +120,27 @@ TOOL_RESULTS: dict[str, str] = {
     "reset_password": "password reset link sent to {email}",
     "kb_search": "3 articles found",
 }
+
+# Intents where the order number matters: tier2 queues call ``lookup_order`` for most of
+# them once the tool is rolled out (the DiD fixture).
+ORDER_INTENTS: frozenset[str] = frozenset({"order_status", "shipping_address", "refund_request"})
+
+# The customer's answer to an email request; ``{email}`` is a fake address, so the raw
+# transcript carries PII for the redaction step to remove.
+USER_EMAIL_REPLIES: tuple[str, ...] = (
+    "Sure, it's {email}",
+    "{email}",
+    "It's {email}, thanks.",
+    "my email is {email}",
+    "You can use {email}",
+)
+
+# Optional leading system message (platform context injected before the customer speaks).
+SYSTEM_PROMPTS: tuple[str, ...] = (
+    "Conversation started via {channel}. Routed to queue {skill}.",
+    "Session opened on {channel}; agent build {agent_version}.",
+    "New {channel} session. Customer context loaded.",
+)
+
+# Text of the assistant row that carries a tool call (``tool_name`` is set on that row).
+TOOL_CALL_TEXT: str = "Calling {tool}"
