@@ -1,0 +1,237 @@
+"""Refutations for the matching estimate, each re-running the *whole* estimator.
+
+Why our own loop and not DoWhy's refuters: DoWhy 0.14's ``estimate_effect`` writes the
+propensity score into the model's data frame and its refuters reuse that column, so
+``random_common_cause`` re-ran the matching on the old propensity and returned the original
+estimate exactly with p = 1.0 — a refuter that cannot fail. Here every simulation refits the
+propensity model from scratch (``refit``), and the simulations draw on covariate-cell
+*atoms* (distinct cell × treatment × outcome with a count), so permuting the treatment, adding
+a random covariate or drawing an 80% subset costs the same at a million rows as at a thousand.
+
+Every refuter writes its pass rule into ``Refutation.message`` in plain words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from methods.propensity import Atoms
+from methods.result import Refutation
+
+# refit(atoms, extra_codes_per_atom_or_None) -> effect estimate with the propensity refitted
+Refit = Callable[[Atoms, "np.ndarray | None"], float]
+
+PLACEBO_ALPHA = 0.05  # placebo effects must not differ from 0 at this level
+RCC_TOLERANCE_SE = 1.0  # random common cause: mean shift allowed, in standard errors
+SUBSET_FRACTION = 0.8
+EVALUE_THRESHOLD = 1.1  # E-value of the CI limit must reach this risk ratio
+RCC_LEVELS = 4
+
+
+def _drop_empty(cell, t, y, n, extra=None):
+    keep = n > 0
+    a = Atoms(cell=cell[keep], t=t[keep], y=y[keep], n=n[keep].astype(float))
+    return (a, extra[keep]) if extra is not None else a
+
+
+def permute_treatment(rng: np.random.Generator, atoms: Atoms) -> Atoms:
+    """Shuffle the treatment across rows: the number of placebo-treated units in each
+    (cell, outcome) group is multivariate hypergeometric — an exact row permutation."""
+    ycode, yuniq = pd.factorize(atoms.y)
+    pair = pd.factorize(atoms.cell * max(len(yuniq), 1) + ycode)[0]
+    sizes = np.bincount(pair, weights=atoms.n).round().astype(np.int64)
+    first = np.zeros(len(sizes), dtype=np.int64)
+    first[pair[::-1]] = np.arange(len(pair))[::-1]
+    n1 = int(round(atoms.n[atoms.t == 1].sum()))
+    drawn = rng.multivariate_hypergeometric(sizes, n1, method="marginals")
+    cell, y = atoms.cell[first], atoms.y[first]
+    return _drop_empty(
+        np.concatenate([cell, cell]),
+        np.concatenate([np.ones(len(cell), np.int64), np.zeros(len(cell), np.int64)]),
+        np.concatenate([y, y]),
+        np.concatenate([drawn, sizes - drawn]),
+    )
+
+
+def random_subset(rng: np.random.Generator, atoms: Atoms, fraction: float = SUBSET_FRACTION) -> Atoms:
+    """A random ``fraction`` of rows without replacement (multivariate hypergeometric on atoms)."""
+    sizes = atoms.n.round().astype(np.int64)
+    drawn = rng.multivariate_hypergeometric(sizes, int(round(fraction * sizes.sum())), method="marginals")
+    return _drop_empty(atoms.cell, atoms.t, atoms.y, drawn)
+
+
+def random_cause(rng: np.random.Generator, atoms: Atoms, levels: int = RCC_LEVELS) -> tuple[Atoms, np.ndarray]:
+    """A covariate drawn uniformly from ``levels`` values for every row, independent of
+    everything: each atom's rows are split multinomially over the levels."""
+    split = rng.multinomial(atoms.n.round().astype(np.int64), np.full(levels, 1.0 / levels))
+    a = len(atoms.n)
+    codes = np.tile(np.arange(levels), a)
+    rep = np.repeat(np.arange(a), levels)
+    return _drop_empty(atoms.cell[rep], atoms.t[rep], atoms.y[rep], split.ravel(), codes)
+
+
+def _dowhy_style_p(estimate: float, sims: np.ndarray) -> float:
+    """How unusual the original estimate is among the refuted ones (two-sided, normal
+    approximation) — DoWhy's convention; near 1 means the refuter left it unchanged."""
+    sd = float(np.std(sims, ddof=1)) if len(sims) > 1 else 0.0
+    if sd == 0:
+        return 1.0 if np.allclose(sims, estimate) else 0.0
+    return float(2 * stats.norm.sf(abs(estimate - float(np.mean(sims))) / sd))
+
+
+def placebo_treatment(refit: Refit, atoms: Atoms, estimate: float, rng: np.random.Generator,
+                      n_sims: int = 30,
+                      make_placebo: Callable[[np.random.Generator, Atoms], Atoms] = permute_treatment,
+                      ) -> Refutation:
+    """Replace the treatment by a random permutation, refit everything; the effect must vanish.
+
+    Pass rule: a one-sample t-test of the ``n_sims`` placebo effects against 0 has p ≥ 0.05.
+    """
+    sims = np.array([refit(make_placebo(rng, atoms), None) for _ in range(n_sims)])
+    sims = sims[np.isfinite(sims)]
+    mean = float(np.mean(sims)) if len(sims) else float("nan")
+    if len(sims) > 1 and np.std(sims) > 0:
+        p = float(stats.ttest_1samp(sims, 0.0).pvalue)
+    else:
+        p = 1.0 if len(sims) and np.allclose(sims, 0) else 0.0
+    passed = bool(p >= PLACEBO_ALPHA)
+    return Refutation(
+        refuter="placebo_treatment",
+        estimate=estimate,
+        new_effect=mean,
+        p_value=p,
+        passed=passed,
+        message=(
+            f"Treatment replaced by a random permutation {len(sims)} times, propensity refitted each "
+            f"time: mean placebo effect {mean:+.4f} (sd {np.std(sims, ddof=1) if len(sims) > 1 else 0:.4f}), "
+            f"t-test against 0 p = {p:.3f}. Pass rule: placebo effect indistinguishable from 0 "
+            f"(p ≥ {PLACEBO_ALPHA}). " + ("Passed." if passed else
+                                           "FAILED: a made-up treatment still shows an effect, so the "
+                                           "estimate reflects something other than the treatment.")
+        ),
+    )
+
+
+def random_common_cause(refit: Refit, atoms: Atoms, estimate: float, std_error: float,
+                        rng: np.random.Generator, n_sims: int = 30,
+                        make_cause: Callable[[np.random.Generator, Atoms], tuple[Atoms, np.ndarray]] = random_cause,
+                        tolerance_se: float = RCC_TOLERANCE_SE) -> Refutation:
+    """Add an independent random covariate, refit propensity and matching; the estimate must
+    not move. Pass rule: |mean new estimate − estimate| ≤ ``tolerance_se`` × standard error."""
+    sims = np.array([refit(*make_cause(rng, atoms)) for _ in range(n_sims)])
+    sims = sims[np.isfinite(sims)]
+    mean = float(np.mean(sims)) if len(sims) else float("nan")
+    shift = abs(mean - estimate)
+    tol = tolerance_se * std_error
+    passed = bool(np.isfinite(shift) and shift <= tol)
+    p = _dowhy_style_p(estimate, sims) if len(sims) else float("nan")
+    return Refutation(
+        refuter="random_common_cause",
+        estimate=estimate,
+        new_effect=mean,
+        p_value=p,
+        passed=passed,
+        message=(
+            f"An independent random covariate ({RCC_LEVELS} levels) added {len(sims)} times, propensity "
+            f"refitted each time: mean estimate {mean:+.4f} vs {estimate:+.4f} (shift {shift:.4f}). "
+            f"Pass rule: shift ≤ {tolerance_se} × SE = {tol:.4f}. "
+            + ("Passed." if passed else "FAILED: adding an irrelevant covariate moves the estimate, "
+                                        "so it is unstable.")
+        ),
+    )
+
+
+def data_subset(refit: Refit, atoms: Atoms, estimate: float, ci_low: float, ci_high: float,
+                rng: np.random.Generator, n_sims: int = 30, fraction: float = SUBSET_FRACTION,
+                make_subset: Callable[[np.random.Generator, Atoms], Atoms] | None = None) -> Refutation:
+    """Re-estimate on random ``fraction`` subsets of the rows, propensity refitted each time.
+
+    Pass rule: the mean subset estimate lies inside the original 95% interval. (Single subset
+    estimates are not required to: nearest-neighbour re-matching adds its own noise, so even
+    a correct model puts a few of them outside; a shift of the *mean* means the answer depends
+    on which conversations are included.)
+    """
+    make = make_subset or (lambda r, a: random_subset(r, a, fraction))
+    sims = np.array([refit(make(rng, atoms), None) for _ in range(n_sims)])
+    sims = sims[np.isfinite(sims)]
+    inside = float(np.mean((sims >= ci_low) & (sims <= ci_high))) if len(sims) else 0.0
+    mean = float(np.mean(sims)) if len(sims) else float("nan")
+    passed = bool(np.isfinite(mean) and ci_low <= mean <= ci_high)
+    p = _dowhy_style_p(estimate, sims) if len(sims) else float("nan")
+    return Refutation(
+        refuter="data_subset",
+        estimate=estimate,
+        new_effect=mean,
+        p_value=p,
+        passed=passed,
+        message=(
+            f"Re-estimated on {len(sims)} random {fraction:.0%} subsets: mean {mean:+.4f}, "
+            f"{inside:.0%} of them inside the original interval [{ci_low:+.4f}, {ci_high:+.4f}]. "
+            f"Pass rule: the mean subset estimate lies inside that interval. "
+            + ("Passed." if passed else "FAILED: the estimate depends on which conversations are included.")
+        ),
+    )
+
+
+def evalue(rr: float) -> float:
+    """VanderWeele & Ding (2017) E-value of a risk ratio: RR + sqrt(RR (RR − 1)), RR ≥ 1."""
+    if not np.isfinite(rr) or rr <= 0:
+        return float("nan")
+    rr = max(rr, 1 / rr)
+    return float(rr + np.sqrt(rr * (rr - 1)))
+
+
+def evalue_sensitivity(estimate: float, ci_low: float, ci_high: float, mean_treated: float,
+                       outcome_sd: float, binary: bool,
+                       threshold: float = EVALUE_THRESHOLD) -> Refutation:
+    """How strong an unobserved confounder would have to be to explain the effect away.
+
+    Binary outcome: risk ratio RR = mean_treated / (mean_treated − effect) among the matched
+    treated; continuous outcome: RR ≈ exp(0.91 · effect / sd) (VanderWeele & Ding 2017). The
+    E-value is the minimum risk ratio a hidden confounder needs with both treatment and outcome
+    (beyond the measured covariates) to pull the point estimate (or the interval limit closest
+    to 0) to zero. Pass rule: E-value of the interval limit ≥ ``threshold``. ``new_effect`` is the
+    estimate corrected for a hidden confounder of exactly that strength (bias factor
+    B = t²/(2t − 1)).
+    """
+    def to_rr(effect: float) -> float:
+        if binary:
+            m0 = mean_treated - effect
+            return mean_treated / m0 if m0 > 0 and mean_treated > 0 else float("nan")
+        return float(np.exp(0.91 * effect / outcome_sd)) if outcome_sd > 0 else float("nan")
+
+    def from_rr(rr: float) -> float:
+        if binary:
+            return mean_treated - mean_treated / rr
+        return float(np.log(rr) / 0.91 * outcome_sd)
+
+    e_point = evalue(to_rr(estimate))
+    crosses = ci_low <= 0 <= ci_high
+    limit = ci_low if estimate > 0 else ci_high
+    e_ci = 1.0 if crosses else evalue(to_rr(limit))
+    bias = threshold * threshold / (2 * threshold - 1)
+    rr = to_rr(estimate)
+    adj = from_rr(rr / bias if estimate > 0 else rr * bias) if np.isfinite(rr) else float("nan")
+    passed = bool(np.isfinite(e_ci) and e_ci >= threshold)
+    scale = "risk ratio of the outcome" if binary else "approximate risk ratio (exp(0.91·d))"
+    return Refutation(
+        refuter="unobserved_confounder_evalue",
+        estimate=estimate,
+        new_effect=float(adj),
+        p_value=None,
+        passed=passed,
+        message=(
+            f"E-value ({scale}): {e_point:.2f} for the estimate, {e_ci:.2f} for the interval limit "
+            f"closest to 0 — a hidden confounder would need a risk ratio of at least that with both "
+            f"the treatment and the outcome, beyond the measured covariates, to explain the effect "
+            f"away. A confounder of strength {threshold} would move the estimate to {adj:+.4f}. "
+            f"Pass rule: interval E-value ≥ {threshold}. "
+            + ("Passed." if passed else
+               ("FAILED: the interval already includes 0." if crosses else
+                "FAILED: a weak hidden confounder could explain the effect away."))
+        ),
+    )

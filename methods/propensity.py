@@ -1,0 +1,303 @@
+"""Covariate cells and the logistic propensity model fitted on them.
+
+Why cells: the matching covariates (intent, persona, memory state, agent version, hour,
+channel) are categorical or low-cardinality, so a million conversations fall into a few
+thousand distinct covariate combinations. Every unit in a cell has the same design row and
+hence the same propensity, so the logistic likelihood only needs, per cell, the number of
+treated and the number of units (a binomial GLM with frequency weights gives exactly the
+row-level coefficients). Everything downstream (matching, bootstrap, refutations) works on
+*atoms*: distinct (cell, treatment, outcome value) triples with a count. Resampling rows is
+then a multinomial draw over atoms, permuting the treatment a multivariate hypergeometric
+draw — exact, and independent of the number of rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+MISSING_LEVEL = "missing"
+SEPARATION_LOGIT = 25.0  # |logit| beyond this means a cell is (quasi-)perfectly predicted
+
+
+@dataclass
+class Cells:
+    """Distinct covariate combinations and their design rows.
+
+    ``X`` is the propensity design (intercept, drop-one dummies with the most frequent level as
+    reference, standardised numeric columns); ``Z`` holds the balance features (every level of
+    every categorical, numeric columns on their own scale), one row per cell.
+    """
+
+    covariates: list[str]
+    kinds: dict[str, str]  # covariate -> "categorical" | "numeric"
+    values: pd.DataFrame  # one row per cell: the covariate values
+    X: np.ndarray
+    x_names: list[str]
+    Z: np.ndarray
+    z_names: list[str]
+    z_covariate: list[str]  # which covariate each Z column belongs to
+
+    @property
+    def n_cells(self) -> int:
+        return len(self.values)
+
+
+@dataclass
+class Atoms:
+    """Distinct (cell, treatment, outcome) triples with their row counts."""
+
+    cell: np.ndarray
+    t: np.ndarray
+    y: np.ndarray
+    n: np.ndarray  # counts (float so resampled counts drop straight in)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.n.sum())
+
+
+@dataclass
+class CellStats:
+    """Per-cell counts, outcome sums and sums of squares by arm."""
+
+    n1: np.ndarray
+    n0: np.ndarray
+    s1: np.ndarray
+    s0: np.ndarray
+    q1: np.ndarray
+    q0: np.ndarray
+
+
+@dataclass
+class Prepared:
+    cells: Cells
+    atoms: Atoms
+    cell_of_row: np.ndarray
+    treatment_rows: np.ndarray
+    keep: np.ndarray  # boolean mask of the input rows that were used
+    excluded: dict[str, int] = field(default_factory=dict)  # reason -> rows dropped
+
+
+def _is_numeric(s: pd.Series) -> bool:
+    return pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s)
+
+
+def prepare(df: pd.DataFrame, treatment: str, outcome: str, covariates: list[str]) -> Prepared:
+    """Drop unusable rows (counted, never silently), code covariates, build cells and atoms.
+
+    Null treatment or outcome rows are excluded; a null in a categorical covariate is its own
+    level ``missing``; a null in a numeric covariate excludes the row. Treatment must be 0/1.
+    """
+    missing = [c for c in [treatment, outcome, *covariates] if c not in df.columns]
+    if missing:
+        raise ValueError(f"columns not in the data: {missing}")
+    if treatment in covariates or outcome in covariates:
+        raise ValueError("treatment and outcome must not be among the covariates")
+    excluded: dict[str, int] = {}
+    keep = np.ones(len(df), dtype=bool)
+    t_null = df[treatment].isna().to_numpy()
+    excluded["null_treatment"] = int(t_null.sum())
+    keep &= ~t_null
+    y_null = df[outcome].isna().to_numpy()
+    excluded["null_outcome"] = int((y_null & keep).sum())
+    keep &= ~y_null
+    kinds = {c: ("numeric" if _is_numeric(df[c]) else "categorical") for c in covariates}
+    num_null = np.zeros(len(df), dtype=bool)
+    for c in covariates:
+        if kinds[c] == "numeric":
+            num_null |= df[c].isna().to_numpy()
+    excluded["null_numeric_covariate"] = int((num_null & keep).sum())
+    keep &= ~num_null
+    d = df.loc[keep, [treatment, outcome, *covariates]]
+
+    t = d[treatment].astype("float64").to_numpy()
+    if not np.isin(t, (0.0, 1.0)).all():
+        bad = sorted(set(np.unique(t)) - {0.0, 1.0})[:5]
+        raise ValueError(f"treatment {treatment!r} must be 0/1; found values {bad}")
+    t = t.astype(np.int64)
+    y = d[outcome].astype("float64").to_numpy()
+
+    codes, uniques = [], []
+    for c in covariates:
+        s = d[c]
+        if kinds[c] == "numeric":
+            s = s.astype("float64")
+        else:
+            s = s.astype(object).where(s.notna(), MISSING_LEVEL).astype(str)
+        code, uniq = pd.factorize(s, sort=True)
+        codes.append(code.astype(np.int64))
+        uniques.append(np.asarray(uniq))
+    key = np.zeros(len(d), dtype=np.int64)
+    for code, uniq in zip(codes, uniques):
+        card = max(len(uniq), 1)
+        if key.max(initial=0) > (2**62) // card:
+            key = pd.factorize(key)[0].astype(np.int64)
+        key = key * card + code
+    cell_of_row, first = _factorize_first(key)
+    values = pd.DataFrame(
+        {c: uniq[code[first]] for c, code, uniq in zip(covariates, codes, uniques)}
+    )
+    counts = np.bincount(cell_of_row, minlength=len(first)).astype(float)
+    cells = _design(values, covariates, kinds, counts)
+    atoms = _atoms(cell_of_row, t, y)
+    return Prepared(cells, atoms, cell_of_row, t, keep, excluded)
+
+
+def _factorize_first(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Compact ids for ``key`` and the first row index of each id."""
+    ids, uniq = pd.factorize(key)
+    first = np.full(len(uniq), -1, dtype=np.int64)
+    # reversed assignment leaves the smallest index per id
+    rev = np.arange(len(ids))[::-1]
+    first[ids[rev]] = rev
+    return ids.astype(np.int64), first
+
+
+def _atoms(cell: np.ndarray, t: np.ndarray, y: np.ndarray) -> Atoms:
+    ycode, yuniq = pd.factorize(y)
+    key = (cell * 2 + t) * max(len(yuniq), 1) + ycode
+    ids, first = _factorize_first(key)
+    n = np.bincount(ids, minlength=len(first)).astype(float)
+    return Atoms(cell=cell[first], t=t[first], y=y[first], n=n)
+
+
+def _design(values: pd.DataFrame, covariates: list[str], kinds: dict[str, str],
+            counts: np.ndarray) -> Cells:
+    xs, x_names, zs, z_names, z_cov = [np.ones(len(values))], ["intercept"], [], [], []
+    w = counts / counts.sum()
+    for c in covariates:
+        v = values[c].to_numpy()
+        if kinds[c] == "numeric":
+            v = v.astype(float)
+            mu = float(w @ v)
+            sd = float(np.sqrt(w @ (v - mu) ** 2))
+            if sd > 0:
+                xs.append((v - mu) / sd)
+                x_names.append(c)
+            zs.append(v)
+            z_names.append(c)
+            z_cov.append(c)
+        else:
+            levels = pd.unique(v)
+            lvl_counts = {lv: counts[v == lv].sum() for lv in levels}
+            ordered = sorted(levels, key=lambda lv: (-lvl_counts[lv], str(lv)))
+            for lv in ordered:
+                ind = (v == lv).astype(float)
+                zs.append(ind)
+                z_names.append(f"{c}={lv}")
+                z_cov.append(c)
+                if lv != ordered[0]:
+                    xs.append(ind)
+                    x_names.append(f"{c}={lv}")
+    X = np.column_stack(xs)
+    Z = np.column_stack(zs) if zs else np.zeros((len(values), 0))
+    X, x_names = _drop_collinear(X, x_names, counts)
+    return Cells(list(covariates), dict(kinds), values, X, x_names, Z, z_names, z_cov)
+
+
+def _drop_collinear(X: np.ndarray, names: list[str], counts: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Keep a full-rank set of design columns (a level implied by others would make the MLE
+    non-unique); greedy in column order so the intercept and earlier covariates win."""
+    G = (X * counts[:, None]).T @ X
+    scale = max(1.0, float(np.abs(np.diag(G)).max()))
+    keep: list[int] = []
+    for j in range(X.shape[1]):
+        cand = keep + [j]
+        ev = np.linalg.eigvalsh(G[np.ix_(cand, cand)])
+        if ev.min() > 1e-10 * scale:
+            keep.append(j)
+    return X[:, keep], [names[j] for j in keep]
+
+
+def cell_stats(atoms_cell: np.ndarray, atoms_t: np.ndarray, atoms_y: np.ndarray, n: np.ndarray,
+               n_cells: int) -> CellStats:
+    """Aggregate atom counts into per-cell treated/control counts and outcome sums."""
+    key = atoms_cell * 2 + atoms_t
+    m = 2 * n_cells
+    cnt = np.bincount(key, weights=n, minlength=m).reshape(n_cells, 2)
+    s = np.bincount(key, weights=n * atoms_y, minlength=m).reshape(n_cells, 2)
+    qq = np.bincount(key, weights=n * atoms_y * atoms_y, minlength=m).reshape(n_cells, 2)
+    return CellStats(cnt[:, 1], cnt[:, 0], s[:, 1], s[:, 0], qq[:, 1], qq[:, 0])
+
+
+@dataclass
+class LogitFit:
+    beta: np.ndarray
+    eta: np.ndarray  # linear predictor (logit of the propensity) per cell
+    converged: bool
+    n_iter: int
+
+    @property
+    def propensity(self) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-self.eta))
+
+
+def _loglik(eta: np.ndarray, n1: np.ndarray, n: np.ndarray) -> float:
+    # n1*eta - n*log(1+exp(eta)), computed stably
+    return float(n1 @ eta - n @ np.logaddexp(0.0, eta))
+
+
+def fit_logit(X: np.ndarray, n1: np.ndarray, n0: np.ndarray, beta0: np.ndarray | None = None,
+              max_iter: int = 100, tol: float = 1e-10) -> LogitFit:
+    """Unpenalised grouped-binomial logistic regression by Newton–Raphson with step halving.
+
+    Same coefficients as ``statsmodels.GLM(t, X, family=Binomial(), freq_weights=…)`` on the
+    rows (tested). Cells with no units contribute nothing. Under (quasi-)separation the
+    coefficients run off; we stop at ``max_iter`` and report ``converged=False`` instead of
+    clipping anything.
+    """
+    n = n1 + n0
+    use = n > 0
+    Xu, n1u, nu = X[use], n1[use], n[use]
+    beta = np.zeros(X.shape[1]) if beta0 is None else beta0.copy()
+    if beta0 is None:
+        pbar = n1u.sum() / nu.sum()
+        beta[0] = np.log(pbar / (1 - pbar)) if 0 < pbar < 1 else 0.0
+    eta = Xu @ beta
+    ll = _loglik(eta, n1u, nu)
+    converged = False
+    it = 0
+    for it in range(1, max_iter + 1):
+        p = 1.0 / (1.0 + np.exp(-eta))
+        wgt = nu * p * (1 - p)
+        grad = Xu.T @ (n1u - nu * p)
+        H = (Xu * wgt[:, None]).T @ Xu
+        try:
+            step = np.linalg.solve(H + 1e-12 * np.eye(len(beta)), grad)
+        except np.linalg.LinAlgError:
+            step = np.linalg.lstsq(H, grad, rcond=None)[0]
+        t = 1.0
+        while True:
+            nb = beta + t * step
+            neta = Xu @ nb
+            nll = _loglik(neta, n1u, nu)
+            if nll >= ll - 1e-12 * abs(ll) or t < 1e-6:
+                break
+            t /= 2
+        gain = nll - ll
+        beta, eta, ll = nb, neta, nll
+        if np.max(np.abs(t * step)) < tol or (0 <= gain < 1e-12 * max(1.0, abs(ll))):
+            converged = bool(np.max(np.abs(Xu @ beta)) < SEPARATION_LOGIT)
+            break
+    return LogitFit(beta, X @ beta, converged, it)
+
+
+def dowhy_design(df: pd.DataFrame, covariates: list[str]) -> pd.DataFrame:
+    """DoWhy 0.14's propensity design: its own ``one_hot_encode(drop_first=True)`` (numeric
+    columns first in sorted order, then the dummies of object/string/category columns)."""
+    from dowhy.utils.encoding import one_hot_encode
+
+    enc, _ = one_hot_encode(df[covariates], drop_first=True)
+    return enc
+
+
+def fit_sklearn_default(X: np.ndarray, t: np.ndarray, sample_weight: np.ndarray | None = None) -> np.ndarray:
+    """DoWhy's default propensity model: ``sklearn.linear_model.LogisticRegression()`` (L2, C=1,
+    lbfgs). Returns the logit per row of ``X``. Only for reproducing DoWhy's numbers."""
+    from sklearn.linear_model import LogisticRegression
+
+    m = LogisticRegression().fit(X, t, sample_weight=sample_weight)
+    return m.decision_function(X)
