@@ -1,0 +1,150 @@
+"""Each refuter passes on a correct model and CAN fail when something is wrong.
+
+A refuter that cannot fail is worse than none (DoWhy 0.14's random_common_cause reused the
+stale propensity and returned the original estimate with p = 1.0), so every refuter here is
+shown failing on purpose: a "placebo" that keeps the real treatment, a confounder dropped
+from the covariates and then offered as the "random" common cause, subsets that shift the
+dropped confounder's mix, and an effect too weak to survive a hidden confounder.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from checks.refutations import (
+    data_subset,
+    evalue,
+    evalue_sensitivity,
+    permute_treatment,
+    placebo_treatment,
+    random_cause,
+    random_common_cause,
+    random_subset,
+)
+from methods.propensity import Atoms, cell_stats, prepare
+from methods.psm import PSMEstimator, estimate_psm
+from tests.test_psm import COVARIATES, simulate
+
+T, Y = "asked_email_first", "resolved"
+
+
+@pytest.fixture(scope="module")
+def correct():
+    df = simulate(8000, seed=17, effect=0.08)
+    return estimate_psm(df, T, Y, COVARIATES, n_bootstrap=150, seed=1, refute=True, n_refute_sims=30)
+
+
+def test_every_refuter_passes_on_a_correct_model(correct):
+    r = correct
+    names = [x.refuter for x in r.refutations]
+    assert names == ["placebo_treatment", "random_common_cause", "data_subset", "unobserved_confounder_evalue"]
+    for x in r.refutations:
+        assert x.passed, x.message
+        assert "Pass rule" in x.message
+    placebo = r.refutations[0]
+    assert abs(placebo.new_effect) < 0.5 * r.std_error
+
+
+def test_refuters_refit_rather_than_reuse(correct):
+    """The random-common-cause estimate is not the original to the last digit (it is refitted)."""
+    rcc = correct.refutations[1]
+    assert rcc.new_effect != correct.estimate
+    assert rcc.p_value < 1.0
+
+
+def _omitted_confounder(n=6000, seed=3, effect=0.05):
+    """x is measured, u is a strong confounder we pretend not to have measured."""
+    rng = np.random.default_rng(seed)
+    x = rng.choice(["a", "b", "c"], n)
+    u = rng.random(n) < 0.5
+    t = (rng.random(n) < 1 / (1 + np.exp(-(-1 + 2 * u + 0.3 * (x == "b"))))).astype(int)
+    y = (rng.random(n) < 0.3 + 0.3 * u + 0.05 * (x == "c") + effect * t).astype(int)
+    df = pd.DataFrame({"t": t, "y": y, "x": x, "u": np.where(u, "yes", "no")})
+    prep = prepare(df, "t", "y", ["x", "u"])
+    cols = [i for i, nm in enumerate(prep.cells.x_names) if not nm.startswith("u=")]
+    est = PSMEstimator(prep.cells.X[:, cols], "ATT", 0.2, True)  # propensity ignores u
+    st = cell_stats(prep.atoms.cell, prep.atoms.t, prep.atoms.y, prep.atoms.n, prep.cells.n_cells)
+    base = est.run(est.X, st)[0].estimate
+    u_of_atom = (prep.cells.values["u"].to_numpy()[prep.atoms.cell] == "yes").astype(np.int64)
+    return est, prep.atoms, base, u_of_atom
+
+
+def test_placebo_fails_when_the_placebo_keeps_the_real_association(correct):
+    df = simulate(8000, seed=17, effect=0.08)
+    prep = prepare(df, T, Y, COVARIATES)
+    est = PSMEstimator(prep.cells.X, "ATT", 0.2, True)
+    rng = np.random.default_rng(0)
+
+    def leaky_placebo(r, a: Atoms) -> Atoms:
+        # flips only 5% of units' treatment: the "placebo" is still mostly the real treatment
+        flip = r.binomial(a.n.astype(np.int64), 0.05).astype(float)
+        return Atoms(np.r_[a.cell, a.cell], np.r_[a.t, 1 - a.t], np.r_[a.y, a.y], np.r_[a.n - flip, flip])
+
+    bad = placebo_treatment(est.refit, prep.atoms, correct.estimate, rng, 20, make_placebo=leaky_placebo)
+    assert not bad.passed and "FAILED" in bad.message
+    assert bad.new_effect > 0.5 * correct.estimate
+    good = placebo_treatment(est.refit, prep.atoms, correct.estimate, rng, 20)
+    assert good.passed
+
+
+def test_random_common_cause_fails_when_the_added_cause_is_a_dropped_confounder():
+    est, atoms, base, u = _omitted_confounder()
+    rng = np.random.default_rng(1)
+    se = 0.015  # about the bootstrap SE of this design at n=6000
+    real = random_common_cause(est.refit, atoms, base, se, rng, 5, make_cause=lambda r, a: (a, u))
+    assert not real.passed and "FAILED" in real.message
+    assert real.new_effect == pytest.approx(0.05, abs=0.04)  # adjusting for u recovers the truth
+    fake = random_common_cause(est.refit, atoms, base, se, rng, 10, make_cause=random_cause)
+    assert fake.passed, fake.message
+
+
+def test_data_subset_fails_when_subsets_shift_a_dropped_confounder():
+    est, atoms, base, u = _omitted_confounder()
+    rng = np.random.default_rng(2)
+    ci = (base - 0.03, base + 0.03)
+
+    def skewed(r, a: Atoms) -> Atoms:
+        keep = np.where(u == 1, r.binomial(a.n.astype(np.int64), 0.2), a.n).astype(float)
+        return Atoms(a.cell, a.t, a.y, keep)
+
+    bad = data_subset(est.refit, atoms, base, *ci, rng, 10, make_subset=skewed)
+    assert not bad.passed and "FAILED" in bad.message
+    good = data_subset(est.refit, atoms, base, *ci, rng, 10)
+    assert good.passed, good.message
+
+
+def test_evalue_formula_and_failure_on_weak_effect():
+    assert evalue(2.0) == pytest.approx(2 + np.sqrt(2))
+    assert evalue(0.5) == pytest.approx(2 + np.sqrt(2))
+    assert evalue(1.0) == pytest.approx(1.0)
+    strong = evalue_sensitivity(0.10, 0.07, 0.13, mean_treated=0.6, outcome_sd=0.5, binary=True)
+    assert strong.passed
+    rr_low = 0.6 / (0.6 - 0.07)
+    assert f"{evalue(rr_low):.2f}" in strong.message
+    assert 0 < strong.new_effect < 0.10
+    weak = evalue_sensitivity(0.01, -0.01, 0.03, mean_treated=0.6, outcome_sd=0.5, binary=True)
+    assert not weak.passed and "includes 0" in weak.message
+    tiny = evalue_sensitivity(0.004, 0.001, 0.007, mean_treated=0.6, outcome_sd=0.5, binary=True)
+    assert not tiny.passed  # significant but a very weak hidden confounder explains it away
+    cont = evalue_sensitivity(0.5, 0.3, 0.7, mean_treated=3.0, outcome_sd=1.0, binary=False)
+    assert cont.passed and "exp(0.91" in cont.message
+
+
+def test_draws_preserve_rows():
+    df = simulate(2000, seed=1)
+    atoms = prepare(df, T, Y, COVARIATES).atoms
+    rng = np.random.default_rng(0)
+    p = permute_treatment(rng, atoms)
+    assert p.n.sum() == atoms.n.sum() and p.n[p.t == 1].sum() == atoms.n[atoms.t == 1].sum()
+    # per (cell, outcome) the counts are preserved, only treatment is reshuffled
+    key = lambda a: pd.Series(a.n).groupby([a.cell, a.y]).sum()
+    pd.testing.assert_series_equal(key(p), key(atoms))
+    s = random_subset(rng, atoms, 0.8)
+    assert s.n.sum() == pytest.approx(0.8 * atoms.n.sum(), abs=1)
+    full = pd.Series(atoms.n).groupby([atoms.cell, atoms.t, atoms.y]).sum()
+    sub = pd.Series(s.n).groupby([s.cell, s.t, s.y]).sum()
+    assert (sub <= full.reindex(sub.index)).all()
+    c, codes = random_cause(rng, atoms)
+    assert c.n.sum() == atoms.n.sum() and set(np.unique(codes)) <= {0, 1, 2, 3}
