@@ -1,0 +1,282 @@
+"""Sufficient statistics for linear diff-in-diff: compress rows to cells in DuckDB, fit WLS on cells.
+
+Why: every regressor of the DiD models (treated, period, fixed-effect levels) is categorical, so
+rows that share all of them share one row of the design matrix. Grouping by those keys plus the
+cluster and keeping ``n = count``, ``sum_y`` and ``sum_y2`` per cell loses nothing a linear model
+needs:
+
+* point estimates — WLS of the cell mean on the cell's design row with weight ``n`` solves the
+  same normal equations as row-level OLS (``X'X = Σ n_c x_c x_c'``, ``X'y = Σ x_c sum_y_c``):
+  **exact**;
+* cluster-robust (CR1) covariance — the cluster score ``Σ_{i∈g} x_i e_i`` equals
+  ``Σ_{c∈g} x_c (sum_y_c − n_c x_c'β)`` because cells are nested in clusters (the cluster is a
+  GROUP BY key): **exact**, including statsmodels' small-sample factor G/(G−1)·(N−1)/(N−K);
+* heteroskedasticity-robust (HC1) covariance — needs ``Σ_{i∈c} e_i² = sum_y2 − 2 fit·sum_y +
+  n fit²``: **exact** (up to floating-point cancellation when residuals are tiny vs. levels);
+* the classical (non-robust) covariance — needs the residual sum of squares, same formula: exact.
+
+Only the cell table ever leaves DuckDB; the conversation table is never pulled whole. Column
+names come from configuration: they are checked against the relation's columns and quoted, and
+design matrices are built with numpy/pandas dummies, never with formula strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import duckdb
+import numpy as np
+import pandas as pd
+import scipy.linalg as sla
+import scipy.sparse as sp
+import statsmodels.api as sm
+
+
+def quote_ident(name: str) -> str:
+    """A DuckDB identifier literal: double quotes, embedded quotes doubled."""
+    return '"' + str(name).replace('"', '""') + '"'
+
+
+def relation_columns(con: duckdb.DuckDBPyConnection, relation: str) -> list[str]:
+    """Column names of ``relation`` (a table or view name; quoted, never pasted raw)."""
+    if not isinstance(relation, str) or not relation:
+        raise ValueError("relation must be a non-empty table or view name")
+    try:
+        desc = con.execute(f"DESCRIBE {quote_ident(relation)}").fetchall()
+    except duckdb.Error as exc:
+        raise ValueError(f"no table or view named {relation!r} in the DuckDB connection") from exc
+    return [row[0] for row in desc]
+
+
+def validate_columns(available: Sequence[str], wanted: dict[str, str | None]) -> None:
+    """Raise ValueError naming every requested column (by role) that the relation lacks."""
+    have = set(available)
+    missing = [f"{role}={name!r}" for role, name in wanted.items() if name is not None and name not in have]
+    if missing:
+        raise ValueError(
+            "unknown column(s) " + ", ".join(missing) + "; available: " + ", ".join(map(str, available))
+        )
+
+
+def compress(con: duckdb.DuckDBPyConnection, relation: str, outcome: str, keys: dict[str, str],
+             nullable: Sequence[str] = ()) -> pd.DataFrame:
+    """Cell table: one row per distinct combination of the ``keys`` columns with n, sum_y, sum_y2.
+
+    ``keys`` maps a role name (the cell table's column, e.g. ``"treated"``) to a column of the
+    relation; one column may serve several roles (a fixed effect that is also the cluster) and is
+    grouped once. Using role names, not the user's names, keeps user columns called ``n`` or
+    ``sum_y`` from colliding with the statistics. Rows with a null outcome or a null key are
+    dropped (listwise, like statsmodels' ``missing="drop"``) except for roles in ``nullable``
+    (e.g. a staggered rollout's cohort, null for never-treated units). The outcome is cast to
+    DOUBLE (booleans become 0/1).
+    """
+    validate_columns(relation_columns(con, relation), {"outcome": outcome, **keys})
+    cols = list(dict.fromkeys(keys.values()))
+    y = f"CAST({quote_ident(outcome)} AS DOUBLE)"
+    kq = [quote_ident(c) for c in cols]
+    aliases = [f"k{i}" for i in range(len(cols))]
+    skip_null = {keys[r] for r in nullable if r in keys} - {c for r, c in keys.items() if r not in nullable}
+    select = "".join(f"{k} AS {a}, " for k, a in zip(kq, aliases))
+    not_null = " AND ".join([f"{y} IS NOT NULL", *(f"{k} IS NOT NULL" for k, c in zip(kq, cols) if c not in skip_null)])
+    sql = (
+        f"SELECT {select}COUNT(*)::BIGINT AS n, SUM({y}) AS sum_y, SUM({y} * {y}) AS sum_y2 "
+        f"FROM {quote_ident(relation)} WHERE {not_null}" + (f" GROUP BY {', '.join(aliases)}" if cols else "")
+    )
+    raw = con.execute(sql).df()
+    cells = pd.DataFrame({role: raw[aliases[cols.index(col)]].to_numpy() for role, col in keys.items()},
+                         index=raw.index)
+    cells["n"] = raw["n"].to_numpy(np.int64)
+    cells["sum_y"] = raw["sum_y"].to_numpy(np.float64)
+    cells["sum_y2"] = raw["sum_y2"].to_numpy(np.float64)
+    return cells
+
+
+def frame_cells(df: pd.DataFrame, outcome: str, keys: dict[str, str], nullable: Sequence[str] = ()) -> pd.DataFrame:
+    """Same cell table from an in-memory pandas frame (registered in a private DuckDB connection)."""
+    validate_columns([str(c) for c in df.columns], {"outcome": outcome, **keys})
+    con = duckdb.connect()
+    try:
+        con.register("did_frame", df)
+        return compress(con, "did_frame", outcome, keys, nullable)
+    finally:
+        con.close()
+
+
+def dummies(values: pd.Series, prefix: str) -> tuple[np.ndarray, list[str]]:
+    """Indicator columns for every level but the first (sorted), as float; names ``prefix=level``."""
+    cat = pd.Categorical(values)
+    codes = cat.codes
+    k = len(cat.categories)
+    if k <= 1:
+        return np.zeros((len(values), 0)), []
+    mat = np.zeros((len(values), k - 1))
+    rows = np.nonzero(codes > 0)[0]
+    mat[rows, codes[rows] - 1] = 1.0
+    return mat, [f"{prefix}={lvl}" for lvl in cat.categories[1:]]
+
+
+@dataclass
+class CellDesign:
+    """A weighted design on cells: X (C×K), n, sum_y, sum_y2, cluster codes (or None)."""
+
+    X: np.ndarray
+    names: list[str]
+    n: np.ndarray
+    sum_y: np.ndarray
+    sum_y2: np.ndarray
+    groups: np.ndarray | None = None
+    dropped: list[str] = field(default_factory=list)
+
+    @property
+    def nobs(self) -> int:
+        return int(self.n.sum())
+
+    @property
+    def n_groups(self) -> int:
+        return 0 if self.groups is None else int(self.groups.max()) + 1
+
+    def index(self, name: str) -> int:
+        return self.names.index(name)
+
+
+def make_design(X: np.ndarray, names: list[str], cells: pd.DataFrame, cluster: str | None,
+                protect: Sequence[str] = ()) -> CellDesign:
+    """Drop collinear columns (later ones first, never a ``protect`` name unless unavoidable).
+
+    A column is collinear when its diagonal entry in the QR of the weighted design is tiny
+    relative to the largest: it adds nothing the earlier columns don't span (e.g. a skill fixed
+    effect absorbing ``treated``). Which collinear column goes does not change the coefficients
+    that stay identified.
+    """
+    n = cells["n"].to_numpy(np.float64)
+    order = [i for i, nm in enumerate(names) if nm in protect] + [i for i, nm in enumerate(names) if nm not in protect]
+    Xo = X[:, order] * np.sqrt(n)[:, None]
+    r = np.abs(np.diag(sla.qr(Xo, mode="r")[0])) if Xo.shape[1] else np.zeros(0)
+    tol = max(Xo.shape) * np.finfo(float).eps * (r.max() if r.size else 0.0) * 1e3
+    keep_o = [order[j] for j in range(len(order)) if r[j] > tol]
+    keep = sorted(keep_o)
+    groups = None
+    if cluster is not None:
+        groups = pd.Categorical(cells[cluster]).codes.astype(np.int64)
+    return CellDesign(
+        X=X[:, keep], names=[names[i] for i in keep], n=n,
+        sum_y=cells["sum_y"].to_numpy(np.float64), sum_y2=cells["sum_y2"].to_numpy(np.float64),
+        groups=groups, dropped=[names[i] for i in range(len(names)) if i not in keep],
+    )
+
+
+@dataclass
+class CellFit:
+    """WLS fit on cells with the exact row-level covariance matrices."""
+
+    design: CellDesign
+    params: np.ndarray
+    cov: np.ndarray
+    cov_type: str  # "cluster" (CR1) | "HC1" | "nonrobust"
+
+    def coef(self, name: str) -> float:
+        return float(self.params[self.design.index(name)])
+
+    def se(self, name: str) -> float:
+        i = self.design.index(name)
+        return float(np.sqrt(self.cov[i, i]))
+
+
+def fit_wls(design: CellDesign) -> np.ndarray:
+    """Coefficients of row-level OLS, obtained as statsmodels WLS of cell means with weight n."""
+    ybar = design.sum_y / design.n
+    return np.asarray(sm.WLS(ybar, design.X, weights=design.n).fit(method="qr").params, dtype=float)
+
+
+def group_matrix(design: CellDesign) -> sp.csr_matrix:
+    """Sparse G×C indicator: multiplying it sums cell rows within clusters."""
+    c = len(design.n)
+    return sp.csr_matrix((np.ones(c), (design.groups, np.arange(c))), shape=(design.n_groups, c))
+
+
+def cluster_scores(design: CellDesign, beta: np.ndarray, sum_y: np.ndarray | None = None) -> np.ndarray:
+    """G×K cluster scores Σ_{c∈g} x_c (sum_y_c − n_c x_c'β) — equal to the row-level Σ_i x_i e_i."""
+    sy = design.sum_y if sum_y is None else sum_y
+    resid_sum = sy - design.n * (design.X @ beta)
+    return np.asarray(group_matrix(design) @ (design.X * resid_sum[:, None]))
+
+
+def bread(design: CellDesign) -> np.ndarray:
+    """(X'X)^{-1} of the row-level design, from cells."""
+    A = design.X.T @ (design.X * design.n[:, None])
+    return np.linalg.inv(A)
+
+
+def cr1_factor(n_groups: int, nobs: int, k: int) -> float:
+    """statsmodels' default cluster correction: G/(G−1) · (N−1)/(N−K)."""
+    return n_groups / (n_groups - 1.0) * (nobs - 1.0) / (nobs - k)
+
+
+def cov_cluster(design: CellDesign, beta: np.ndarray) -> np.ndarray:
+    """Exact CR1 covariance (as ``statsmodels.OLS(...).fit(cov_type="cluster")`` on the rows)."""
+    Ainv = bread(design)
+    S = cluster_scores(design, beta)
+    k = design.X.shape[1]
+    return cr1_factor(design.n_groups, design.nobs, k) * Ainv @ (S.T @ S) @ Ainv
+
+
+def cell_sq_resid(design: CellDesign, beta: np.ndarray) -> np.ndarray:
+    """Σ_{i∈c} e_i² per cell from the sufficient statistics (needs sum_y2)."""
+    fit = design.X @ beta
+    return np.maximum(design.sum_y2 - 2.0 * fit * design.sum_y + design.n * fit * fit, 0.0)
+
+
+def cov_hc1(design: CellDesign, beta: np.ndarray) -> np.ndarray:
+    """Exact HC1 covariance: (X'X)^{-1} Σ_c e²_c x_c x_c' (X'X)^{-1} · N/(N−K)."""
+    Ainv = bread(design)
+    e2 = cell_sq_resid(design, beta)
+    meat = design.X.T @ (design.X * e2[:, None])
+    nobs, k = design.nobs, design.X.shape[1]
+    return nobs / (nobs - k) * Ainv @ meat @ Ainv
+
+
+def cov_nonrobust(design: CellDesign, beta: np.ndarray) -> np.ndarray:
+    """Classical σ²(X'X)^{-1} with σ² = RSS/(N−K)."""
+    rss = cell_sq_resid(design, beta).sum()
+    return rss / (design.nobs - design.X.shape[1]) * bread(design)
+
+
+def fit_cells(design: CellDesign) -> CellFit:
+    """WLS on cells with CR1 when a cluster is given, HC1 otherwise."""
+    beta = fit_wls(design)
+    if design.groups is not None:
+        return CellFit(design, beta, cov_cluster(design, beta), "cluster")
+    return CellFit(design, beta, cov_hc1(design, beta), "HC1")
+
+
+def design_from_cells(cells: pd.DataFrame, numeric: dict[str, np.ndarray], fe_roles: Sequence[str] = (),
+                      cluster_role: str | None = None, protect: Sequence[str] = ()) -> CellDesign:
+    """Design on cells: intercept, the given numeric columns, then dummies for each fixed effect."""
+    cols = [np.ones(len(cells))] + [np.asarray(v, dtype=float) for v in numeric.values()]
+    names = ["const", *numeric.keys()]
+    for role in fe_roles:
+        mat, nm = dummies(cells[role], role)
+        cols.append(mat)
+        names.extend(nm)
+    X = np.column_stack([c.reshape(len(cells), -1) for c in cols])
+    return make_design(X, names, cells, cluster_role, protect=("const", *protect))
+
+
+def coarsen(cells: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """Sum cells over the roles not in ``keys`` (exactness holds at any level the model is constant on)."""
+    keys = list(dict.fromkeys(keys))
+    return cells.groupby(keys, as_index=False, sort=True, observed=True, dropna=False)[["n", "sum_y", "sum_y2"]].sum()
+
+
+EFFECT = "treated:post"
+
+
+def two_by_two_design(cells: pd.DataFrame, fe_roles: Sequence[str] = (), cluster_role: str | None = None) -> CellDesign:
+    """outcome ~ treated + post + treated:post + fixed-effect dummies, on cells with 0/1 roles
+    ``treated`` and ``post``. Cells are first summed to the model's own keys."""
+    keys = ["treated", "post", *fe_roles, *([cluster_role] if cluster_role else [])]
+    c = coarsen(cells, keys)
+    t = c["treated"].to_numpy(float)
+    p = c["post"].to_numpy(float)
+    return design_from_cells(c, {"treated": t, "post": p, EFFECT: t * p}, fe_roles, cluster_role, protect=(EFFECT,))
