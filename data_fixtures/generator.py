@@ -21,6 +21,7 @@ import polars as pl
 
 from data_fixtures import design as D
 from data_fixtures.messages import Messages, build_messages, conversation_fields
+from data_fixtures.text import pick
 from data_fixtures.simulate import OTHER_TOOL_NAMES, PERSONA_NAMES, Simulation, simulate
 
 START_DATE = D.START_DATE
@@ -60,7 +61,7 @@ def _conversation_frame(sim: Simulation, fields: dict[str, pl.Series]) -> pl.Dat
     conv_id = pl.DataFrame({"k": np.arange(1, n + 1)}).select(
         pl.concat_str([pl.lit("conv-"), pl.col("k").cast(pl.String).str.zfill(8)])
     )[:, 0]
-    customer_id = pl.Series("customer_id", sim.customer_ids[c["cust"]], dtype=pl.String)
+    customer_id = sim.customer_ids.gather(pl.Series(c["cust"].astype(np.uint32))).alias("customer_id")
     customer_id = customer_id.scatter(np.flatnonzero(c["anonymous"]), None)
     memory = pl.Series("memory_items", c["memory_items"], dtype=pl.Int32).scatter(
         np.flatnonzero(c["memory_null"]), None
@@ -132,8 +133,8 @@ def _labels(conv: pl.DataFrame, sim: Simulation, msgs: Messages) -> pl.DataFrame
             "channel": conv["channel"],
             "skill": conv["skill"],
             "agent_version": conv["agent_version"],
-            "persona_segment": np.array(PERSONA_NAMES)[c["persona"]],
-            "intent": np.array(D.INTENTS)[c["intent"]],
+            "persona_segment": pick(PERSONA_NAMES, c["persona"]),
+            "intent": pick(D.INTENTS, c["intent"]),
             "transactional": D.IS_TRANSACTIONAL[c["intent"]],
             "asked_email_first": asked_first,
             "email_turn": email_turn,

@@ -60,16 +60,16 @@ def conversation_fields(sim: Simulation, rng: np.random.Generator) -> dict[str, 
     pii = pl.select(
         pl.when(pl.Series(kind == 0)).then(email).when(pl.Series(kind == 1)).then(phone).otherwise(pl.lit(""))
     ).to_series()
-    agent_version = np.where(c["v2"], D.AGENT_V2, D.AGENT_V1)
+    agent_version = text.pick((D.AGENT_V1, D.AGENT_V2), c["v2"].astype(np.int64))
     return {
         "email": email.alias("email"),
         "phone": phone.alias("phone"),
         "pii": pii.alias("pii"),
         "order": text.fake_order_numbers(rng, n),
         "card4": text.fake_card4(rng, n),
-        "channel": pl.Series("channel", np.array(D.CHANNELS)[c["channel"]]),
-        "skill": pl.Series("skill", np.array(D.SKILLS)[c["skill"]]),
-        "agent_version": pl.Series("agent_version", agent_version),
+        "channel": text.pick(D.CHANNELS, c["channel"]).alias("channel"),
+        "skill": text.pick(D.SKILLS, c["skill"]).alias("skill"),
+        "agent_version": agent_version.alias("agent_version"),
     }
 
 
@@ -181,5 +181,12 @@ def build_messages(sim: Simulation, fields: dict[str, pl.Series], rng: np.random
     )
     add(all_, "assistant", text.fill_templates(closing_tpls, closing_choice), None, asst_delay())
 
-    rows = pl.concat(frames, how="vertical").sort(["conv", "turn"])
+    # Row position is known from the turn counts: conversation's first row + turn. One
+    # gather by the inverse permutation replaces a two-key sort of ~8 rows/conversation.
+    stacked = pl.concat(frames, how="vertical")
+    first_row = np.cumsum(turn, dtype=np.int64) - turn
+    pos = first_row[stacked["conv"].to_numpy()] + stacked["turn"].to_numpy()
+    perm = np.empty(pos.size, dtype=np.uint32 if pos.size < 2**32 else np.uint64)
+    perm[pos] = np.arange(pos.size, dtype=perm.dtype)
+    rows = stacked.select(pl.all().gather(pl.Series(perm)))
     return Messages(rows=rows, n_turns=turn, email_turn=email_turn, ended_us=c["ts_start_us"] + offset)

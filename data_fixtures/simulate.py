@@ -36,7 +36,7 @@ class Simulation:
     conv: dict[str, np.ndarray]
     customers: pl.DataFrame
     customer_email: pl.Series  # indexed by customer pool index (``conv["cust"]``)
-    customer_ids: np.ndarray  # indexed by customer pool index
+    customer_ids: pl.Series  # indexed by customer pool index
     truth: dict[str, float | None]
 
 
@@ -90,7 +90,7 @@ def _customers(rng: np.random.Generator, n: int) -> tuple[dict[str, np.ndarray],
     crm = pl.DataFrame(
         {
             "customer_id": cid,
-            "persona_segment": pl.Series(np.array(D.PERSONAS)[persona]).scatter(
+            "persona_segment": text.pick(D.PERSONAS, persona).scatter(
                 np.flatnonzero(persona_null), None
             ),
         }
@@ -99,7 +99,7 @@ def _customers(rng: np.random.Generator, n: int) -> tuple[dict[str, np.ndarray],
         "activity": activity / activity.sum(),
         "persona": persona,
         "known_persona": in_crm & ~persona_null,
-        "customer_id": cid.to_numpy(),
+        "customer_id": cid,
     }
     return info, crm, email
 

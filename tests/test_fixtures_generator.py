@@ -11,6 +11,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -33,7 +34,8 @@ UTC = pl.Datetime("us", "UTC")
 def fixture_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("fixtures")
     out = {}
-    for name, seed, variant in [("standard", 0, "standard"), ("repeat", 0, "standard"), ("null", 1, "null")]:
+    for name, seed, variant in [("standard", 0, "standard"), ("repeat", 0, "standard"), ("null", 1, "null"),
+                                 ("diverging", 0, "diverging")]:
         generate(root / name, n_conversations=N, seed=seed, variant=variant)
         out[name] = root / name
     return out
@@ -173,6 +175,37 @@ def test_null_variant_has_zero_truth(fixture_dirs: dict[str, Path]) -> None:
     assert truth == {"email_early_vs_late": 0.0, "prompt_v2_launch": 0.0, "lookup_order_rollout": 0.0}
     labels = pl.read_parquet(d / "_truth" / "labels.parquet")
     assert all(v == 0 for v in _truths_from_labels(labels).values())
+
+
+def _pre_trend_slope(labels: pl.DataFrame) -> float:
+    """Slope per week of tier2 minus others in the untreated resolution probability, pre-launch."""
+    weekly = (
+        labels.filter(pl.col("date") < LOOKUP_ORDER_LAUNCH)
+        .with_columns(
+            week=(pl.col("date") - START_DATE).dt.total_days() // 7,
+            tier2=pl.col("skill").is_in(TREATED_SKILLS),
+        )
+        .group_by("week", "tier2").agg(pl.col("p_lookup_off").mean())
+        .pivot("tier2", index="week", values="p_lookup_off").sort("week")
+    )
+    gap = (weekly["true"] - weekly["false"]).to_numpy()
+    return float(np.polyfit(weekly["week"].to_numpy(), gap, 1)[0])
+
+
+def test_diverging_variant_breaks_parallel_trends(fixture_dirs: dict[str, Path], std: dict) -> None:
+    diverging = pl.read_parquet(fixture_dirs["diverging"] / "_truth" / "labels.parquet")
+    assert abs(_pre_trend_slope(std["labels"])) < 0.003
+    assert _pre_trend_slope(diverging) == pytest.approx(-0.01, abs=0.003)
+    # the drift stops at the rollout, and the truth is still exact for the sample
+    truth = json.loads((fixture_dirs["diverging"] / "truth.json").read_text())
+    assert truth["lookup_order_rollout"] == pytest.approx(_truths_from_labels(diverging)["lookup_order_rollout"])
+
+
+def test_tiny_samples_still_write_a_landing_dir(tmp_path: Path) -> None:
+    res = generate(tmp_path, n_conversations=5, seed=3)
+    t = pl.read_parquet(tmp_path / "transcripts" / "**" / "*.parquet")
+    assert t["conversation_id"].n_unique() == 5 and res["n_messages"] == t.height
+    assert all(v is None or isinstance(v, float) for v in res["truth"].values())
 
 
 def test_memory_label_matches_definition(std: dict) -> None:
