@@ -59,6 +59,8 @@ CUSTOMERS_PER_CONVERSATION = 0.35  # size of the customer pool relative to n_con
 P_MISSING_FROM_CRM = 0.05
 P_NULL_PERSONA = 0.02
 P_MEMORY_NULL = 0.03  # memory_items not logged
+# memory_has_prior_session := memory_items > 0 (null counts as 0) OR the same customer started
+# another conversation at most MEMORY_WINDOW_DAYS before this one (start times are unique).
 MEMORY_WINDOW_DAYS = 30
 P_SYSTEM_MESSAGE = 0.35
 P_FOLLOWUP = 0.65

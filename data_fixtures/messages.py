@@ -23,6 +23,7 @@ USER_DELAY_S = np.array([30.0, 7200.0, 8.0, 90.0])
 ASSISTANT_DELAY_S = np.array([3.0, 300.0, 2.0, 6.0])
 TOOL_CALL_DELAY_S = 1.0
 TOOL_RESULT_DELAY_S = 0.6
+P_ATTACHMENT_ONLY = 0.01  # follow-up with no text (an image), so text has some nulls
 
 
 @dataclass
@@ -159,8 +160,10 @@ def build_messages(sim: Simulation, fields: dict[str, pl.Series], rng: np.random
     add(all_, "assistant", text.fill_templates(phrases.ASSISTANT_ANSWERS, _choice(rng, len(phrases.ASSISTANT_ANSWERS), all_)),
         None, asst_delay())
     # 9-10. follow-up question and second answer
-    add(followup, "user", text.fill_templates(phrases.USER_FOLLOWUPS, _choice(rng, len(phrases.USER_FOLLOWUPS), followup)),
-        None, user_delay())
+    # A few follow-ups are attachments only: ``text`` is nullable in the contract.
+    follow_text = text.fill_templates(phrases.USER_FOLLOWUPS, _choice(rng, len(phrases.USER_FOLLOWUPS), followup))
+    follow_text = follow_text.scatter(np.flatnonzero(rng.random(follow_text.len()) < P_ATTACHMENT_ONLY), None)
+    add(followup, "user", follow_text, None, user_delay())
     add(followup, "assistant",
         text.fill_templates(phrases.ASSISTANT_ANSWERS, _choice(rng, len(phrases.ASSISTANT_ANSWERS), followup)),
         None, asst_delay())
