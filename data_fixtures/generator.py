@@ -21,8 +21,8 @@ import polars as pl
 
 from data_fixtures import design as D
 from data_fixtures.messages import Messages, build_messages, conversation_fields
-from data_fixtures.text import pick
 from data_fixtures.simulate import OTHER_TOOL_NAMES, PERSONA_NAMES, Simulation, simulate
+from data_fixtures.text import pick
 
 START_DATE = D.START_DATE
 N_WEEKS = D.N_WEEKS
@@ -35,22 +35,31 @@ VARIANTS = D.VARIANTS
 QUESTION_IDS = D.QUESTION_IDS
 
 __all__ = [
-    "START_DATE",
+    "CHANNELS",
+    "LOOKUP_ORDER_LAUNCH",
     "N_WEEKS",
     "PROMPT_V2_LAUNCH",
-    "LOOKUP_ORDER_LAUNCH",
-    "SKILLS",
-    "TREATED_SKILLS",
-    "CHANNELS",
-    "VARIANTS",
     "QUESTION_IDS",
+    "SKILLS",
+    "START_DATE",
+    "TREATED_SKILLS",
+    "VARIANTS",
     "generate",
 ]
 
 TS_TYPE = pl.Datetime("us", "UTC")
 TRANSCRIPT_COLUMNS = (
-    "conversation_id", "turn", "ts", "role", "text", "tool_name",
-    "channel", "agent_version", "customer_id", "skill", "memory_items",
+    "conversation_id",
+    "turn",
+    "ts",
+    "role",
+    "text",
+    "tool_name",
+    "channel",
+    "agent_version",
+    "customer_id",
+    "skill",
+    "memory_items",
 )
 
 
@@ -115,15 +124,22 @@ def _labels(conv: pl.DataFrame, sim: Simulation, msgs: Messages) -> pl.DataFrame
     asked_first = pl.Series("asked_email_first", c["early"].astype(np.int8), dtype=pl.Int8).scatter(
         np.flatnonzero(~c["asked"]), None
     )
-    email_turn = pl.Series("email_turn", msgs.email_turn, dtype=pl.Int32).scatter(np.flatnonzero(~c["asked"]), None)
+    email_turn = pl.Series("email_turn", msgs.email_turn, dtype=pl.Int32).scatter(
+        np.flatnonzero(~c["asked"]), None
+    )
     lookup = pl.select(pl.when(pl.Series(c["lookup_used"])).then(pl.lit("lookup_order"))).to_series()
-    other = pl.Series("o", OTHER_TOOL_NAMES, dtype=pl.String).gather(pl.Series(c["other_tool"].astype(np.uint32)))
+    other = pl.Series("o", OTHER_TOOL_NAMES, dtype=pl.String).gather(
+        pl.Series(c["other_tool"].astype(np.uint32))
+    )
     tools = pl.select(
         pl.concat_list([lookup, other.replace("", None)]).list.drop_nulls().alias("tools")
     ).to_series()
     started = pl.Series("started_at", c["ts_start_us"]).cast(TS_TYPE)
     ended = pl.Series("ended_at", msgs.ended_us).cast(TS_TYPE)
-    y_email = {k: pl.Series(k, c[k]).scatter(np.flatnonzero(~c["asked"]), None) for k in ("y_email_early", "y_email_late")}
+    y_email = {
+        k: pl.Series(k, c[k]).scatter(np.flatnonzero(~c["asked"]), None)
+        for k in ("y_email_early", "y_email_late")
+    }
     return pl.DataFrame(
         {
             "conversation_id": conv["conversation_id"],
@@ -147,8 +163,18 @@ def _labels(conv: pl.DataFrame, sim: Simulation, msgs: Messages) -> pl.DataFrame
             "agent_marked_resolved": c["agent_marked_resolved"],
             "resolved": c["resolved"],
             "u": c["u"],
-            **{k: c[k] for k in ("p_resolved", "p_email_early", "p_email_late", "p_prompt_v1", "p_prompt_v2",
-                                 "p_lookup_off", "p_lookup_on")},
+            **{
+                k: c[k]
+                for k in (
+                    "p_resolved",
+                    "p_email_early",
+                    "p_email_late",
+                    "p_prompt_v1",
+                    "p_prompt_v2",
+                    "p_lookup_off",
+                    "p_lookup_on",
+                )
+            },
             **y_email,
             **{k: c[k] for k in ("y_prompt_v1", "y_prompt_v2", "y_lookup_off", "y_lookup_on")},
         }

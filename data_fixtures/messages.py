@@ -52,9 +52,7 @@ def conversation_fields(sim: Simulation, rng: np.random.Generator) -> dict[str, 
     n = len(c["day"])
     anon_email = text.fake_emails(rng, n)
     known_email = sim.customer_email.gather(pl.Series(c["cust"].astype(np.uint32)))
-    email = pl.select(
-        pl.when(pl.Series(c["anonymous"])).then(anon_email).otherwise(known_email)
-    ).to_series()
+    email = pl.select(pl.when(pl.Series(c["anonymous"])).then(anon_email).otherwise(known_email)).to_series()
     phone = text.fake_phones(rng, n)
     # {pii}: email 45%, phone 30%, nothing 25%.
     kind = rng.choice(3, size=n, p=[0.45, 0.30, 0.25])
@@ -90,7 +88,9 @@ def build_messages(sim: Simulation, fields: dict[str, pl.Series], rng: np.random
     email_turn = np.full(n, -1, dtype=np.int32)
     frames: list[pl.DataFrame] = []
 
-    def add(mask: np.ndarray, role: str, texts: pl.Series, tool: pl.Series | str | None, delay: np.ndarray) -> None:
+    def add(
+        mask: np.ndarray, role: str, texts: pl.Series, tool: pl.Series | str | None, delay: np.ndarray
+    ) -> None:
         rows = np.flatnonzero(mask)
         if rows.size == 0:
             return
@@ -114,11 +114,17 @@ def build_messages(sim: Simulation, fields: dict[str, pl.Series], rng: np.random
         turn[rows] += 1
 
     zero = np.zeros(n, dtype=np.int64)
-    user_delay = lambda: _delays(rng, USER_DELAY_S, ch)  # noqa: E731 - fresh draw per slot
-    asst_delay = lambda: _delays(rng, ASSISTANT_DELAY_S, ch)  # noqa: E731
+    user_delay = lambda: _delays(rng, USER_DELAY_S, ch)
+    asst_delay = lambda: _delays(rng, ASSISTANT_DELAY_S, ch)
 
     # 0. optional system note
-    add(system, "system", text.fill_templates(phrases.SYSTEM_PROMPTS, _choice(rng, 3, system), fields), None, zero)
+    add(
+        system,
+        "system",
+        text.fill_templates(phrases.SYSTEM_PROMPTS, _choice(rng, 3, system), fields),
+        None,
+        zero,
+    )
     # 1. customer's opening: a paraphrase of the intent, with PII / order number / card
     opening_tpls: list[str] = []
     starts: list[int] = []
@@ -130,49 +136,101 @@ def build_messages(sim: Simulation, fields: dict[str, pl.Series], rng: np.random
     sys_gap = np.where(system, _delays(rng, 1.0, ch), 0)
     add(all_, "user", text.fill_templates(opening_tpls, opening_choice, fields), None, sys_gap)
     # 2. first reply: greeting, plus the email request when asking early
-    greet = text.fill_templates(phrases.ASSISTANT_GREETINGS, _choice(rng, len(phrases.ASSISTANT_GREETINGS), all_))
+    greet = text.fill_templates(
+        phrases.ASSISTANT_GREETINGS, _choice(rng, len(phrases.ASSISTANT_GREETINGS), all_)
+    )
     # "Before we finish, ..." (the last request) only reads naturally late in the conversation.
-    req_early = text.fill_templates(phrases.EMAIL_REQUESTS, _choice(rng, len(phrases.EMAIL_REQUESTS) - 1, all_))
+    req_early = text.fill_templates(
+        phrases.EMAIL_REQUESTS, _choice(rng, len(phrases.EMAIL_REQUESTS) - 1, all_)
+    )
     first = pl.select(
         pl.when(pl.Series(early)).then(pl.concat_str([greet, pl.lit(" "), req_early])).otherwise(greet)
     ).to_series()
     email_turn[early] = turn[early]
     add(all_, "assistant", first, None, asst_delay())
     # 3. customer answers with the email (early ask)
-    replies = text.fill_templates(phrases.USER_EMAIL_REPLIES, _choice(rng, len(phrases.USER_EMAIL_REPLIES), early), fields)
+    replies = text.fill_templates(
+        phrases.USER_EMAIL_REPLIES, _choice(rng, len(phrases.USER_EMAIL_REPLIES), early), fields
+    )
     add(early, "user", replies, None, user_delay())
     # 4-5. lookup_order (tier2 after the rollout)
     lk = c["lookup_used"]
     call = phrases.TOOL_CALL_TEXT.format(tool="lookup_order")
-    add(lk, "assistant", text.fill_templates([call], _choice(rng, 1, lk)), "lookup_order",
-        _delays(rng, TOOL_CALL_DELAY_S, ch))
-    add(lk, "tool", text.fill_templates([phrases.TOOL_RESULTS["lookup_order"]], _choice(rng, 1, lk), fields),
-        "lookup_order", _delays(rng, TOOL_RESULT_DELAY_S, ch))
+    add(
+        lk,
+        "assistant",
+        text.fill_templates([call], _choice(rng, 1, lk)),
+        "lookup_order",
+        _delays(rng, TOOL_CALL_DELAY_S, ch),
+    )
+    add(
+        lk,
+        "tool",
+        text.fill_templates([phrases.TOOL_RESULTS["lookup_order"]], _choice(rng, 1, lk), fields),
+        "lookup_order",
+        _delays(rng, TOOL_RESULT_DELAY_S, ch),
+    )
     # 6-7. the intent's own tool (refund, password reset, knowledge base)
     has_other = other > 0
     other_names = pl.Series(OTHER_TOOL_NAMES, dtype=pl.String).gather(pl.Series(other.astype(np.uint32)))
     calls = [phrases.TOOL_CALL_TEXT.format(tool=t) for t in OTHER_TOOL_NAMES[1:]]
     results = [phrases.TOOL_RESULTS[t] for t in OTHER_TOOL_NAMES[1:]]
-    add(has_other, "assistant", text.fill_templates(calls, other - 1), other_names, _delays(rng, TOOL_CALL_DELAY_S, ch))
-    add(has_other, "tool", text.fill_templates(results, other - 1, fields), other_names,
-        _delays(rng, TOOL_RESULT_DELAY_S, ch))
+    add(
+        has_other,
+        "assistant",
+        text.fill_templates(calls, other - 1),
+        other_names,
+        _delays(rng, TOOL_CALL_DELAY_S, ch),
+    )
+    add(
+        has_other,
+        "tool",
+        text.fill_templates(results, other - 1, fields),
+        other_names,
+        _delays(rng, TOOL_RESULT_DELAY_S, ch),
+    )
     # 8. answer
-    add(all_, "assistant", text.fill_templates(phrases.ASSISTANT_ANSWERS, _choice(rng, len(phrases.ASSISTANT_ANSWERS), all_)),
-        None, asst_delay())
+    add(
+        all_,
+        "assistant",
+        text.fill_templates(phrases.ASSISTANT_ANSWERS, _choice(rng, len(phrases.ASSISTANT_ANSWERS), all_)),
+        None,
+        asst_delay(),
+    )
     # 9-10. follow-up question and second answer
     # A few follow-ups are attachments only: ``text`` is nullable in the contract.
-    follow_text = text.fill_templates(phrases.USER_FOLLOWUPS, _choice(rng, len(phrases.USER_FOLLOWUPS), followup))
+    follow_text = text.fill_templates(
+        phrases.USER_FOLLOWUPS, _choice(rng, len(phrases.USER_FOLLOWUPS), followup)
+    )
     follow_text = follow_text.scatter(np.flatnonzero(rng.random(follow_text.len()) < P_ATTACHMENT_ONLY), None)
     add(followup, "user", follow_text, None, user_delay())
-    add(followup, "assistant",
-        text.fill_templates(phrases.ASSISTANT_ANSWERS, _choice(rng, len(phrases.ASSISTANT_ANSWERS), followup)),
-        None, asst_delay())
+    add(
+        followup,
+        "assistant",
+        text.fill_templates(
+            phrases.ASSISTANT_ANSWERS, _choice(rng, len(phrases.ASSISTANT_ANSWERS), followup)
+        ),
+        None,
+        asst_delay(),
+    )
     # 11-12. late email request and the customer's answer
     email_turn[late] = turn[late]
-    add(late, "assistant", text.fill_templates(phrases.EMAIL_REQUESTS, _choice(rng, len(phrases.EMAIL_REQUESTS), late)),
-        None, asst_delay())
-    add(late, "user", text.fill_templates(phrases.USER_EMAIL_REPLIES, _choice(rng, len(phrases.USER_EMAIL_REPLIES), late), fields),
-        None, user_delay())
+    add(
+        late,
+        "assistant",
+        text.fill_templates(phrases.EMAIL_REQUESTS, _choice(rng, len(phrases.EMAIL_REQUESTS), late)),
+        None,
+        asst_delay(),
+    )
+    add(
+        late,
+        "user",
+        text.fill_templates(
+            phrases.USER_EMAIL_REPLIES, _choice(rng, len(phrases.USER_EMAIL_REPLIES), late), fields
+        ),
+        None,
+        user_delay(),
+    )
     # 13. closing: "marked as resolved" when the agent closes it, else a sign-off
     marked = c["agent_marked_resolved"]
     closing_tpls = list(phrases.AGENT_CLOSINGS) + list(phrases.AGENT_SIGNOFFS)

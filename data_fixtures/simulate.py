@@ -24,8 +24,32 @@ EPOCH = dt.date(1970, 1, 1)
 
 # Relative conversation volume per UTC hour (a daytime peak).
 HOUR_WEIGHTS = np.array(
-    [0.2, 0.15, 0.1, 0.1, 0.1, 0.15, 0.3, 0.6, 0.9, 1.0, 1.0, 1.0,
-     0.95, 0.95, 1.0, 1.0, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.45, 0.3]
+    [
+        0.2,
+        0.15,
+        0.1,
+        0.1,
+        0.1,
+        0.15,
+        0.3,
+        0.6,
+        0.9,
+        1.0,
+        1.0,
+        1.0,
+        0.95,
+        0.95,
+        1.0,
+        1.0,
+        0.95,
+        0.9,
+        0.85,
+        0.8,
+        0.7,
+        0.6,
+        0.45,
+        0.3,
+    ]
 )
 
 
@@ -90,9 +114,7 @@ def _customers(rng: np.random.Generator, n: int) -> tuple[dict[str, np.ndarray],
     crm = pl.DataFrame(
         {
             "customer_id": cid,
-            "persona_segment": text.pick(D.PERSONAS, persona).scatter(
-                np.flatnonzero(persona_null), None
-            ),
+            "persona_segment": text.pick(D.PERSONAS, persona).scatter(np.flatnonzero(persona_null), None),
         }
     ).filter(pl.Series(in_crm))
     info = {
@@ -138,7 +160,7 @@ def simulate(n: int, seed: int, variant: str) -> Simulation:
     if n < 1:
         raise ValueError("n_conversations must be at least 1")
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(8)]
-    r_cal, r_cust, r_conv, r_email, r_tool, r_out, r_text, r_season = streams
+    r_cal, r_cust, r_conv, r_email, r_tool, r_out, _r_spare, r_season = streams
 
     ts = _calendar(r_cal, n)
     day = (ts // US_PER_DAY - (D.START_DATE - EPOCH).days).astype(np.int64)
@@ -262,7 +284,9 @@ def simulate(n: int, seed: int, variant: str) -> Simulation:
     escalated = ~marked & (
         r_out.random(n) < np.where(resolved, D.P_ESCALATED["resolved"], D.P_ESCALATED["unresolved"])
     )
-    csat_res = _categorical(r_out, np.where(resolved[:, None], D.CSAT_PROBS["resolved"], D.CSAT_PROBS["unresolved"]))
+    csat_res = _categorical(
+        r_out, np.where(resolved[:, None], D.CSAT_PROBS["resolved"], D.CSAT_PROBS["unresolved"])
+    )
     csat_resp = r_out.random(n) < D.P_CSAT_RESPONSE
 
     conv = {

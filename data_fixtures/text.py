@@ -14,13 +14,58 @@ import numpy as np
 import polars as pl
 
 FIRST_NAMES: tuple[str, ...] = (
-    "jane", "john", "maria", "ahmed", "li", "sofia", "lucas", "emma", "noah", "olivia",
-    "liam", "ava", "mateo", "mia", "yuki", "fatima", "omar", "chloe", "ivan", "zoe",
-    "arjun", "lena", "diego", "nora", "sam", "kai", "elena", "tom", "grace", "leo",
+    "jane",
+    "john",
+    "maria",
+    "ahmed",
+    "li",
+    "sofia",
+    "lucas",
+    "emma",
+    "noah",
+    "olivia",
+    "liam",
+    "ava",
+    "mateo",
+    "mia",
+    "yuki",
+    "fatima",
+    "omar",
+    "chloe",
+    "ivan",
+    "zoe",
+    "arjun",
+    "lena",
+    "diego",
+    "nora",
+    "sam",
+    "kai",
+    "elena",
+    "tom",
+    "grace",
+    "leo",
 )
 LAST_NAMES: tuple[str, ...] = (
-    "doe", "smith", "garcia", "khan", "wang", "rossi", "silva", "brown", "mueller", "kim",
-    "nguyen", "lopez", "patel", "cohen", "martin", "novak", "ito", "jones", "dubois", "berg",
+    "doe",
+    "smith",
+    "garcia",
+    "khan",
+    "wang",
+    "rossi",
+    "silva",
+    "brown",
+    "mueller",
+    "kim",
+    "nguyen",
+    "lopez",
+    "patel",
+    "cohen",
+    "martin",
+    "novak",
+    "ito",
+    "jones",
+    "dubois",
+    "berg",
 )
 EMAIL_DOMAINS: tuple[str, ...] = ("example.com", "example.org", "mail.example.net")
 AREA_CODES: tuple[str, ...] = ("415", "212", "312", "646", "202", "617", "305", "206", "512", "303")
@@ -42,9 +87,9 @@ def fake_emails(rng: np.random.Generator, n: int) -> pl.Series:
     num = pl.Series(rng.integers(1, 100, n)).cast(pl.String)
     dom = pick(EMAIL_DOMAINS, rng.integers(0, len(EMAIL_DOMAINS), n))
     df = pl.DataFrame({"f": first, "l": last, "n": num, "d": dom})
-    return df.select(pl.concat_str([pl.col("f"), pl.lit("."), pl.col("l"), pl.col("n"), pl.lit("@"), pl.col("d")]))[
-        :, 0
-    ].alias("email")
+    return df.select(
+        pl.concat_str([pl.col("f"), pl.lit("."), pl.col("l"), pl.col("n"), pl.lit("@"), pl.col("d")])
+    )[:, 0].alias("email")
 
 
 def fake_phones(rng: np.random.Generator, n: int) -> pl.Series:
@@ -52,7 +97,9 @@ def fake_phones(rng: np.random.Generator, n: int) -> pl.Series:
     area = pick(AREA_CODES, rng.integers(0, len(AREA_CODES), n))
     tail = _zfill(rng.integers(100, 200, n), 4)
     df = pl.DataFrame({"a": area, "t": tail})
-    return df.select(pl.concat_str([pl.lit("+1 "), pl.col("a"), pl.lit("-555-"), pl.col("t")]))[:, 0].alias("phone")
+    return df.select(pl.concat_str([pl.lit("+1 "), pl.col("a"), pl.lit("-555-"), pl.col("t")]))[:, 0].alias(
+        "phone"
+    )
 
 
 def fake_order_numbers(rng: np.random.Generator, n: int) -> pl.Series:
@@ -100,7 +147,11 @@ def fill_templates(
     n = len(choice)
     choice = np.asarray(choice)
     fields = dict(fields or {})
-    base = pl.DataFrame({k: v for k, v in fields.items()}) if fields else pl.DataFrame({"_": np.zeros(n, np.int8)})
+    base = (
+        pl.DataFrame({k: v for k, v in fields.items()})
+        if fields
+        else pl.DataFrame({"_": np.zeros(n, np.int8)})
+    )
     pieces: list[pl.Series] = []
     idx_pieces: list[np.ndarray] = []
     for k, tpl in enumerate(templates):

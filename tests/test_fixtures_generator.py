@@ -34,8 +34,12 @@ UTC = pl.Datetime("us", "UTC")
 def fixture_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("fixtures")
     out = {}
-    for name, seed, variant in [("standard", 0, "standard"), ("repeat", 0, "standard"), ("null", 1, "null"),
-                                 ("diverging", 0, "diverging")]:
+    for name, seed, variant in [
+        ("standard", 0, "standard"),
+        ("repeat", 0, "standard"),
+        ("null", 1, "null"),
+        ("diverging", 0, "diverging"),
+    ]:
         generate(root / name, n_conversations=N, seed=seed, variant=variant)
         out[name] = root / name
     return out
@@ -67,19 +71,37 @@ def test_layout_and_dtypes(fixture_dirs: dict[str, Path], std: dict) -> None:
     assert parts[0].parent.name == "date=2026-01-05" and parts[-1].parent.name == "date=2026-07-05"
     one = pl.read_parquet(parts[0])
     assert dict(one.schema) == {
-        "conversation_id": pl.String, "turn": pl.Int32, "ts": UTC, "role": pl.String, "text": pl.String,
-        "tool_name": pl.String, "channel": pl.String, "agent_version": pl.String, "customer_id": pl.String,
-        "skill": pl.String, "memory_items": pl.Int32,
+        "conversation_id": pl.String,
+        "turn": pl.Int32,
+        "ts": UTC,
+        "role": pl.String,
+        "text": pl.String,
+        "tool_name": pl.String,
+        "channel": pl.String,
+        "agent_version": pl.String,
+        "customer_id": pl.String,
+        "skill": pl.String,
+        "memory_items": pl.Int32,
     }
     assert dict(std["outcomes"].schema) == {
-        "conversation_id": pl.String, "resolved": pl.Boolean, "reopened_7d": pl.Boolean,
-        "escalated": pl.Boolean, "csat": pl.Int32,
+        "conversation_id": pl.String,
+        "resolved": pl.Boolean,
+        "reopened_7d": pl.Boolean,
+        "escalated": pl.Boolean,
+        "csat": pl.Int32,
     }
     assert dict(std["customers"].schema) == {"customer_id": pl.String, "persona_segment": pl.String}
     assert set(std["truth"]) == {"email_early_vs_late", "prompt_v2_launch", "lookup_order_rollout"}
     t = std["transcripts"]
-    assert t.select(pl.col(c).null_count() for c in ("conversation_id", "turn", "ts", "role", "channel",
-                                                        "agent_version")).sum_horizontal().item() == 0
+    assert (
+        t.select(
+            pl.col(c).null_count()
+            for c in ("conversation_id", "turn", "ts", "role", "channel", "agent_version")
+        )
+        .sum_horizontal()
+        .item()
+        == 0
+    )
     assert set(t["role"].unique()) == {"user", "assistant", "tool", "system"}
     assert 0 < t["text"].null_count() < t.height // 100  # text is nullable (attachment-only follow-ups)
     assert set(t["channel"].unique()) == {"chat", "email", "voice", "sms"}
@@ -96,10 +118,15 @@ def test_messages_are_well_formed(std: dict) -> None:
     t = std["transcripts"]
     assert t.select(pl.struct("conversation_id", "turn").is_unique().all()).item()
     per = t.group_by("conversation_id").agg(
-        n=pl.len(), tmin=pl.col("turn").min(), tmax=pl.col("turn").max(),
-        n_channel=pl.col("channel").n_unique(), n_version=pl.col("agent_version").n_unique(),
+        n=pl.len(),
+        tmin=pl.col("turn").min(),
+        tmax=pl.col("turn").max(),
+        n_channel=pl.col("channel").n_unique(),
+        n_version=pl.col("agent_version").n_unique(),
         ordered=(pl.col("ts").sort_by("turn").diff().dt.total_microseconds().drop_nulls() >= 0).all(),
-        part=pl.col("date").n_unique(), start=pl.col("ts").sort_by("turn").first(), date=pl.col("date").first(),
+        part=pl.col("date").n_unique(),
+        start=pl.col("ts").sort_by("turn").first(),
+        date=pl.col("date").first(),
     )
     assert per.height == N
     assert (per["tmin"] == 0).all() and (per["tmax"] == per["n"] - 1).all()
@@ -120,34 +147,51 @@ def test_messages_are_well_formed(std: dict) -> None:
 
 def test_deterministic_by_seed(fixture_dirs: dict[str, Path]) -> None:
     a, b = fixture_dirs["standard"], fixture_dirs["repeat"]
-    for rel in ("outcomes.parquet", "customers.parquet", "_truth/labels.parquet",
-                "transcripts/date=2026-03-02/part-0.parquet", "transcripts/date=2026-06-30/part-0.parquet"):
+    for rel in (
+        "outcomes.parquet",
+        "customers.parquet",
+        "_truth/labels.parquet",
+        "transcripts/date=2026-03-02/part-0.parquet",
+        "transcripts/date=2026-06-30/part-0.parquet",
+    ):
         assert pl.read_parquet(a / rel).equals(pl.read_parquet(b / rel)), rel
     assert (a / "truth.json").read_text() == (b / "truth.json").read_text()
-    assert not pl.read_parquet(a / "outcomes.parquet").equals(pl.read_parquet(fixture_dirs["null"] / "outcomes.parquet"))
+    assert not pl.read_parquet(a / "outcomes.parquet").equals(
+        pl.read_parquet(fixture_dirs["null"] / "outcomes.parquet")
+    )
 
 
 def _truths_from_labels(labels: pl.DataFrame) -> dict[str, float]:
-    diff = lambda a, b: (pl.col(a).cast(pl.Int8) - pl.col(b).cast(pl.Int8)).mean()  # noqa: E731
+    diff = lambda a, b: (pl.col(a).cast(pl.Int8) - pl.col(b).cast(pl.Int8)).mean()
     return {
         "email_early_vs_late": labels.filter(pl.col("asked_email_first") == 1)
-        .select(diff("y_email_early", "y_email_late")).item(),
+        .select(diff("y_email_early", "y_email_late"))
+        .item(),
         "prompt_v2_launch": labels.filter(pl.col("channel") == "chat", pl.col("date") >= PROMPT_V2_LAUNCH)
-        .select(diff("y_prompt_v2", "y_prompt_v1")).item(),
-        "lookup_order_rollout": labels.filter(pl.col("skill").is_in(TREATED_SKILLS), pl.col("date") >= LOOKUP_ORDER_LAUNCH)
-        .select(diff("y_lookup_on", "y_lookup_off")).item(),
+        .select(diff("y_prompt_v2", "y_prompt_v1"))
+        .item(),
+        "lookup_order_rollout": labels.filter(
+            pl.col("skill").is_in(TREATED_SKILLS), pl.col("date") >= LOOKUP_ORDER_LAUNCH
+        )
+        .select(diff("y_lookup_on", "y_lookup_off"))
+        .item(),
     }
 
 
 def test_truth_matches_potential_outcomes(std: dict) -> None:
-    labels = std["labels"].join(std["outcomes"].select("conversation_id", pl.col("resolved").alias("obs")),
-                                on="conversation_id")
+    labels = std["labels"].join(
+        std["outcomes"].select("conversation_id", pl.col("resolved").alias("obs")), on="conversation_id"
+    )
     # the observed outcome is the potential outcome of the observed treatments
     early = labels.filter(pl.col("asked_email_first") == 1)
     late = labels.filter(pl.col("asked_email_first") == 0)
     assert (early["obs"] == early["y_email_early"]).all() and (late["obs"] == late["y_email_late"]).all()
-    obs_v = labels.select(pl.when(pl.col("agent_version") == "v2.0").then(pl.col("y_prompt_v2"))
-                          .otherwise(pl.col("y_prompt_v1")) == pl.col("obs")).to_series()
+    obs_v = labels.select(
+        pl.when(pl.col("agent_version") == "v2.0")
+        .then(pl.col("y_prompt_v2"))
+        .otherwise(pl.col("y_prompt_v1"))
+        == pl.col("obs")
+    ).to_series()
     assert obs_v.all()
     # Y(d) = u < p(d)
     assert (labels["y_lookup_on"] == (labels["u"] < labels["p_lookup_on"])).all()
@@ -159,7 +203,11 @@ def test_truth_matches_potential_outcomes(std: dict) -> None:
 
 
 def test_psm_confounding_makes_naive_wrong(std: dict) -> None:
-    d = std["labels"].select("conversation_id", "asked_email_first").join(std["outcomes"], on="conversation_id")
+    d = (
+        std["labels"]
+        .select("conversation_id", "asked_email_first")
+        .join(std["outcomes"], on="conversation_id")
+    )
     rate = d.group_by("asked_email_first").agg(pl.col("resolved").mean())
     r = dict(zip(rate["asked_email_first"].to_list(), rate["resolved"].to_list()))
     naive = r[1] - r[0]
@@ -186,8 +234,10 @@ def _pre_trend_slope(labels: pl.DataFrame) -> float:
             week=(pl.col("date") - START_DATE).dt.total_days() // 7,
             tier2=pl.col("skill").is_in(TREATED_SKILLS),
         )
-        .group_by("week", "tier2").agg(pl.col("p_lookup_off").mean())
-        .pivot("tier2", index="week", values="p_lookup_off").sort("week")
+        .group_by("week", "tier2")
+        .agg(pl.col("p_lookup_off").mean())
+        .pivot("tier2", index="week", values="p_lookup_off")
+        .sort("week")
     )
     gap = (weekly["true"] - weekly["false"]).to_numpy()
     return float(np.polyfit(weekly["week"].to_numpy(), gap, 1)[0])
@@ -199,7 +249,9 @@ def test_diverging_variant_breaks_parallel_trends(fixture_dirs: dict[str, Path],
     assert _pre_trend_slope(diverging) == pytest.approx(-0.01, abs=0.003)
     # the drift stops at the rollout, and the truth is still exact for the sample
     truth = json.loads((fixture_dirs["diverging"] / "truth.json").read_text())
-    assert truth["lookup_order_rollout"] == pytest.approx(_truths_from_labels(diverging)["lookup_order_rollout"])
+    assert truth["lookup_order_rollout"] == pytest.approx(
+        _truths_from_labels(diverging)["lookup_order_rollout"]
+    )
 
 
 def test_tiny_samples_still_write_a_landing_dir(tmp_path: Path) -> None:
@@ -222,7 +274,9 @@ def test_memory_label_matches_definition(std: dict) -> None:
         expected=(pl.col("memory_items").fill_null(0) > 0)
         | ((pl.col("start") - pl.col("prev")) <= pl.duration(days=30)).fill_null(False)
     )
-    merged = conv.join(std["labels"].select("conversation_id", "memory_has_prior_session"), on="conversation_id")
+    merged = conv.join(
+        std["labels"].select("conversation_id", "memory_has_prior_session"), on="conversation_id"
+    )
     assert (merged["expected"] == merged["memory_has_prior_session"]).all()
     assert 0.2 < merged["memory_has_prior_session"].mean() < 0.7
 
@@ -231,7 +285,9 @@ def test_openings_paraphrased_and_pii_present(std: dict) -> None:
     labels = std["labels"].select("conversation_id", "intent", "n_turns")
     t = std["transcripts"]
     opening = (
-        t.filter(pl.col("role") == "user").group_by("conversation_id").agg(pl.col("text").sort_by("turn").first())
+        t.filter(pl.col("role") == "user")
+        .group_by("conversation_id")
+        .agg(pl.col("text").sort_by("turn").first())
         .join(labels, on="conversation_id")
     )
     # strip the filled-in values so paraphrases, not PII, are counted
@@ -247,8 +303,12 @@ def test_openings_paraphrased_and_pii_present(std: dict) -> None:
     req = "|".join(re.escape(r) for r in phrases.EMAIL_REQUESTS)
     asked = (
         t.filter(pl.col("role") == "assistant", pl.col("text").str.contains(req))
-        .group_by("conversation_id").agg(pl.col("turn").min().alias("req_turn"))
-        .join(std["labels"].select("conversation_id", "asked_email_first", "email_turn", "n_turns"), on="conversation_id")
+        .group_by("conversation_id")
+        .agg(pl.col("turn").min().alias("req_turn"))
+        .join(
+            std["labels"].select("conversation_id", "asked_email_first", "email_turn", "n_turns"),
+            on="conversation_id",
+        )
     )
     assert asked.height == std["labels"]["asked_email_first"].drop_nulls().len()
     assert (asked["req_turn"] == asked["email_turn"]).all()
@@ -263,8 +323,12 @@ def test_agent_marked_resolved_is_gameable(std: dict) -> None:
     marked = t.filter(pl.col("text").str.contains(closing)).select("conversation_id").unique()
     labels = std["labels"]
     assert marked.height == labels["agent_marked_resolved"].sum()
-    d = labels.join(std["outcomes"].select("conversation_id", pl.col("resolved").alias("r")), on="conversation_id")
-    unresolved = d.filter(~pl.col("r")).group_by("asked_email_first").agg(pl.col("agent_marked_resolved").mean())
+    d = labels.join(
+        std["outcomes"].select("conversation_id", pl.col("resolved").alias("r")), on="conversation_id"
+    )
+    unresolved = (
+        d.filter(~pl.col("r")).group_by("asked_email_first").agg(pl.col("agent_marked_resolved").mean())
+    )
     m = dict(zip(unresolved["asked_email_first"].to_list(), unresolved["agent_marked_resolved"].to_list()))
     assert m[1] > 2 * m[0]
 
