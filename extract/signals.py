@@ -1,0 +1,332 @@
+"""Signal extraction: accepted transcript messages → one row of signals per conversation.
+
+Why it is shaped this way: the causal methods need a flat, typed table of pre-treatment
+covariates, behaviours with their timing, tools and outcomes (docs/DESIGN.md "Signals"), and
+building it has to keep up with millions of messages a day. So every step is a polars
+group-by, filter or join, and each regex runs only on the rows it applies to: intent rules on
+the opening customer turns, behaviour patterns on the rows of their role, tools on the rows
+that carry a ``tool_name``. Independent sub-queries are collected together (``pl.collect_all``)
+so polars runs them in parallel, and when a ``LazyFrame`` (e.g. ``pl.scan_parquet``) comes in,
+only the transcript columns are read.
+
+Privacy: the output never carries text or the raw ``customer_id``; ``customer_key`` is
+``sha256(salt + customer_id)`` with the salt from the config.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+import duckdb
+import pandera.polars as pa
+import polars as pl
+
+from extract.catalog import UTC_TS, signal_columns, signals_dtypes
+from extract.config import SignalsConfig, load_signals_config
+from extract.intent import IntentExtractor, RuleIntentExtractor
+
+MESSAGE_COLUMNS: tuple[str, ...] = (
+    "conversation_id", "turn", "ts", "role", "text", "tool_name",
+    "channel", "agent_version", "customer_id", "skill", "memory_items",
+)
+Frame = pl.DataFrame | pl.LazyFrame
+
+CID = pl.col("conversation_id")
+TURN = pl.col("turn")
+ROLE = pl.col("role")
+TEXT = pl.col("text")
+TOOL = pl.col("tool_name")
+
+
+# --------------------------------------------------------------------------- inputs
+def _utc(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """Timestamps as Datetime(us, UTC): naive values are taken as UTC (CONTRACT §1)."""
+    if isinstance(dtype, pl.Datetime):
+        expr = expr.dt.replace_time_zone("UTC") if dtype.time_zone is None else expr.dt.convert_time_zone("UTC")
+        return expr.dt.cast_time_unit("us")
+    if dtype == pl.Date:
+        return expr.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    return expr.str.to_datetime(time_zone="UTC", time_unit="us") if dtype == pl.String else expr.cast(UTC_TS)
+
+
+def _messages(messages: Frame) -> pl.DataFrame:
+    """The transcript columns only, typed; a LazyFrame is collected with projection pushdown."""
+    lf = messages.lazy()
+    schema = lf.collect_schema()
+    missing = [c for c in MESSAGE_COLUMNS if c not in schema]
+    if missing:
+        raise ValueError(f"messages frame lacks transcript column(s) {missing} (CONTRACT §1)")
+    lf = lf.select(
+        CID.cast(pl.String),
+        TURN.cast(pl.Int32),
+        _utc(pl.col("ts"), schema["ts"]).alias("ts"),
+        ROLE.cast(pl.String),
+        TEXT.cast(pl.String),
+        TOOL.cast(pl.String),
+        pl.col("channel", "agent_version", "customer_id", "skill").cast(pl.String),
+        pl.col("memory_items").cast(pl.Int32),
+    )
+    if isinstance(messages, pl.LazyFrame):
+        return lf.collect(engine="streaming")
+    return lf.collect()
+
+
+def _optional(frame: Frame | None, key: str, columns: dict[str, pl.DataType]) -> pl.DataFrame | None:
+    """An optional side table: key + wanted columns (missing ones as nulls), one row per key."""
+    if frame is None:
+        return None
+    lf = frame.lazy()
+    schema = lf.collect_schema()
+    if key not in schema:
+        raise ValueError(f"side table lacks key column `{key}`")
+    exprs = [pl.col(key).cast(pl.String)]
+    for name, dtype in columns.items():
+        exprs.append(pl.col(name).cast(dtype) if name in schema else pl.lit(None, dtype=dtype).alias(name))
+    return lf.select(exprs).filter(pl.col(key).is_not_null()).unique(subset=key, keep="first").collect()
+
+
+# --------------------------------------------------------------------------- sub-queries
+def _base_query(lf: pl.LazyFrame) -> pl.LazyFrame:
+    """Per-conversation facts that need no text: times, counts, routing fields at the first turn."""
+    first = TURN.arg_min()
+    return lf.group_by("conversation_id").agg(
+        pl.col("ts").min().alias("started_at"),
+        pl.col("ts").max().alias("ended_at"),
+        pl.len().cast(pl.Int32).alias("n_turns"),
+        (ROLE == "user").sum().cast(pl.Int32).alias("n_user_turns"),
+        *[pl.col(c).get(first).alias(c) for c in ("channel", "agent_version", "customer_id", "skill")],
+        # memory_items is "injected at conversation start": any non-null value of the conversation.
+        pl.col("memory_items").drop_nulls().first().alias("memory_items"),
+    )
+
+
+def _openings_query(lf: pl.LazyFrame, n_user_turns: int) -> pl.LazyFrame:
+    """The first ``n_user_turns`` customer messages of each conversation, joined by a space."""
+    users = lf.filter(ROLE == "user").select(CID, TURN, TEXT)
+    if n_user_turns == 1:
+        text = TEXT.get(TURN.arg_min())
+    else:
+        text = TEXT.sort_by(TURN).head(n_user_turns).str.join(" ", ignore_nulls=True)
+    return users.group_by("conversation_id").agg(text.alias("opening_text"))
+
+
+def _probes(config: SignalsConfig) -> dict[tuple[str, ...], dict[str, str]]:
+    """Text patterns grouped by the roles they read: roles → {probe column: regex}."""
+    out: dict[tuple[str, ...], dict[str, str]] = {}
+    for b in config.behaviours:
+        out.setdefault((b.role,), {})[f"__b_{b.name}"] = b.regex
+    for o in config.outcomes.transcript:
+        out.setdefault((o.role,), {})[f"__o_{o.name}"] = o.regex
+    for t in config.tools.known:
+        if t.regex is not None:
+            out.setdefault(("assistant", "tool"), {})[f"__t_{t.name}"] = t.regex
+    return out
+
+
+def _probe_query(lf: pl.LazyFrame, roles: tuple[str, ...], patterns: dict[str, str]) -> pl.LazyFrame:
+    """First turn at which each pattern matches, reading only rows of ``roles``."""
+    names = list(patterns)
+    rows = lf.filter(ROLE == roles[0] if len(roles) == 1 else ROLE.is_in(list(roles)))
+    hits = rows.select(
+        CID, *[pl.when(TEXT.str.contains(rx)).then(TURN).alias(name) for name, rx in patterns.items()]
+    ).filter(pl.any_horizontal(pl.col(names).is_not_null()))
+    return hits.group_by("conversation_id").agg(pl.col(names).min())
+
+
+def _tools_query(lf: pl.LazyFrame, tools: Sequence[str]) -> pl.LazyFrame:
+    """Rows that carry a tool_name: the distinct tools seen and each known tool's first turn."""
+    rows = lf.filter(TOOL.is_not_null()).select(CID, TURN, TOOL)
+    return rows.group_by("conversation_id").agg(
+        TOOL.unique().sort().alias("tools_used"),
+        *[TURN.filter(TOOL == t).min().alias(f"__tn_{t}") for t in tools],
+    )
+
+
+# --------------------------------------------------------------------------- conversation-level steps
+def _prior_session(base: pl.DataFrame, history: pl.DataFrame | None, window_days: float) -> pl.Series:
+    """True where the customer started another conversation strictly earlier, within the window.
+
+    Earlier starts come from ``history`` (earlier day partitions) and from this batch itself.
+    An as-of join finds each conversation's nearest strictly earlier start of the same customer.
+    """
+    cur = base.select(CID, pl.col("customer_id"), pl.col("started_at"))
+    known = cur.filter(pl.col("customer_id").is_not_null())
+    events = [known.select(pl.col("customer_id"), pl.col("started_at").alias("prev_start"))]
+    if history is not None and history.height:
+        events.append(history.select(pl.col("customer_id"), pl.col("started_at").alias("prev_start")))
+    ev = pl.concat(events).drop_nulls().sort("prev_start")
+    window = dt.timedelta(days=window_days)
+    hit = (
+        known.sort("started_at")
+        .join_asof(ev, left_on="started_at", right_on="prev_start", by="customer_id",
+                   strategy="backward", allow_exact_matches=False, check_sortedness=False)
+        .select(CID, ((pl.col("started_at") - pl.col("prev_start")) <= window).fill_null(False).alias("prior"))
+    )
+    return cur.join(hit, on="conversation_id", how="left")["prior"].fill_null(False)
+
+
+def customer_keys(customer_ids: pl.Series, salt: str) -> pl.DataFrame:
+    """customer_id → hex sha256(salt + customer_id), computed once per distinct id in DuckDB."""
+    ids = pl.DataFrame({"customer_id": customer_ids.drop_nulls().unique()}, schema={"customer_id": pl.String})
+    con = duckdb.connect()
+    try:
+        con.register("ids", ids)
+        rel = con.sql("SELECT customer_id, sha256($salt || customer_id) AS customer_key FROM ids", params={"salt": salt})
+        return pl.DataFrame(rel.to_arrow_table())
+    finally:
+        con.close()
+
+
+def _classify(extractor: IntentExtractor, openings: pl.DataFrame, default: str) -> pl.DataFrame:
+    out = extractor.classify(openings)
+    if not {"conversation_id", "intent"} <= set(out.columns):
+        raise ValueError(f"{type(extractor).__name__}.classify must return conversation_id and intent")
+    return out.select(CID.cast(pl.String), pl.col("intent").cast(pl.String).fill_null(default)).unique(
+        subset="conversation_id", keep="first"
+    )
+
+
+# --------------------------------------------------------------------------- schema
+def signals_schema(config: SignalsConfig | None = None) -> pa.DataFrameSchema:
+    """pandera schema of table ``signals``: exact columns and order, dtypes, nulls, value ranges."""
+    config = config or load_signals_config()
+    checks: dict[str, list[pa.Check]] = {
+        "hour_of_day": [pa.Check.in_range(0, 23)],
+        "day_of_week": [pa.Check.in_range(0, 6)],
+        "n_turns": [pa.Check.ge(1)],
+        "n_user_turns": [pa.Check.ge(0)],
+        "duration_s": [pa.Check.ge(0)],
+        "memory_items": [pa.Check.ge(0)],
+        "customer_key": [pa.Check.str_matches(r"^[0-9a-f]{64}$")],
+    }
+    for b in config.behaviours:
+        checks[b.name] = [pa.Check.isin([0, 1])]
+    for col in signal_columns(config):
+        if col.name.endswith("_turn") and col.turn_column == col.name:
+            checks[col.name] = [pa.Check.ge(0)]
+    columns = {
+        c.name: pa.Column(c.dtype, nullable=c.nullable, checks=checks.get(c.name, []), unique=c.name == "conversation_id")
+        for c in signal_columns(config)
+    }
+    return pa.DataFrameSchema(columns, strict=True, ordered=True, name="signals")
+
+
+# --------------------------------------------------------------------------- main entry point
+def extract_signals(
+    messages: Frame,
+    outcomes: Frame | None = None,
+    customers: Frame | None = None,
+    history: Frame | None = None,
+    config: SignalsConfig | None = None,
+    intent_extractor: IntentExtractor | None = None,
+    validate: bool = True,
+) -> pl.DataFrame:
+    """One row of signals per conversation (docs/DESIGN.md "Signals"), validated by ``signals_schema``.
+
+    ``messages``: accepted transcript rows (CONTRACT §1 columns; a LazyFrame is read lazily, only
+    those columns). ``outcomes``: conversation_id + downstream outcome columns. ``customers``:
+    customer_id + persona_segment. ``history``: customer_id + started_at of conversations from
+    earlier days, so ``memory_has_prior_session`` is right across day partitions.
+    ``intent_extractor``: any ``IntentExtractor``; default the config's rules.
+    """
+    config = config or load_signals_config()
+    extractor = intent_extractor or RuleIntentExtractor(config)
+    tools = config.tool_names
+    msgs = _messages(messages)
+    lf = msgs.lazy()
+
+    probes = _probes(config)
+    queries = [_base_query(lf), _openings_query(lf, config.intent.opening_user_turns), _tools_query(lf, tools)]
+    queries += [_probe_query(lf, roles, pats) for roles, pats in probes.items()]
+    base, openings, tool_rows, *probe_rows = pl.collect_all(queries)
+    del msgs, lf
+
+    intents = _classify(extractor, openings, config.intent.default)
+    out = base.join(intents, on="conversation_id", how="left").join(tool_rows, on="conversation_id", how="left")
+    for p in probe_rows:
+        out = out.join(p, on="conversation_id", how="left")
+
+    out = out.with_columns(_prior_session(out, _history_rows(history), config.memory.window_days).alias("__prior"))
+
+    keys = customer_keys(out["customer_id"], config.customer_key.salt)
+    out = out.join(keys, on="customer_id", how="left")
+
+    persona = _optional(customers, "customer_id", {"persona_segment": pl.String})
+    if persona is not None:
+        out = out.join(persona, on="customer_id", how="left")
+    downstream = {o.name: signals_dtypes(config)[o.name] for o in config.outcomes.downstream}
+    outc = _optional(outcomes, "conversation_id", downstream)
+    if outc is not None:
+        out = out.join(outc, on="conversation_id", how="left")
+
+    out = out.select(_final_exprs(config, out.columns))
+    if validate:
+        out = signals_schema(config).validate(out)
+    return out
+
+
+def _history_rows(history: Frame | None) -> pl.DataFrame | None:
+    """All earlier starts (customer_id, started_at as UTC), nulls dropped."""
+    if history is None:
+        return None
+    lf = history.lazy()
+    schema = lf.collect_schema()
+    for c in ("customer_id", "started_at"):
+        if c not in schema:
+            raise ValueError(f"history frame lacks column `{c}` (needs customer_id, started_at)")
+    return lf.select(
+        pl.col("customer_id").cast(pl.String), _utc(pl.col("started_at"), schema["started_at"]).alias("started_at")
+    ).drop_nulls().collect()
+
+
+def _final_exprs(config: SignalsConfig, present: Sequence[str]) -> list[pl.Expr]:
+    """Output columns in catalog order, with their final dtypes."""
+    dtypes = signals_dtypes(config)
+    started = pl.col("started_at")
+    n_turns = pl.col("n_turns")
+    exprs: dict[str, pl.Expr] = {
+        "conversation_id": CID,
+        "customer_key": pl.col("customer_key"),
+        "started_at": started,
+        "ended_at": pl.col("ended_at"),
+        "duration_s": (pl.col("ended_at") - started).dt.total_microseconds().cast(pl.Float64) / 1e6,
+        "date": started.dt.date(),
+        "week": started.dt.date().dt.truncate("1w"),
+        "hour_of_day": started.dt.hour(),
+        "day_of_week": started.dt.weekday() - 1,
+        "channel": pl.col("channel"),
+        "agent_version": pl.col("agent_version"),
+        "skill": pl.col("skill"),
+        "persona_segment": (pl.col("persona_segment") if "persona_segment" in present else pl.lit(None, pl.String))
+        .fill_null("unknown"),
+        "intent": pl.col("intent").fill_null(config.intent.default),
+        "n_turns": n_turns,
+        "n_user_turns": pl.col("n_user_turns"),
+        "tools_used": pl.col("tools_used").fill_null(pl.lit([], dtype=pl.List(pl.String))),
+        "memory_items": pl.col("memory_items"),
+        "memory_has_prior_session": (pl.col("memory_items").fill_null(0) > 0) | pl.col("__prior"),
+    }
+    for t in config.tools.known:
+        turn = pl.col(f"__tn_{t.name}")
+        if t.regex is not None:
+            turn = pl.min_horizontal(turn, pl.col(f"__t_{t.name}"))
+        exprs[f"tool_{t.name}_turn"] = turn
+        exprs[f"tool_{t.name}"] = turn.is_not_null()
+    for b in config.behaviours:
+        turn = pl.col(f"__b_{b.name}")
+        rule = b.early_if
+        if rule.turn_at_most is not None:
+            early = turn <= rule.turn_at_most
+        else:
+            early = turn.cast(pl.Float64) / pl.max_horizontal(n_turns - 1, pl.lit(1)) <= rule.fraction_at_most
+        exprs[f"{b.name}_turn"] = turn
+        exprs[b.name] = pl.when(turn.is_null()).then(None).when(early).then(1).otherwise(0)
+    for o in config.outcomes.downstream:
+        exprs[o.name] = pl.col(o.name) if o.name in present else pl.lit(None)
+    for o in config.outcomes.transcript:
+        exprs[o.name] = pl.col(f"__o_{o.name}").is_not_null()
+    missing = [name for name in dtypes if name not in exprs]
+    if missing:  # guards catalog/extraction drift
+        raise RuntimeError(f"no extraction rule for catalog columns {missing}")
+    return [exprs[name].cast(dtype).alias(name) for name, dtype in dtypes.items()]
