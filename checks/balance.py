@@ -11,6 +11,7 @@ covariate values), so they cost nothing at a million rows.
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import expit
 
 from methods.result import BalanceRow, Diagnostic, MethodRefusal
 
@@ -127,7 +128,7 @@ def overlap_diagnostics(eta: np.ndarray, n1: np.ndarray, n0: np.ndarray, estiman
     n = n1 + n0
     share = float(outside @ n / n.sum())
     share_t = float(outside @ n1 / n1.sum())
-    p = 1 / (1 + np.exp(-eta))
+    p = expit(eta)
     auc = propensity_auc(eta, n1, n0)
     out = [
         Diagnostic(
@@ -171,4 +172,4 @@ def overlap_diagnostics(eta: np.ndarray, n1: np.ndarray, n0: np.ndarray, estiman
 
 
 def _expit(x: float) -> float:
-    return float(1 / (1 + np.exp(-x)))
+    return float(expit(x))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 
 MISSING_LEVEL = "missing"
 SEPARATION_LOGIT = 25.0  # |logit| beyond this means a cell is (quasi-)perfectly predicted
@@ -232,7 +233,7 @@ class LogitFit:
 
     @property
     def propensity(self) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-self.eta))
+        return expit(self.eta)
 
 
 def _loglik(eta: np.ndarray, n1: np.ndarray, n: np.ndarray) -> float:
@@ -261,7 +262,7 @@ def fit_logit(X: np.ndarray, n1: np.ndarray, n0: np.ndarray, beta0: np.ndarray |
     converged = False
     it = 0
     for it in range(1, max_iter + 1):
-        p = 1.0 / (1.0 + np.exp(-eta))
+        p = expit(eta)
         wgt = nu * p * (1 - p)
         grad = Xu.T @ (n1u - nu * p)
         H = (Xu * wgt[:, None]).T @ Xu

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy import stats
+from scipy.special import expit
 
 from checks.balance import (
     MIN_GROUP,
@@ -202,7 +203,7 @@ def matched_estimate(coord: np.ndarray, st: CellStats, estimand: str, width: flo
 
 
 def _expit(x):
-    return 1.0 / (1.0 + np.exp(-x))
+    return expit(x)
 
 
 def _wls(X: np.ndarray, n: np.ndarray, s: np.ndarray) -> np.ndarray:
@@ -348,7 +349,7 @@ def estimate_psm(df: pd.DataFrame, treatment: str, outcome: str, covariates: lis
     else:
         fit = fit_logit(X, st.n1, st.n0)
         eta, converged = fit.eta, fit.converged
-        est.beta0 = fit.beta
+        est.beta0 = fit.beta if converged else None  # never warm-start from a diverged fit
     matched, _ = est.run(X, st, eta)
     naive = float(st.s1.sum() / st.n1.sum() - st.s0.sum() / st.n0.sum())
     ipw, aipw = ipw_aipw(eta, st, cells.X, estimand)
@@ -363,7 +364,8 @@ def estimate_psm(df: pd.DataFrame, treatment: str, outcome: str, covariates: lis
         name="propensity_model_converged", value=float(converged), threshold=1.0, passed=bool(converged),
         message=("Logistic propensity model converged." if converged else
                  "The propensity model did not converge: some covariate level (almost) perfectly "
-                 "predicts the treatment, so those conversations have no comparable counterpart."),
+                 "predicts the treatment, so those conversations have no comparable counterpart"
+                 + _one_sided_levels(cells.Z, cells.z_names, cells.kinds, cells.z_covariate, st) + "."),
     ))
     diags += overlap_diagnostics(eta, st.n1, st.n0, estimand)
     diags += _matching_diagnostics(matched, st, estimand, caliper, replace, min_group)
@@ -431,6 +433,18 @@ def _bootstrap(est: PSMEstimator, X: np.ndarray, atoms: Atoms, n_cells: int, Xcc
         out[b, 0] = matched.estimate
         out[b, 1:] = ipw_aipw(eta, st, Xcc, est.estimand)
     return out
+
+
+def _one_sided_levels(Z, names, kinds, z_cov, st: CellStats) -> str:
+    """Categorical levels seen in only one group (the usual cause of separation)."""
+    out = []
+    for j, name in enumerate(names):
+        if kinds[z_cov[j]] != "categorical":
+            continue
+        a1, a0 = float(Z[:, j] @ st.n1), float(Z[:, j] @ st.n0)
+        if (a1 > 0) != (a0 > 0):
+            out.append(f"{name} ({'treated' if a1 > 0 else 'control'} only)")
+    return (": " + ", ".join(out[:10])) if out else ""
 
 
 def _sd(x: np.ndarray) -> float:

@@ -246,3 +246,15 @@ def test_coverage_over_seeds():
         for s in range(100)
     ]
     assert np.mean(covered) >= 0.90
+
+
+def test_separation_is_reported_not_clipped():
+    from methods.psm import estimate_psm
+
+    df = simulate(4000, seed=3)
+    df.loc[df.index[df[T] == 1][:80], "channel"] = "whatsapp"  # a level only treated units have
+    r = estimate_psm(df, T, Y, COVARIATES, n_bootstrap=20, refute=False)
+    d = {x.name: x for x in r.diagnostics}
+    assert not d["propensity_model_converged"].passed
+    assert "channel=whatsapp (treated only)" in d["propensity_model_converged"].message
+    assert d["propensity_max_treated"].value > 0.999 and not d["propensity_max_treated"].passed
