@@ -1,0 +1,431 @@
+"""Raw landing-directory reading: one crafted bad file per rule, layouts, reconciliation.
+
+Every frame is built here (no dependence on the fixture generator). Each rule test checks the
+exact reason string, the source_file of the quarantined rows, and raw = accepted + quarantined.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from extract import raw
+from extract.raw import RawInputError, list_transcript_days, load_customers, load_outcomes
+from extract.raw import load_transcripts, load_transcripts_day
+from extract.redact import contains_pii
+from extract.schemas import TranscriptSchema
+
+DAY = dt.date(2026, 1, 5)
+T0 = dt.datetime(2026, 1, 5, 10, 0, tzinfo=dt.timezone.utc)
+ROLES4 = ["system", "user", "assistant", "user"]
+
+
+def conversations(n_conv: int = 3, n_turns: int = 4, start: dt.datetime = T0, prefix: str = "c") -> pl.DataFrame:
+    """Well-formed messages: n_conv conversations of n_turns turns, plus an ignored extra column."""
+    cid = [f"{prefix}{c}" for c in range(n_conv) for _ in range(n_turns)]
+    turn = [k for _ in range(n_conv) for k in range(n_turns)]
+    return pl.DataFrame(
+        {
+            "conversation_id": cid,
+            "turn": turn,
+            "ts": [start + dt.timedelta(minutes=10 * c + k) for c in range(n_conv) for k in range(n_turns)],
+            "role": [ROLES4[k % 4] for k in turn],
+            "text": [f"message {k} from me at jane.roe{c}@example.com" for c, k in zip(cid, turn)],
+            "tool_name": pl.Series([None] * len(cid), dtype=pl.String),
+            "channel": ["chat"] * len(cid),
+            "agent_version": ["v1.4"] * len(cid),
+            "customer_id": [f"cust-{c}" for c in cid],
+            "skill": ["tier1-1"] * len(cid),
+            "memory_items": [0] * len(cid),
+            "platform_extra": ["ignored"] * len(cid),
+        }
+    )
+
+
+def write_hive(root: Path, df: pl.DataFrame | pa.Table, day: dt.date = DAY, name: str = "part-0.parquet") -> Path:
+    d = root / "transcripts" / f"date={day.isoformat()}"
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / name
+    if isinstance(df, pa.Table):
+        pq.write_table(df, path)
+    else:
+        df.write_parquet(path)
+    return path
+
+
+def reconciles(batch: raw.RawBatch) -> None:
+    c = batch.counts
+    assert c["raw_rows"] == c["accepted"] + c["quarantined"]
+    assert batch.accepted.height == c["accepted"] and batch.quarantine.height == c["quarantined"]
+    assert batch.quarantine.columns == ["source_file", "conversation_id", "reason", "raw_row", "table", "date"]
+
+
+def with_value(df: pl.DataFrame, col: str, cid: str, turn: int, value, dtype=None) -> pl.DataFrame:
+    hit = (pl.col("conversation_id") == cid) & (pl.col("turn").cast(pl.String) == str(turn))
+    lit = pl.lit(value, dtype=dtype or df.schema[col])
+    return df.with_columns(pl.when(hit).then(lit).otherwise(pl.col(col)).alias(col))
+
+
+# --------------------------------------------------------------------------- clean input
+def test_clean_hive_day_is_fully_accepted_and_extra_columns_ignored(tmp_path):
+    path = write_hive(tmp_path, conversations())
+    batch = load_transcripts_day(tmp_path, DAY)
+    reconciles(batch)
+    assert batch.counts["accepted"] == 12 and batch.counts["quarantined"] == 0
+    assert "platform_extra" not in batch.accepted.columns
+    assert batch.accepted["source_file"].unique().to_list() == [str(path)]
+    assert batch.accepted.schema["ts"] == pl.Datetime("us", "UTC")
+    TranscriptSchema.validate(batch.accepted)
+    assert list_transcript_days(tmp_path) == [DAY]
+
+
+def test_flat_layout_days_from_conversation_start(tmp_path):
+    flat = tmp_path / "transcripts"
+    flat.mkdir(parents=True)
+    a = conversations(2, 4, start=T0, prefix="a")
+    # conversation b0 starts 23:58 on Jan 6 and runs past midnight: it belongs to Jan 6
+    b = conversations(1, 4, start=dt.datetime(2026, 1, 6, 23, 58, tzinfo=dt.timezone.utc), prefix="b")
+    a.write_parquet(flat / "export-1.parquet")
+    # out of file order and split across files
+    pl.concat([b.slice(2, 2), a.head(0)]).write_parquet(flat / "export-2.parquet")
+    b.slice(0, 2).write_parquet(flat / "export-3.parquet")
+    assert list_transcript_days(tmp_path) == [DAY, dt.date(2026, 1, 6)]
+    d6 = load_transcripts_day(tmp_path, dt.date(2026, 1, 6))
+    reconciles(d6)
+    assert d6.accepted["conversation_id"].unique().to_list() == ["b0"]
+    assert d6.accepted["turn"].to_list() == [0, 1, 2, 3]
+    assert d6.counts["conversations_with_turn_gaps"] == 0
+    everything = load_transcripts(tmp_path)
+    reconciles(everything)
+    assert everything.counts["raw_rows"] == 12 and everything.counts["accepted"] == 12
+
+
+def test_hive_many_days(tmp_path):
+    write_hive(tmp_path, conversations(2, 4, prefix="x"), DAY)
+    write_hive(tmp_path, conversations(3, 4, start=T0 + dt.timedelta(days=1), prefix="y"), DAY + dt.timedelta(days=1))
+    batch = load_transcripts(tmp_path)
+    reconciles(batch)
+    assert batch.counts["accepted"] == 20 and batch.counts["days"] == ["2026-01-05", "2026-01-06"]
+    assert load_transcripts_day(tmp_path, DAY + dt.timedelta(days=5)).counts["files"] == 0
+
+
+# --------------------------------------------------------------------------- one test per rule
+def _quarantined(tmp_path, df, n_expected: int, reason: str):
+    path = write_hive(tmp_path, df)
+    batch = load_transcripts_day(tmp_path, DAY)
+    reconciles(batch)
+    q = batch.quarantine
+    assert q.height == n_expected, q.to_dicts()
+    assert q["reason"].unique().to_list() == [reason]
+    assert q["source_file"].unique().to_list() == [str(path)]
+    assert q["table"].unique().to_list() == ["transcripts"] and q["date"].unique().to_list() == [DAY]
+    return batch
+
+
+@pytest.mark.parametrize("col", ["conversation_id", "ts", "role", "channel", "agent_version", "turn"])
+def test_null_in_required_column(tmp_path, col):
+    df = with_value(conversations(), col, "c1", 1, None)
+    batch = _quarantined(tmp_path, df, 1, f"null in required column: {col}")
+    assert batch.counts["accepted"] == 11
+
+
+def test_nullable_columns_may_be_null(tmp_path):
+    df = conversations().with_columns(pl.lit(None, pl.String).alias("text"), pl.lit(None, pl.String).alias("skill"))
+    write_hive(tmp_path, df)
+    assert load_transcripts_day(tmp_path, DAY).counts["quarantined"] == 0
+
+
+def test_role_outside_allowed_set(tmp_path):
+    df = with_value(conversations(), "role", "c2", 2, "bot")
+    batch = _quarantined(tmp_path, df, 1, "role not in {user, assistant, tool, system}")
+    assert batch.quarantine["conversation_id"].to_list() == ["c2"]
+
+
+def test_exact_duplicate_keeps_one_copy(tmp_path):
+    base = conversations()
+    df = pl.concat([base, base.filter(pl.col("conversation_id") == "c0", pl.col("turn") == 1)])
+    batch = _quarantined(tmp_path, df, 1, "duplicate message: exact copy of (conversation_id, turn)")
+    assert batch.accepted.filter(pl.col("conversation_id") == "c0").height == 4
+
+
+def test_conflicting_duplicate_turn_quarantines_conversation(tmp_path):
+    base = conversations()
+    copy = base.filter(pl.col("conversation_id") == "c0", pl.col("turn") == 1).with_columns(text=pl.lit("other"))
+    batch = _quarantined(tmp_path, pl.concat([base, copy]), 5, "conflicting duplicate turn in conversation")
+    assert "c0" not in batch.accepted["conversation_id"].to_list()
+    assert batch.counts["quarantined_conversations"] == 1
+
+
+def test_channel_not_constant_quarantines_conversation(tmp_path):
+    df = with_value(conversations(), "channel", "c1", 3, "voice")
+    batch = _quarantined(tmp_path, df, 4, "channel not constant within conversation")
+    assert set(batch.quarantine["conversation_id"]) == {"c1"}
+
+
+def test_negative_turn(tmp_path):
+    df = with_value(conversations(), "turn", "c0", 0, -1)
+    _quarantined(tmp_path, df, 1, "negative turn")
+
+
+def test_unparseable_timestamp_string(tmp_path):
+    df = conversations().with_columns(pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    df = with_value(df, "ts", "c1", 2, "yesterday-ish")
+    batch = _quarantined(tmp_path, df, 1, "unparseable timestamp: ts")
+    # the well-formed strings were parsed as UTC
+    assert batch.accepted["ts"].min() == T0
+
+
+def test_uncastable_turn_quarantines_row_not_file(tmp_path):
+    df = conversations().with_columns(pl.col("turn").cast(pl.String))
+    df = with_value(df, "turn", "c2", 1, "abc")
+    batch = _quarantined(tmp_path, df, 1, "wrong type: turn cannot be cast to Int64")
+    assert batch.counts["accepted"] == 11 and batch.accepted.schema["turn"] == pl.Int64
+    assert json.loads(batch.quarantine["raw_row"][0])["turn"] == "abc"
+
+
+def test_fractional_float_turn_is_wrong_type(tmp_path):
+    df = conversations().with_columns(pl.col("turn").cast(pl.Float64))
+    df = df.with_columns(pl.when(pl.int_range(pl.len()) == 2).then(2.5).otherwise(pl.col("turn")).alias("turn"))
+    _quarantined(tmp_path, df, 1, "wrong type: turn cannot be cast to Int64")
+
+
+def _binary_table(df: pl.DataFrame, col: str, bad_index: int) -> pa.Table:
+    table = df.to_arrow()
+    values = [None if v is None else v.encode() for v in df[col].to_list()]
+    values[bad_index] = b"caf\xe9 \xff\xfe " + values[bad_index]  # latin-1 byte + garbage
+    i = table.schema.get_field_index(col)
+    return table.set_column(i, col, pa.array(values, type=pa.binary()))
+
+
+def test_invalid_utf8_in_text_is_repaired_not_dropped(tmp_path):
+    write_hive(tmp_path, _binary_table(conversations(), "text", 5))
+    batch = load_transcripts_day(tmp_path, DAY)
+    reconciles(batch)
+    assert batch.counts["quarantined"] == 0
+    assert batch.counts["repaired"] == {"text: invalid UTF-8 bytes replaced with U+FFFD": 1}
+    repaired = batch.accepted["text"][5]
+    assert repaired.startswith("caf\ufffd \ufffd\ufffd message")
+    assert batch.accepted["text"][4] == conversations()["text"][4]
+
+
+def test_invalid_utf8_in_string_annotated_column_is_read(tmp_path):
+    """Polars refuses such a file; the pyarrow fallback still reads it row by row."""
+    table = _binary_table(conversations(), "text", 2)
+    i = table.schema.get_field_index("text")
+    table = table.set_column(i, "text", table.column("text").cast(pa.binary()).chunk(0).view(pa.string()))
+    write_hive(tmp_path, table)
+    batch = load_transcripts_day(tmp_path, DAY)
+    reconciles(batch)
+    assert batch.counts["accepted"] == 12 and "\ufffd" in batch.accepted["text"][2]
+
+
+def test_invalid_utf8_in_identifier_column_is_quarantined(tmp_path):
+    df = conversations()
+    _quarantined_tbl = _binary_table(df.with_columns(pl.col("channel")), "channel", 3)
+    path = write_hive(tmp_path, _quarantined_tbl)
+    batch = load_transcripts_day(tmp_path, DAY)
+    reconciles(batch)
+    q = batch.quarantine
+    assert q["reason"].to_list() == ["invalid UTF-8 in channel"]
+    assert q["source_file"].to_list() == [str(path)]
+    assert "\ufffd" in json.loads(q["raw_row"][0])["channel"]
+
+
+def test_empty_conversation_quarantined(tmp_path):
+    base = conversations()
+    empty = pl.DataFrame(
+        {
+            "conversation_id": ["e0", "e0"],
+            "turn": [0, 1],
+            "ts": [T0, T0 + dt.timedelta(seconds=5)],
+            "role": ["system", "tool"],
+            "text": ["Session opened", "kb result"],
+            "tool_name": [None, "kb_search"],
+            "channel": ["chat", "chat"],
+            "agent_version": ["v1.4", "v1.4"],
+            "customer_id": [None, None],
+            "skill": ["tier1-1", "tier1-1"],
+            "memory_items": [0, 0],
+            "platform_extra": ["x", "x"],
+        },
+        schema=base.schema,
+    )
+    batch = _quarantined(tmp_path, pl.concat([base, empty]), 2, "empty conversation: no user or assistant message")
+    assert set(batch.quarantine["conversation_id"]) == {"e0"}
+
+
+def test_gaps_and_out_of_order_turns_are_kept_sorted_with_warning(tmp_path):
+    base = conversations()
+    df = base.filter(~((pl.col("conversation_id") == "c1") & (pl.col("turn") == 2))).reverse()
+    write_hive(tmp_path, df)
+    batch = load_transcripts_day(tmp_path, DAY)
+    reconciles(batch)
+    assert batch.counts["quarantined"] == 0
+    assert batch.counts["conversations_with_turn_gaps"] == 1
+    assert batch.accepted.filter(pl.col("conversation_id") == "c1")["turn"].to_list() == [0, 1, 3]
+    assert batch.accepted.filter(pl.col("conversation_id") == "c0")["turn"].to_list() == [0, 1, 2, 3]
+
+
+def test_several_reasons_on_one_row_are_joined(tmp_path):
+    df = with_value(with_value(conversations(), "role", "c0", 1, "robot"), "channel", "c0", 1, None)
+    write_hive(tmp_path, df)
+    batch = load_transcripts_day(tmp_path, DAY)
+    reconciles(batch)
+    reason = batch.quarantine.filter(pl.col("conversation_id") == "c0", pl.col("raw_row").str.contains("robot"))
+    assert reason["reason"].to_list() == ["null in required column: channel; role not in {user, assistant, tool, system}"]
+
+
+# --------------------------------------------------------------------------- file-level errors
+def test_corrupt_parquet_raises_naming_file(tmp_path):
+    write_hive(tmp_path, conversations(), name="part-0.parquet")
+    bad = tmp_path / "transcripts" / f"date={DAY}" / "part-1.parquet"
+    bad.write_bytes(b"PAR1 this is not parquet at all")
+    with pytest.raises(RawInputError, match="part-1.parquet.*cannot be read"):
+        load_transcripts_day(tmp_path, DAY)
+    batch = load_transcripts_day(tmp_path, DAY, on_unreadable="report")
+    reconciles(batch)
+    assert batch.counts["accepted"] == 12
+    assert [u["file"] for u in batch.counts["unreadable_files"]] == [str(bad)]
+
+
+def test_missing_required_column_names_file_and_column(tmp_path):
+    path = write_hive(tmp_path, conversations().drop("channel"))
+    with pytest.raises(RawInputError) as err:
+        load_transcripts_day(tmp_path, DAY)
+    assert str(path) in str(err.value) and "channel" in str(err.value)
+
+
+def test_missing_optional_column_is_filled_and_reported(tmp_path):
+    path = write_hive(tmp_path, conversations().drop("memory_items", "skill"))
+    batch = load_transcripts_day(tmp_path, DAY)
+    assert batch.counts["accepted"] == 12 and batch.accepted["memory_items"].null_count() == 12
+    assert batch.counts["missing_optional_columns"] == {str(path): ["skill", "memory_items"]}
+
+
+def test_missing_transcripts_dir_raises(tmp_path):
+    with pytest.raises(RawInputError, match="transcripts"):
+        list_transcript_days(tmp_path)
+
+
+def test_bad_partition_name_raises(tmp_path):
+    (tmp_path / "transcripts" / "date=2026-13-45").mkdir(parents=True)
+    with pytest.raises(RawInputError, match="date=2026-13-45"):
+        list_transcript_days(tmp_path)
+
+
+# --------------------------------------------------------------------------- PII
+def test_quarantine_raw_row_has_no_pii(tmp_path):
+    df = conversations().with_columns(
+        pl.concat_str(
+            [pl.col("text"), pl.lit(" call +44 20 7946 0958 or (415) 555-0132, card 4111 1111 1111 1111")]
+        ).alias("text")
+    )
+    df = df.with_columns(pl.lit("bot").alias("role"))  # everything quarantined
+    write_hive(tmp_path, df)
+    assert df.select(contains_pii(pl.col("text")).all()).item()
+    batch = load_transcripts_day(tmp_path, DAY)
+    reconciles(batch)
+    assert batch.counts["quarantined"] == 12
+    assert not batch.quarantine.select(contains_pii(pl.col("raw_row")).any()).item()
+    row = json.loads(batch.quarantine["raw_row"][0])
+    assert "[EMAIL]" in row["text"] and "[PHONE]" in row["text"] and "[CARD]" in row["text"]
+    assert "platform_extra" not in row
+
+
+# --------------------------------------------------------------------------- outcomes, customers
+def test_outcomes_absent_gives_empty_typed_frame(tmp_path):
+    batch = load_outcomes(tmp_path, None)
+    assert batch.accepted.height == 0 and batch.accepted.schema["csat"] == pl.Int64
+    assert batch.accepted.schema["resolved"] == pl.Boolean
+    reconciles(batch)
+    assert load_customers(tmp_path).accepted.columns == ["customer_id", "persona_segment", "source_file"]
+
+
+def test_outcome_rules(tmp_path):
+    df = pl.DataFrame(
+        {
+            "conversation_id": ["c0", "c1", "c1", "c2", "c2", "c3", None, "c5", "zz", "c6"],
+            "resolved": ["true", "1", "1", "no", "yes", "maybe", "true", "false", "true", "TRUE"],
+            "reopened_7d": [False] * 10,
+            "escalated": [None] * 10,
+            "csat": [5, 4, 4, 3, 2, 1, 2, 9, 3, None],
+            "ticket_system": ["zendesk"] * 10,
+        }
+    )
+    path = tmp_path / "outcomes.parquet"
+    df.write_parquet(path)
+    known = pl.Series(["c0", "c1", "c2", "c3", "c5", "c6"])
+    batch = load_outcomes(tmp_path, known)
+    reconciles(batch)
+    reasons = dict(zip(batch.quarantine["raw_row"], batch.quarantine["reason"]))
+    by = {json.loads(k)["conversation_id"]: [] for k in reasons}
+    for k, v in reasons.items():
+        by[json.loads(k)["conversation_id"]].append(v)
+    assert by["c1"] == ["duplicate row: exact copy of conversation_id"]
+    assert sorted(by["c2"]) == ["conflicting duplicate conversation_id"] * 2
+    assert by["c3"] == ["wrong type: resolved cannot be cast to Boolean"]
+    assert by[None] == ["null in required column: conversation_id"]
+    assert by["c5"] == ["csat out of range 1..5"]
+    assert by["zz"] == ["unknown conversation"]
+    assert batch.accepted["conversation_id"].to_list() == ["c0", "c1", "c6"]
+    assert batch.accepted["resolved"].to_list() == [True, True, True]
+    assert set(batch.quarantine["source_file"]) == {str(path)}
+    assert batch.quarantine["table"].unique().to_list() == ["outcomes"]
+
+
+def test_outcomes_directory_form(tmp_path):
+    d = tmp_path / "outcomes"
+    d.mkdir()
+    pl.DataFrame({"conversation_id": ["a"], "resolved": [True], "csat": [4]}).write_parquet(d / "p1.parquet")
+    pl.DataFrame({"conversation_id": ["b"], "resolved": [False], "csat": [None]}).write_parquet(d / "p2.parquet")
+    batch = load_outcomes(tmp_path, None)
+    reconciles(batch)
+    assert batch.accepted["conversation_id"].to_list() == ["a", "b"]
+    assert batch.counts["missing_optional_columns"][str(d / "p1.parquet")] == ["reopened_7d", "escalated"]
+
+
+def test_outcomes_missing_key_column(tmp_path):
+    pl.DataFrame({"conv": ["a"], "csat": [4]}).write_parquet(tmp_path / "outcomes.parquet")
+    with pytest.raises(RawInputError, match="outcomes.parquet.*conversation_id"):
+        load_outcomes(tmp_path, None)
+
+
+def test_customer_rules(tmp_path):
+    pl.DataFrame(
+        {
+            "customer_id": ["u1", "u2", "u2", None, "u3", "u3"],
+            "persona_segment": ["vip", "new", "new", "regular", "vip", "at_risk"],
+            "email": ["a@b.com"] * 6,
+        }
+    ).write_parquet(tmp_path / "customers.parquet")
+    batch = load_customers(tmp_path)
+    reconciles(batch)
+    assert batch.accepted["customer_id"].to_list() == ["u1", "u2"]
+    assert sorted(batch.counts["quarantined_by_reason"].items()) == [
+        ("conflicting duplicate customer_id", 2),
+        ("duplicate row: exact copy of customer_id", 1),
+        ("null in required column: customer_id", 1),
+    ]
+    assert batch.quarantine["conversation_id"].null_count() == 4
+
+
+# --------------------------------------------------------------------------- speed
+def test_one_day_of_50k_messages_is_fast(tmp_path):
+    n_conv, n_turns = 5_000, 10
+    df = conversations(n_conv, n_turns)
+    df = with_value(df, "role", "c7", 3, "bot")
+    write_hive(tmp_path, df)
+    load_transcripts_day(tmp_path, DAY)  # warm-up (regex compilation, imports)
+    t = time.perf_counter()
+    batch = load_transcripts_day(tmp_path, DAY)
+    elapsed = time.perf_counter() - t
+    reconciles(batch)
+    assert batch.counts["raw_rows"] == 50_000 and batch.counts["quarantined"] == 1
+    assert elapsed < 2.0, f"{elapsed:.2f}s for 50k messages"
