@@ -239,29 +239,20 @@ def _utf8_lossy(expr: pl.Expr) -> pl.Expr:
     return fixed.str.decode("hex").cast(pl.String)
 
 
-def _cast_expr(col: str, src: pl.DataType, target: pl.DataType) -> tuple[pl.Expr, pl.Expr | None, pl.Expr | None]:
-    """(value, failure_reason, repaired_flag) for casting stored column ``col`` to ``target``.
+def _cast_expr(col: str, src: pl.DataType, target: pl.DataType) -> tuple[pl.Expr, pl.Expr | None]:
+    """(value, failure_reason) for casting stored column ``col`` to ``target``.
+
+    Binary columns bound for String were already decoded by :func:`_decode_binary`.
 
     ``failure_reason`` is a String expression, null where the value is fine or the source null.
     """
     c = pl.col(col)
     cast_reason = REASON_CAST.format(col=col, dtype=target)
-    repaired = None
     if src == pl.Null:
-        return pl.lit(None, dtype=target).alias(col), None, None
+        return pl.lit(None, dtype=target).alias(col), None
     if target == pl.String:
         if src == pl.String:
             value = c
-        elif src == pl.Binary:
-            # Decoding always goes through the lossy path: a plain Binary→String cast raises on
-            # the whole column at the first invalid byte, even behind a when/then.
-            valid = _utf8_valid(c)
-            if col == "text":
-                repaired = c.is_not_null() & ~valid
-                return _utf8_lossy(c).alias(col), None, repaired
-            value = pl.when(valid).then(_utf8_lossy(c))
-            reason = pl.when(c.is_not_null() & ~valid).then(pl.lit(REASON_UTF8.format(col=col)))
-            return value.alias(col), reason, None
         else:
             value = c.cast(pl.String, strict=False)
     elif target == pl.Int64:
@@ -302,7 +293,26 @@ def _cast_expr(col: str, src: pl.DataType, target: pl.DataType) -> tuple[pl.Expr
         value = c.cast(target, strict=False)
     value = value.cast(target, strict=False)
     reason = pl.when(c.is_not_null() & value.is_null()).then(pl.lit(cast_reason))
-    return value.alias(col), reason, repaired
+    return value.alias(col), reason
+
+
+def _decode_binary(s: pl.Series, lossy: bool) -> tuple[pl.Series, pl.Series]:
+    """Binary → String for one stored column; returns (strings, invalid_mask).
+
+    Valid values are cast directly (fast); only the invalid ones go through the slower lossy
+    hex path (or become null when ``lossy`` is false). Eager on purpose: a lazy
+    ``when(valid).then(col).cast(String)`` gets the cast pushed into the branch and raises on
+    the first invalid byte of the whole column.
+    """
+    valid = pl.select(_utf8_valid(pl.lit(s)) | pl.lit(s).is_null()).to_series()
+    out = pl.Series(s.name, [None] * s.len(), dtype=pl.String)
+    if valid.any():
+        out = out.scatter(valid.arg_true(), s.filter(valid).cast(pl.String))
+    invalid = ~valid
+    if lossy and invalid.any():
+        fixed = pl.select(_utf8_lossy(pl.lit(s.filter(invalid)))).to_series()
+        out = out.scatter(invalid.arg_true(), fixed)
+    return out, invalid
 
 
 def _normalize(
@@ -314,20 +324,34 @@ def _normalize(
     repaired rows (invalid UTF-8 in text).
     """
     values, reasons, repairs = [], [], []
+    decoded = {}
+    for col, target in dtypes.items():
+        if col in df.columns and target == pl.String and df.schema[col] == pl.Binary:
+            strings, invalid = _decode_binary(df[col], lossy=(col == "text"))
+            decoded[col] = strings
+            flag = f"__utf8_invalid_{col}"
+            decoded[flag] = invalid.alias(flag)
+            if col == "text":
+                repairs.append(pl.col(flag))
+            else:
+                reasons.append(pl.when(pl.col(flag)).then(pl.lit(REASON_UTF8.format(col=col))))
+    if decoded:
+        df = df.with_columns(list(decoded.values()))
     for col, target in dtypes.items():
         if col not in df.columns:
             values.append(pl.lit(None, dtype=target).alias(col))
             if col in required:  # cannot happen: _read_file raises first
                 reasons.append(pl.lit(REASON_NULL.format(col=col)))
             continue
-        value, reason, repaired = _cast_expr(col, df.schema[col], target)
+        value, reason = _cast_expr(col, df.schema[col], target)
         values.append(value)
         if col in required:
-            reasons.append(pl.when(pl.col(col).is_null()).then(pl.lit(REASON_NULL.format(col=col))))
+            is_null = pl.col(col).is_null()
+            if f"__utf8_invalid_{col}" in df.columns:  # null because undecodable, not missing
+                is_null = is_null & ~pl.col(f"__utf8_invalid_{col}")
+            reasons.append(pl.when(is_null).then(pl.lit(REASON_NULL.format(col=col))))
         if reason is not None:
             reasons.append(reason)
-        if repaired is not None:
-            repairs.append(repaired)
     reason_expr = pl.concat_str(reasons, separator="; ", ignore_nulls=True) if reasons else pl.lit("")
     out = df.select(
         *values,
