@@ -64,7 +64,7 @@ class TranscriptSchema(pa.DataFrameModel):
     source_file: str = pa.Field(nullable=False, required=False)
 
     class Config:
-        unique = ["conversation_id", "turn"]
+        unique = ["conversation_id", "turn"]  # noqa: RUF012 - pandera reads a list
 
     @pa.dataframe_check
     def channel_constant_within_conversation(cls, data: pa.PolarsData) -> pl.LazyFrame:

@@ -17,8 +17,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from extract import raw
-from extract.raw import RawInputError, list_transcript_days, load_customers, load_outcomes
-from extract.raw import load_transcripts, load_transcripts_day
+from extract.raw import (
+    RawInputError,
+    list_transcript_days,
+    load_customers,
+    load_outcomes,
+    load_transcripts,
+    load_transcripts_day,
+)
 from extract.redact import contains_pii
 from extract.schemas import TranscriptSchema
 
@@ -227,9 +233,7 @@ def test_invalid_utf8_in_string_annotated_column_is_read(tmp_path):
 
 
 def test_invalid_utf8_in_identifier_column_is_quarantined(tmp_path):
-    df = conversations()
-    _quarantined_tbl = _binary_table(df.with_columns(pl.col("channel")), "channel", 3)
-    path = write_hive(tmp_path, _quarantined_tbl)
+    path = write_hive(tmp_path, _binary_table(conversations(), "channel", 3))
     batch = load_transcripts_day(tmp_path, DAY)
     reconciles(batch)
     q = batch.quarantine
@@ -429,3 +433,50 @@ def test_one_day_of_50k_messages_is_fast(tmp_path):
     reconciles(batch)
     assert batch.counts["raw_rows"] == 50_000 and batch.counts["quarantined"] == 1
     assert elapsed < 2.0, f"{elapsed:.2f}s for 50k messages"
+
+
+@pytest.mark.slow
+def test_eight_million_messages_day_by_day(tmp_path):
+    """160 Hive days x 50k messages, processed one day at a time (bounded memory)."""
+    template = conversations(5_000, 10).drop("platform_extra")
+    for k in range(160):
+        day = DAY + dt.timedelta(days=k)
+        write_hive(
+            tmp_path,
+            template.with_columns(
+                pl.col("ts") + dt.timedelta(days=k), (pl.lit(f"d{k}-") + pl.col("conversation_id")).alias("conversation_id")
+            ),
+            day,
+        )
+    days = list_transcript_days(tmp_path)
+    assert len(days) == 160
+    t = time.perf_counter()
+    total = accepted = 0
+    for day in days:
+        batch = load_transcripts_day(tmp_path, day)
+        total += batch.counts["raw_rows"]
+        accepted += batch.counts["accepted"]
+    elapsed = time.perf_counter() - t
+    assert total == accepted == 8_000_000
+    assert elapsed < 160 * 1.0, f"{elapsed:.1f}s"
+
+
+def test_file_exported_twice_is_quarantined_as_copies(tmp_path):
+    write_hive(tmp_path, conversations(), name="part-0.parquet")
+    second = write_hive(tmp_path, conversations(), name="part-1-retry.parquet")
+    batch = load_transcripts_day(tmp_path, DAY)
+    reconciles(batch)
+    assert batch.counts["accepted"] == 12 and batch.counts["quarantined"] == 12
+    assert batch.quarantine["source_file"].unique().to_list() == [str(second)]
+    assert batch.quarantine["reason"].unique().to_list() == ["duplicate message: exact copy of (conversation_id, turn)"]
+
+
+def test_timestamps_in_other_zones_or_naive_are_utc(tmp_path):
+    berlin = conversations(1, 4).with_columns(pl.col("ts").dt.convert_time_zone("Europe/Berlin"))
+    naive = conversations(1, 4, prefix="n").with_columns(pl.col("ts").dt.replace_time_zone(None))
+    write_hive(tmp_path, berlin, name="a.parquet")
+    write_hive(tmp_path, naive, name="b.parquet")
+    batch = load_transcripts_day(tmp_path, DAY)
+    reconciles(batch)
+    assert batch.accepted.schema["ts"] == pl.Datetime("us", "UTC")
+    assert batch.accepted.group_by("conversation_id").agg(pl.col("ts").min())["ts"].to_list() == [T0, T0]
