@@ -384,7 +384,7 @@ def _json_safe(df: pl.DataFrame, keep_plain: Iterable[str] = ("conversation_id",
             e = e if col in keep else redact_text(e)
         elif dt == pl.String:
             e = c if col in keep else redact_text(c)
-        elif dt.is_numeric() or dt in (pl.Boolean, pl.Null):
+        elif dt.is_numeric() or dt.is_nested() or dt in (pl.Boolean, pl.Null):
             e = c
         else:
             e = c.cast(pl.String, strict=False)
@@ -521,7 +521,8 @@ def _finish(
         "repaired": {REPAIR_TEXT_UTF8: info["repaired"]} if info["repaired"] else {},
         **(extra_counts or {}),
     }
-    assert counts["raw_rows"] == counts["accepted"] + counts["quarantined"]
+    if counts["raw_rows"] != counts["accepted"] + counts["quarantined"]:  # invariant of CONTRACT §1
+        raise RuntimeError(f"internal error: {table} rows do not reconcile: {counts}")
     return RawBatch(accepted, quarantine, counts)
 
 
