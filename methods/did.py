@@ -113,7 +113,7 @@ def _estimate_from_cells(cells: pd.DataFrame, outcome: str, treated: str, launch
     if EFFECT not in design.names:
         raise MethodRefusal("treated × post is collinear with the fixed effects: the effect is not identified; "
                             "drop the fixed effect that coincides with treatment timing.")
-    fit = fit_cells(design)
+    fit = fit_cells(design, solver="statsmodels")
     inf = infer(fit, EFFECT, seed=seed, n_boot=n_boot, weights=weights)
 
     tr = cells["treated"] == 1

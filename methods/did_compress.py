@@ -144,18 +144,22 @@ def make_design(X: np.ndarray, names: list[str], cells: pd.DataFrame, cluster: s
                 protect: Sequence[str] = ()) -> CellDesign:
     """Drop collinear columns (later ones first, never a ``protect`` name unless unavoidable).
 
-    A column is collinear when its diagonal entry in the QR of the weighted design is tiny
-    relative to the largest: it adds nothing the earlier columns don't span (e.g. a skill fixed
-    effect absorbing ``treated``). Which collinear column goes does not change the coefficients
-    that stay identified.
+    A column is collinear when its residual variance after projecting on the earlier columns is
+    tiny relative to its own: it adds nothing they don't span (e.g. a skill fixed effect absorbing
+    ``treated``). Those residual variances are the squared diagonal of R in X = QR; R'R = X'WX, so
+    R comes from a K×K square root of the Gram matrix (QR of the C×K cell design itself costs
+    seconds at 100k cells). Which collinear column goes does not change the coefficients that
+    stay identified.
     """
     n = cells["n"].to_numpy(np.float64)
     order = [i for i, nm in enumerate(names) if nm in protect] + [i for i, nm in enumerate(names) if nm not in protect]
-    Xo = X[:, order] * np.sqrt(n)[:, None]
-    r = np.abs(np.diag(sla.qr(Xo, mode="r")[0])) if Xo.shape[1] else np.zeros(0)
-    tol = max(Xo.shape) * np.finfo(float).eps * (r.max() if r.size else 0.0) * 1e3
-    keep_o = [order[j] for j in range(len(order)) if r[j] > tol]
-    keep = sorted(keep_o)
+    Xo = X[:, order]
+    A = Xo.T @ (Xo * n[:, None])
+    lam, vec = np.linalg.eigh(A)
+    root = np.sqrt(np.clip(lam, 0.0, None))[:, None] * vec.T
+    r2 = np.diag(sla.qr(root, mode="r")[0]) ** 2 if len(order) else np.zeros(0)
+    diag = np.diag(A)
+    keep = sorted(order[j] for j in range(len(order)) if diag[j] > 0 and r2[j] > 1e-9 * diag[j])
     groups = None
     if cluster is not None:
         groups = pd.Categorical(cells[cluster]).codes.astype(np.int64)
@@ -183,10 +187,19 @@ class CellFit:
         return float(np.sqrt(self.cov[i, i]))
 
 
-def fit_wls(design: CellDesign) -> np.ndarray:
-    """Coefficients of row-level OLS, obtained as statsmodels WLS of cell means with weight n."""
-    ybar = design.sum_y / design.n
-    return np.asarray(sm.WLS(ybar, design.X, weights=design.n).fit(method="qr").params, dtype=float)
+def fit_wls(design: CellDesign, solver: str = "normal") -> np.ndarray:
+    """Coefficients of row-level OLS from the cells.
+
+    ``solver="statsmodels"``: statsmodels WLS of the cell means with weight n (QR; the reference,
+    used for the headline 2×2 whose cells are few). ``"normal"``: Cholesky solve of the cell
+    normal equations Σ n_c x_c x_c' β = Σ x_c sum_y_c — the same equations, at K×K cost, for the
+    larger event-study and bootstrap designs (dummy designs are well conditioned).
+    """
+    if solver == "statsmodels":
+        ybar = design.sum_y / design.n
+        return np.asarray(sm.WLS(ybar, design.X, weights=design.n).fit(method="qr").params, dtype=float)
+    A = design.X.T @ (design.X * design.n[:, None])
+    return sla.cho_solve(sla.cho_factor(A), design.X.T @ design.sum_y)
 
 
 def group_matrix(design: CellDesign) -> sp.csr_matrix:
@@ -242,9 +255,9 @@ def cov_nonrobust(design: CellDesign, beta: np.ndarray) -> np.ndarray:
     return rss / (design.nobs - design.X.shape[1]) * bread(design)
 
 
-def fit_cells(design: CellDesign) -> CellFit:
+def fit_cells(design: CellDesign, solver: str = "normal") -> CellFit:
     """WLS on cells with CR1 when a cluster is given, HC1 otherwise."""
-    beta = fit_wls(design)
+    beta = fit_wls(design, solver)
     if design.groups is not None:
         return CellFit(design, beta, cov_cluster(design, beta), "cluster")
     return CellFit(design, beta, cov_hc1(design, beta), "HC1")
