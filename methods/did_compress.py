@@ -127,6 +127,7 @@ class CellDesign:
     sum_y2: np.ndarray
     groups: np.ndarray | None = None
     dropped: list[str] = field(default_factory=list)
+    gram: np.ndarray | None = None  # X'X of the row-level design = Σ n_c x_c x_c' (computed once)
 
     @property
     def nobs(self) -> int:
@@ -153,8 +154,8 @@ def make_design(X: np.ndarray, names: list[str], cells: pd.DataFrame, cluster: s
     """
     n = cells["n"].to_numpy(np.float64)
     order = [i for i, nm in enumerate(names) if nm in protect] + [i for i, nm in enumerate(names) if nm not in protect]
-    Xo = X[:, order]
-    A = Xo.T @ (Xo * n[:, None])
+    full = X.T @ (X * n[:, None])
+    A = full[np.ix_(order, order)]
     lam, vec = np.linalg.eigh(A)
     root = np.sqrt(np.clip(lam, 0.0, None))[:, None] * vec.T
     r2 = np.diag(sla.qr(root, mode="r")[0]) ** 2 if len(order) else np.zeros(0)
@@ -167,6 +168,7 @@ def make_design(X: np.ndarray, names: list[str], cells: pd.DataFrame, cluster: s
         X=X[:, keep], names=[names[i] for i in keep], n=n,
         sum_y=cells["sum_y"].to_numpy(np.float64), sum_y2=cells["sum_y2"].to_numpy(np.float64),
         groups=groups, dropped=[names[i] for i in range(len(names)) if i not in keep],
+        gram=full[np.ix_(keep, keep)],
     )
 
 
@@ -198,8 +200,7 @@ def fit_wls(design: CellDesign, solver: str = "normal") -> np.ndarray:
     if solver == "statsmodels":
         ybar = design.sum_y / design.n
         return np.asarray(sm.WLS(ybar, design.X, weights=design.n).fit(method="qr").params, dtype=float)
-    A = design.X.T @ (design.X * design.n[:, None])
-    return sla.cho_solve(sla.cho_factor(A), design.X.T @ design.sum_y)
+    return sla.cho_solve(sla.cho_factor(gram(design)), design.X.T @ design.sum_y)
 
 
 def group_matrix(design: CellDesign) -> sp.csr_matrix:
@@ -215,10 +216,16 @@ def cluster_scores(design: CellDesign, beta: np.ndarray, sum_y: np.ndarray | Non
     return np.asarray(group_matrix(design) @ (design.X * resid_sum[:, None]))
 
 
+def gram(design: CellDesign) -> np.ndarray:
+    """X'X of the row-level design from cells (cached on the design)."""
+    if design.gram is None:
+        design.gram = design.X.T @ (design.X * design.n[:, None])
+    return design.gram
+
+
 def bread(design: CellDesign) -> np.ndarray:
     """(X'X)^{-1} of the row-level design, from cells."""
-    A = design.X.T @ (design.X * design.n[:, None])
-    return np.linalg.inv(A)
+    return np.linalg.inv(gram(design))
 
 
 def cr1_factor(n_groups: int, nobs: int, k: int) -> float:
