@@ -7,10 +7,13 @@ lead coefficients, with their full cluster-robust covariance, answers "did traje
 before launch?" — individual t tests would be too many looks.
 
 Few clusters. The CR1 covariance of L lead coefficients is built from G cluster scores, so its
-rank is at most G−1 and it is noisy well before that. Two guards, both documented in the test's
-text: (1) leads are binned into at most G−2 groups (adjacent periods pooled, latest leads kept
-finest) so the covariance is invertible; (2) below 30 clusters the Wald statistic's p-value comes
-from the restricted wild cluster bootstrap (each draw recomputes its own CR1 covariance, so the
+rank is at most G−1, and each lead's variation comes mostly from the treated clusters, so with
+8 treated skills an 11-lead covariance is nearly singular and its inverse turns noise into huge
+Wald values — while a steady divergence is spread thinly over many degrees of freedom. Two guards,
+both stated in the test's text: (1) adjacent leads are pooled (a binned event study: one
+coefficient per bin, equal-size bins of adjacent leads) into at most ``MAX_LEAD_BINS`` = 4 bins and at most
+min(treated clusters, control clusters) − 1; (2) below 30 clusters the Wald statistic's p-value
+comes from the restricted wild cluster bootstrap (each draw recomputes its own CR1 covariance, so the
 statistic is pivotal), not from the chi2/F reference. At 30+ clusters: F(L, G−1). Without
 clusters: HC1 and chi2(L).
 
@@ -33,6 +36,7 @@ from methods.did_inference import FEW_CLUSTERS, cluster_wald_test, infer, wild_w
 from methods.result import Refutation
 
 PRE_TREND_ALPHA = 0.05
+MAX_LEAD_BINS = 4  # leads pooled into at most this many bins for the joint test (rank and power guard)
 DIVERGE_MESSAGE = "pre-launch trajectories diverge: consider synthetic control"
 
 
@@ -121,7 +125,10 @@ def run_event_study(cells: pd.DataFrame, launch, fe_roles=(), cluster_role: str 
     table = pd.DataFrame(rows).sort_values("event_time").reset_index(drop=True)
     table["period"] = [fmt_period(periods[launch_idx + k]) if 0 <= launch_idx + k < len(periods) else None for k in table["event_time"]]
 
-    cap = max(1, g - 2) if g else len(leads)
+    cap = min(len(leads), MAX_LEAD_BINS)
+    if g:
+        tr = c["treated"] == 1
+        cap = min(cap, max(1, min(c.loc[tr, cluster_role].nunique(), c.loc[~tr, cluster_role].nunique()) - 1))
     test_fit, bins = fit, None
     if len(leads) > cap:
         desc = sorted(leads, reverse=True)
@@ -131,7 +138,7 @@ def run_event_study(cells: pd.DataFrame, launch, fe_roles=(), cluster_role: str 
                   (n.startswith("event=") and int(n.split("=")[1]) <= -2)]
     if not lead_names:
         return EventStudy(table, None, None, "lead coefficients not identified", len(leads), 0, fit)
-    binned = f", leads binned into {len(lead_names)} groups (rank limit G−2)" if bins else ""
+    binned = f", {len(leads)} leads pooled into {len(lead_names)} bins" if bins else ""
     if g and g < FEW_CLUSTERS and n_boot > 0:
         wald, p = wild_wald_test(test_fit, lead_names, seed=seed, n_boot=n_boot, weights=weights)
         test = (f"joint Wald of {len(lead_names)} lead coefficients = 0, p from restricted wild cluster bootstrap "
