@@ -87,28 +87,60 @@ def _optional(frame: Frame | None, key: str, columns: dict[str, pl.DataType]) ->
 
 
 # --------------------------------------------------------------------------- sub-queries
+GID = pl.col("__gid")
+
+
+def _index_conversations(msgs: pl.DataFrame) -> pl.DataFrame:
+    """Rows ordered by (conversation, turn) plus a dense integer conversation index ``__gid``.
+
+    Why: grouping 8M rows by a string id is the most expensive step of naive extraction.
+    Exports are almost always already grouped by conversation and ordered by turn; then one
+    vectorised pass finds the run boundaries and every later group-by runs on a *sorted*
+    integer key (polars' fast path) and "first turn" is simply the first row of a run. Only
+    when the rows are not grouped that way is the frame sorted first.
+    """
+    if msgs.height == 0:
+        return msgs.with_columns(pl.lit(None, pl.UInt32).alias("__gid"), pl.lit(True).alias("__start"))
+    start = (CID != CID.shift()).fill_null(True)
+    ordered = msgs.select((start | (TURN > TURN.shift())).all()).item()
+    if ordered:
+        # Runs of equal ids must not repeat (ids contiguous): starts' ids are unique.
+        ordered = msgs.filter(start).select(CID.is_unique().all()).item()
+    if not ordered:
+        msgs = msgs.sort("conversation_id", "turn")
+    out = msgs.with_columns(start.alias("__start"))
+    return out.with_columns((pl.col("__start").cum_sum().cast(pl.UInt32) - 1).alias("__gid").set_sorted())
+
+
 def _base_query(lf: pl.LazyFrame) -> pl.LazyFrame:
     """Per-conversation facts that need no text: times, counts, routing fields at the first turn."""
-    first = TURN.arg_min()
-    return lf.group_by("conversation_id").agg(
+    firsts = lf.filter(pl.col("__start")).select(
+        GID, CID, pl.col("channel", "agent_version", "customer_id", "skill")
+    )
+    aggs = lf.group_by("__gid").agg(
         pl.col("ts").min().alias("started_at"),
         pl.col("ts").max().alias("ended_at"),
         pl.len().cast(pl.Int32).alias("n_turns"),
         (ROLE == "user").sum().cast(pl.Int32).alias("n_user_turns"),
-        *[pl.col(c).get(first).alias(c) for c in ("channel", "agent_version", "customer_id", "skill")],
-        # memory_items is "injected at conversation start": any non-null value of the conversation.
-        pl.col("memory_items").drop_nulls().first().alias("memory_items"),
+        # memory_items is injected at conversation start; exports repeat it or set it once.
+        pl.col("memory_items").max().alias("memory_items"),
     )
+    return firsts.join(aggs, on="__gid", how="left")
 
 
 def _openings_query(lf: pl.LazyFrame, n_user_turns: int) -> pl.LazyFrame:
     """The first ``n_user_turns`` customer messages of each conversation, joined by a space."""
-    users = lf.filter(ROLE == "user").select(CID, TURN, TEXT)
-    if n_user_turns == 1:
-        text = TEXT.get(TURN.arg_min())
-    else:
-        text = TEXT.sort_by(TURN).head(n_user_turns).str.join(" ", ignore_nulls=True)
-    return users.group_by("conversation_id").agg(text.alias("opening_text"))
+    users = lf.filter(ROLE == "user").select(GID, CID, TEXT)
+    if n_user_turns == 1:  # rows are in turn order: the first user row of each run
+        return users.filter((GID != GID.shift()).fill_null(True)).select(CID, TEXT.alias("opening_text"))
+    text = TEXT.head(n_user_turns).str.join(" ", ignore_nulls=True)
+    return users.group_by("__gid").agg(CID.first(), text.alias("opening_text")).select(CID, "opening_text")
+
+
+def opening_texts(messages: Frame, n_user_turns: int = 1) -> pl.DataFrame:
+    """conversation_id + opening_text, the input of an ``IntentExtractor`` (and ``rule_match_counts``)."""
+    msgs = _index_conversations(_messages(messages))
+    return _openings_query(msgs.lazy(), n_user_turns).collect()
 
 
 def _probes(config: SignalsConfig) -> dict[tuple[str, ...], dict[str, str]]:
@@ -129,15 +161,15 @@ def _probe_query(lf: pl.LazyFrame, roles: tuple[str, ...], patterns: dict[str, s
     names = list(patterns)
     rows = lf.filter(ROLE == roles[0] if len(roles) == 1 else ROLE.is_in(list(roles)))
     hits = rows.select(
-        CID, *[pl.when(TEXT.str.contains(rx)).then(TURN).alias(name) for name, rx in patterns.items()]
+        GID, *[pl.when(TEXT.str.contains(rx)).then(TURN).alias(name) for name, rx in patterns.items()]
     ).filter(pl.any_horizontal(pl.col(names).is_not_null()))
-    return hits.group_by("conversation_id").agg(pl.col(names).min())
+    return hits.group_by("__gid").agg(pl.col(names).min())
 
 
 def _tools_query(lf: pl.LazyFrame, tools: Sequence[str]) -> pl.LazyFrame:
     """Rows that carry a tool_name: the distinct tools seen and each known tool's first turn."""
-    rows = lf.filter(TOOL.is_not_null()).select(CID, TURN, TOOL)
-    return rows.group_by("conversation_id").agg(
+    rows = lf.filter(TOOL.is_not_null()).select(GID, TURN, TOOL)
+    return rows.group_by("__gid").agg(
         TOOL.unique().sort().alias("tools_used"),
         *[TURN.filter(TOOL == t).min().alias(f"__tn_{t}") for t in tools],
     )
@@ -149,21 +181,24 @@ def _prior_session(base: pl.DataFrame, history: pl.DataFrame | None, window_days
 
     Earlier starts come from ``history`` (earlier day partitions) and from this batch itself.
     An as-of join finds each conversation's nearest strictly earlier start of the same customer.
+    ``history`` identifies customers by ``customer_id`` or, when it comes from the signals
+    store, by ``customer_key``; the batch is matched on the same column. Returns one value per
+    row of ``base`` (in order).
     """
-    cur = base.select(CID, pl.col("customer_id"), pl.col("started_at"))
-    known = cur.filter(pl.col("customer_id").is_not_null())
-    events = [known.select(pl.col("customer_id"), pl.col("started_at").alias("prev_start"))]
+    by = "customer_id" if history is None or "customer_id" in history.columns else "customer_key"
+    known = base.select(GID, pl.col(by), pl.col("started_at")).filter(pl.col(by).is_not_null())
+    events = [known.select(pl.col(by), pl.col("started_at").alias("prev_start"))]
     if history is not None and history.height:
-        events.append(history.select(pl.col("customer_id"), pl.col("started_at").alias("prev_start")))
+        events.append(history.select(pl.col(by), pl.col("started_at").alias("prev_start")))
     ev = pl.concat(events).drop_nulls().sort("prev_start")
     window = dt.timedelta(days=window_days)
     hit = (
         known.sort("started_at")
-        .join_asof(ev, left_on="started_at", right_on="prev_start", by="customer_id",
+        .join_asof(ev, left_on="started_at", right_on="prev_start", by=by,
                    strategy="backward", allow_exact_matches=False, check_sortedness=False)
-        .select(CID, ((pl.col("started_at") - pl.col("prev_start")) <= window).fill_null(False).alias("prior"))
+        .select(GID, ((pl.col("started_at") - pl.col("prev_start")) <= window).fill_null(False).alias("prior"))
     )
-    return cur.join(hit, on="conversation_id", how="left")["prior"].fill_null(False)
+    return base.select(GID).join(hit, on="__gid", how="left", maintain_order="left")["prior"].fill_null(False)
 
 
 def customer_keys(customer_ids: pl.Series, salt: str) -> pl.DataFrame:
@@ -227,13 +262,14 @@ def extract_signals(
     ``messages``: accepted transcript rows (CONTRACT §1 columns; a LazyFrame is read lazily, only
     those columns). ``outcomes``: conversation_id + downstream outcome columns. ``customers``:
     customer_id + persona_segment. ``history``: customer_id + started_at of conversations from
-    earlier days, so ``memory_has_prior_session`` is right across day partitions.
+    earlier days, so ``memory_has_prior_session`` is right across day partitions; it may carry
+    ``customer_key`` instead of ``customer_id`` (e.g. read back from the signals store).
     ``intent_extractor``: any ``IntentExtractor``; default the config's rules.
     """
     config = config or load_signals_config()
     extractor = intent_extractor or RuleIntentExtractor(config)
     tools = config.tool_names
-    msgs = _messages(messages)
+    msgs = _index_conversations(_messages(messages))
     lf = msgs.lazy()
 
     probes = _probes(config)
@@ -243,14 +279,15 @@ def extract_signals(
     del msgs, lf
 
     intents = _classify(extractor, openings, config.intent.default)
-    out = base.join(intents, on="conversation_id", how="left").join(tool_rows, on="conversation_id", how="left")
+    out = base.join(tool_rows, on="__gid", how="left")
     for p in probe_rows:
-        out = out.join(p, on="conversation_id", how="left")
-
-    out = out.with_columns(_prior_session(out, _history_rows(history), config.memory.window_days).alias("__prior"))
+        out = out.join(p, on="__gid", how="left")
+    out = out.join(intents, on="conversation_id", how="left")
 
     keys = customer_keys(out["customer_id"], config.customer_key.salt)
     out = out.join(keys, on="customer_id", how="left")
+    prior = _prior_session(out, _history_rows(history), config.memory.window_days)
+    out = out.with_columns(prior.alias("__prior"))
 
     persona = _optional(customers, "customer_id", {"persona_segment": pl.String})
     if persona is not None:
@@ -267,16 +304,16 @@ def extract_signals(
 
 
 def _history_rows(history: Frame | None) -> pl.DataFrame | None:
-    """All earlier starts (customer_id, started_at as UTC), nulls dropped."""
+    """Earlier conversation starts: (customer_id or customer_key, started_at as UTC), nulls dropped."""
     if history is None:
         return None
     lf = history.lazy()
     schema = lf.collect_schema()
-    for c in ("customer_id", "started_at"):
-        if c not in schema:
-            raise ValueError(f"history frame lacks column `{c}` (needs customer_id, started_at)")
+    who = "customer_id" if "customer_id" in schema else "customer_key"
+    if who not in schema or "started_at" not in schema:
+        raise ValueError("history frame needs started_at and customer_id (or customer_key)")
     return lf.select(
-        pl.col("customer_id").cast(pl.String), _utc(pl.col("started_at"), schema["started_at"]).alias("started_at")
+        pl.col(who).cast(pl.String), _utc(pl.col("started_at"), schema["started_at"]).alias("started_at")
     ).drop_nulls().collect()
 
 
