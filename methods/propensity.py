@@ -82,8 +82,23 @@ class Prepared:
     excluded: dict[str, int] = field(default_factory=dict)  # reason -> rows dropped
 
 
-def _is_numeric(s: pd.Series) -> bool:
-    return pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s)
+INTEGER_LEVELS_MAX = 24  # integer covariates with at most this many values are categories
+
+
+def _kind(s: pd.Series) -> str:
+    """``numeric`` (one linear term, one balance row) or ``categorical`` (a dummy per level).
+
+    Booleans and real-valued columns are numeric; strings are categorical; integer columns with
+    at most 24 distinct values (hour_of_day, day_of_week, small counts) are categories, because
+    their effect on the treatment is rarely linear (night hours, weekends).
+    """
+    if pd.api.types.is_bool_dtype(s):
+        return "numeric"
+    if pd.api.types.is_integer_dtype(s) and s.nunique(dropna=True) <= INTEGER_LEVELS_MAX:
+        return "categorical"
+    if pd.api.types.is_numeric_dtype(s):
+        return "numeric"
+    return "categorical"
 
 
 def prepare(df: pd.DataFrame, treatment: str, outcome: str, covariates: list[str]) -> Prepared:
@@ -105,7 +120,7 @@ def prepare(df: pd.DataFrame, treatment: str, outcome: str, covariates: list[str
     y_null = df[outcome].isna().to_numpy()
     excluded["null_outcome"] = int((y_null & keep).sum())
     keep &= ~y_null
-    kinds = {c: ("numeric" if _is_numeric(df[c]) else "categorical") for c in covariates}
+    kinds = {c: _kind(df[c]) for c in covariates}
     num_null = np.zeros(len(df), dtype=bool)
     for c in covariates:
         if kinds[c] == "numeric":
@@ -126,9 +141,11 @@ def prepare(df: pd.DataFrame, treatment: str, outcome: str, covariates: list[str
         s = d[c]
         if kinds[c] == "numeric":
             s = s.astype("float64")
+        elif pd.api.types.is_integer_dtype(s):
+            s = s.astype(object).where(s.notna(), MISSING_LEVEL)
         else:
             s = s.astype(object).where(s.notna(), MISSING_LEVEL).astype(str)
-        code, uniq = pd.factorize(s, sort=True)
+        code, uniq = pd.factorize(s, sort=not pd.api.types.is_integer_dtype(d[c]))
         codes.append(code.astype(np.int64))
         uniques.append(np.asarray(uniq))
     key = np.zeros(len(d), dtype=np.int64)

@@ -36,10 +36,11 @@ def test_balance_fails_before_and_passes_after(matched):
 def test_one_row_per_categorical_level(matched):
     df, r = matched
     names = [b.covariate for b in r.balance]
-    for c in ("intent", "persona_segment", "channel", "agent_version"):
+    # integer covariates with few values (hour_of_day) are categories too: one row per hour
+    for c in ("intent", "persona_segment", "channel", "agent_version", "hour_of_day"):
         for lv in df[c].unique():
             assert f"{c}={lv}" in names
-    assert "hour_of_day" in names and "memory_has_prior_session" in names
+    assert "memory_has_prior_session" in names  # booleans: one row
     assert len(names) == len(set(names))
 
 
@@ -48,7 +49,7 @@ def test_smd_before_matches_direct_row_computation(matched):
     rows = {b.covariate: b for b in r.balance}
     t = df[T] == 1
     for name, x in (("intent=order_status", (df["intent"] == "order_status").astype(float)),
-                    ("hour_of_day", df["hour_of_day"].astype(float)),
+                    ("hour_of_day=3", (df["hour_of_day"] == 3).astype(float)),
                     ("memory_has_prior_session", df["memory_has_prior_session"].astype(float))):
         v1, v0 = x[t].var(ddof=0), x[~t].var(ddof=0)
         smd = (x[t].mean() - x[~t].mean()) / np.sqrt((v1 + v0) / 2)

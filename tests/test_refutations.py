@@ -30,6 +30,15 @@ from tests.test_psm import COVARIATES, simulate
 T, Y = "asked_email_first", "resolved"
 
 
+@pytest.fixture(autouse=True)
+def _single_thread_blas():
+    """estimate_psm limits BLAS threads itself; the direct PSMEstimator calls below do it here."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
 @pytest.fixture(scope="module")
 def correct():
     df = simulate(8000, seed=17, effect=0.08)
