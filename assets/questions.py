@@ -6,7 +6,6 @@ estimate-level checks emitted from that same step (``check_specs``), so each par
 checks belong to that partition. The report asset turns the stored rows into a decision memo.
 """
 
-from __future__ import annotations
 
 import json
 from pathlib import Path
@@ -27,11 +26,11 @@ SPECS = [
     dg.AssetSpec(ESTIMATE, deps=["analysis_store"], partitions_def=questions, group_name=GROUP, kinds={"duckdb"},
                  description="The causal estimate with its interval, p-value, naive difference and method.",
                  owners=["team:convocausal"]),
-    dg.AssetSpec("question_refutations", deps=[ESTIMATE], partitions_def=questions, group_name=GROUP,
+    dg.AssetSpec("question_refutations", partitions_def=questions, group_name=GROUP,
                  kinds={"duckdb"}, description="Refutation tests: placebo, random common cause, subsets, sensitivity."),
-    dg.AssetSpec("question_balance", deps=[ESTIMATE], partitions_def=questions, group_name=GROUP,
+    dg.AssetSpec("question_balance", partitions_def=questions, group_name=GROUP,
                  kinds={"duckdb"}, description="Covariate balance (SMD before/after matching)."),
-    dg.AssetSpec("question_diagnostics", deps=[ESTIMATE], partitions_def=questions, group_name=GROUP,
+    dg.AssetSpec("question_diagnostics", partitions_def=questions, group_name=GROUP,
                  kinds={"duckdb"}, description="Pre-flight and method diagnostics with thresholds and messages."),
 ]
 CHECK_SPECS = [
@@ -108,7 +107,9 @@ def question_results(context: dg.AssetExecutionContext, settings: ConvocausalSet
 
 
 @dg.asset(
-    deps=[ESTIMATE, "question_refutations", "question_balance", "question_diagnostics"],
+    # Not downstream of the estimate itself: a blocking check failure stops consumers of the
+    # number, but the memo that explains the failure must still be written.
+    deps=["question_refutations", "question_balance", "question_diagnostics"],
     partitions_def=questions,
     group_name=GROUP,
     kinds={"markdown"},

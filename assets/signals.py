@@ -1,6 +1,5 @@
 """Extraction assets: raw transcript days → per-day signals parts → the DuckDB analysis store."""
 
-from __future__ import annotations
 
 from datetime import date
 
@@ -10,7 +9,7 @@ import polars as pl
 from convocausal.store import publish, store_paths, write_day
 from extract.catalog import build_catalog
 from extract.config import load_signals_config
-from extract.day import extract_day
+from extract.day import extract_days
 from extract.raw import list_transcript_days, load_customers, load_outcomes
 from pipelines.partitions import transcript_days
 from pipelines.resources import ConvocausalSettings
@@ -36,18 +35,17 @@ def signals_day(context: dg.AssetExecutionContext, settings: ConvocausalSettings
     customers = load_customers(settings.raw_path)
     totals = {"conversations": 0, "messages_accepted": 0, "messages_quarantined": 0}
     empty_days: list[str] = []
+    days = []
     for key in context.partition_keys:
-        day = date.fromisoformat(key)
-        if day not in present:
-            empty_days.append(key)
-            continue
-        result = extract_day(settings.raw_path, day, config, outcomes, customers)
-        write_day(paths, day, result.signals, result.quarantine)
+        (days if date.fromisoformat(key) in present else empty_days).append(date.fromisoformat(key))
+    for result in extract_days(settings.raw_path, days, config, outcomes, customers):
+        write_day(paths, result.day, result.signals, result.quarantine)
         totals["conversations"] += result.signals.height
         totals["messages_accepted"] += int(result.counts.get("accepted", 0))
         totals["messages_quarantined"] += result.quarantine.height
     if empty_days:
-        context.log.warning(f"no transcripts for {len(empty_days)} day(s): {', '.join(empty_days[:10])}")
+        shown = ", ".join(d.isoformat() for d in empty_days[:10])
+        context.log.warning(f"no transcripts for {len(empty_days)} day(s): {shown}")
     return dg.MaterializeResult(
         metadata={
             **{k: dg.MetadataValue.int(v) for k, v in totals.items()},

@@ -20,7 +20,7 @@ from convocausal.store import connect, store_paths
 from extract.catalog import build_catalog
 from extract.config import load_signals_config
 from extract.raw import RawInputError, list_transcript_days
-from pipelines.partitions import START_DATE, questions
+from pipelines.partitions import START_DATE, questions, transcript_days
 
 
 def run_pipeline(raw_dir: str | Path, store: str | Path, signals_config=None, questions_config=None,
@@ -40,7 +40,8 @@ def run_pipeline(raw_dir: str | Path, store: str | Path, signals_config=None, qu
     catalog = build_catalog(config).to_dicts()
     for q in qset.questions:
         validate_against_catalog(q, catalog)
-    days = list_transcript_days(raw_dir)
+    last_partition = date.fromisoformat(transcript_days.get_last_partition_key())
+    days = [d for d in list_transcript_days(raw_dir) if d <= last_partition]  # today is not complete yet
     if not days:
         raise RawInputError(f"{Path(raw_dir) / 'transcripts'}: no transcript files found")
     if days[0] < date.fromisoformat(START_DATE):
@@ -68,11 +69,26 @@ def run_pipeline(raw_dir: str | Path, store: str | Path, signals_config=None, qu
     rows = []
     for q in qset.questions:
         with stage(f"question:{q.id}"):
+            # A failed blocking check is a finding, not a crash: it is reported, and the run goes on.
             result = dg.materialize([question_results, question_report], instance=instance, resources=resources,
-                                    partition_key=q.id)
+                                    partition_key=q.id, raise_on_error=False)
+        if not result.success and not _only_check_failures(result):
+            raise RuntimeError(f"question {q.id} failed: {_first_failure(result)}")
         checks = {e.check_name: bool(e.passed) for e in result.get_asset_check_evaluations()}
         rows.append(_estimate_row(store, result.run_id, q.id, checks))
     return rows
+
+
+def _only_check_failures(result) -> bool:
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    return all("blocking asset checks failed" in str(e.event_specific_data.error.message) for e in failures)
+
+
+def _first_failure(result) -> str:
+    for e in result.all_events:
+        if e.event_type_value == "STEP_FAILURE":
+            return e.event_specific_data.error.message.strip().splitlines()[-1]
+    return "unknown failure"
 
 
 class _Stopwatch:

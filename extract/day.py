@@ -1,10 +1,15 @@
-"""One transcript day from raw files to signals rows: validate, quarantine, extract.
+"""Transcript days from raw files to signals rows: validate, quarantine, extract.
 
-Pure function of its inputs (no Dagster): the ``signals_day`` asset and the tests call it.
+Pure functions (no Dagster): the ``signals_day`` asset and the tests call them. Days are
+validated one by one (each keeps its own quarantine and counts) but extracted in chunks of
+consecutive days, because extraction has a fixed cost per call (regex compilation, schema
+validation, joins) that dominates when a day is small; a chunk still has to fit in memory,
+so its size is bounded by ``max_messages``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -14,6 +19,8 @@ import polars as pl
 from extract.history import load_history
 from extract.raw import RawBatch, load_transcripts_day
 from extract.signals import extract_signals
+
+DEFAULT_CHUNK_MESSAGES = 2_000_000
 
 
 @dataclass
@@ -26,11 +33,35 @@ class DayResult:
 
 def extract_day(raw_dir: str | Path, day: date, config, outcomes: RawBatch, customers: RawBatch,
                 intent_extractor=None) -> DayResult:
-    """Validate the day's messages, quarantine bad rows, and extract one row per conversation."""
-    batch = load_transcripts_day(raw_dir, day)
-    history = load_history(raw_dir, day, config.memory.window_days)
-    signals = extract_signals(batch.accepted, outcomes=outcomes.accepted, customers=customers.accepted,
+    """One day on its own (the nightly case)."""
+    return next(extract_days(raw_dir, [day], config, outcomes, customers, intent_extractor))
+
+
+def extract_days(raw_dir: str | Path, days: list[date], config, outcomes: RawBatch, customers: RawBatch,
+                 intent_extractor=None, max_messages: int = DEFAULT_CHUNK_MESSAGES) -> Iterator[DayResult]:
+    """Yield one DayResult per day, extracting consecutive days together up to ``max_messages``."""
+    pending: list[tuple[date, RawBatch]] = []
+    size = 0
+    for day in sorted(days):
+        batch = load_transcripts_day(raw_dir, day)
+        pending.append((day, batch))
+        size += batch.accepted.height
+        if size >= max_messages:
+            yield from _extract_chunk(raw_dir, pending, config, outcomes, customers, intent_extractor)
+            pending, size = [], 0
+    if pending:
+        yield from _extract_chunk(raw_dir, pending, config, outcomes, customers, intent_extractor)
+
+
+def _extract_chunk(raw_dir, pending, config, outcomes, customers, intent_extractor) -> Iterator[DayResult]:
+    first = pending[0][0]
+    history = load_history(raw_dir, first, config.memory.window_days)
+    messages = pl.concat([b.accepted for _, b in pending], how="vertical_relaxed")
+    signals = extract_signals(messages, outcomes=outcomes.accepted, customers=customers.accepted,
                               history=history, config=config, intent_extractor=intent_extractor)
-    counts = dict(batch.counts)
-    counts["conversations"] = signals.height
-    return DayResult(day, signals, batch.quarantine, counts)
+    by_day = signals.partition_by("date", as_dict=True, include_key=True) if signals.height else {}
+    for day, batch in pending:
+        rows = by_day.get((day,), signals.clear())
+        counts = dict(batch.counts)
+        counts["conversations"] = rows.height
+        yield DayResult(day, rows, batch.quarantine, counts)

@@ -8,6 +8,7 @@ which days are extracted, so day steps can run in parallel.
 
 from __future__ import annotations
 
+import math
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -16,11 +17,15 @@ import polars as pl
 HISTORY_SCHEMA = {"customer_id": pl.String, "started_at": pl.Datetime("us", "UTC")}
 
 
-def load_history(raw_dir: str | Path, day: date, window_days: int) -> pl.DataFrame:
-    """Start time of every conversation with a customer in the ``window_days`` before ``day``."""
+def load_history(raw_dir: str | Path, day: date, window_days: float) -> pl.DataFrame:
+    """Start time of every conversation with a customer in the ``window_days`` before ``day``.
+
+    Whole days are read (the window rounded up); the extraction applies the exact window.
+    """
     root = Path(raw_dir) / "transcripts"
-    start = day - timedelta(days=window_days)
-    hive = [root / f"date={(start + timedelta(days=i)).isoformat()}" for i in range(window_days)]
+    n_days = math.ceil(window_days)
+    start = day - timedelta(days=n_days)
+    hive = [root / f"date={(start + timedelta(days=i)).isoformat()}" for i in range(n_days)]
     files = [str(f) for d in hive if d.is_dir() for f in sorted(d.glob("*.parquet"))]
     if not any(root.glob("date=*")):
         files = [str(f) for f in sorted(root.glob("*.parquet"))]  # flat layout: filter by time below

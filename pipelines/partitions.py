@@ -11,5 +11,5 @@ import dagster as dg
 
 START_DATE = os.environ.get("CONVOCAUSAL_START_DATE", "2026-01-01")
 
-transcript_days = dg.DailyPartitionsDefinition(start_date=START_DATE, end_offset=1)
+transcript_days = dg.DailyPartitionsDefinition(start_date=START_DATE)
 questions = dg.DynamicPartitionsDefinition(name="questions")

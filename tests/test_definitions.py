@@ -1,0 +1,36 @@
+"""The Dagster Definitions load with every asset, check, schedule, sensor and partition set."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from checks.asset_checks import CHECK_NAMES
+
+
+def test_definitions_load():
+    from pipelines.definitions import defs
+
+    repo = defs.get_repository_def()
+    keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
+    assert {"signals_day", "analysis_store", "question_estimate", "question_refutations", "question_balance",
+            "question_diagnostics", "question_report"} <= keys
+    check_keys = {c.name for c in repo.asset_graph.asset_check_keys}
+    assert set(CHECK_NAMES) <= check_keys
+    assert {s.name for s in repo.schedule_defs} == {"nightly_extraction"}
+    assert {s.name for s in repo.sensor_defs} == {"question_registry_sensor", "reestimate_after_store"}
+    signals = repo.asset_graph.get(dg.AssetKey("signals_day"))
+    assert isinstance(signals.partitions_def, dg.DailyPartitionsDefinition)
+    estimate = repo.asset_graph.get(dg.AssetKey("question_estimate"))
+    assert isinstance(estimate.partitions_def, dg.DynamicPartitionsDefinition)
+    assert estimate.partitions_def.name == "questions"
+    assert repo.get_job("question_job") and repo.get_job("extraction_job")
+
+
+def test_nightly_schedule_targets_newest_day():
+    from pipelines.definitions import defs
+
+    schedule = defs.get_repository_def().get_schedule_def("nightly_extraction")
+    assert schedule.cron_schedule == "0 2 * * *"
+    ctx = dg.build_schedule_context(scheduled_execution_time=__import__("datetime").datetime(2026, 6, 2, 2, 0))
+    (request,) = list(schedule.evaluate_tick(ctx).run_requests)
+    assert request.partition_key == "2026-06-01"
