@@ -94,7 +94,8 @@ def test_counts_and_diagnostics(confounded):
         assert n in names
     assert 0 < r.n_treated <= r.extras["n_treated_total"]
     assert 0 < r.n_control <= r.extras["n_control_total"]
-    assert r.plots["propensity_overlap"][:8] == b"\x89PNG\r\n\x1a\n"
+    for plot in ("propensity_overlap", "balance_love_plot"):
+        assert r.plots[plot][:8] == b"\x89PNG\r\n\x1a\n"
     js = r.to_json()
     assert js["method"] == "propensity_matching" and "balance" in js and "ipw_estimate" in js
 
