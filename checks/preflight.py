@@ -156,30 +156,66 @@ def _survivorship(miss_a, miss_b, label_a: str, label_b: str, outcome: str) -> D
 
 
 def _hidden_confounders(con, question: Question, by_name: dict, relation, where, params) -> Diagnostic:
-    """Start-of-conversation signals left out of the covariates that still predict the treatment."""
-    t = q(question.treatment)
+    """Start-of-conversation signals left out of the covariates that still predict the treatment.
+
+    "Predict" is conditional on the covariates: the treatment is residualized on covariate
+    dummies (a linear probability model fitted by weighted least squares on covariate ×
+    candidate cells aggregated in DuckDB), and a candidate is flagged when its levels' mean
+    residual spreads by more than ``CONFOUNDER_GAP`` (e.g. `skill` predicting the treatment
+    only through intent is not flagged).
+    """
     candidates = [
         n for n, row in by_name.items()
         if row["measured_at"] == "start" and row["kind"] == "covariate"
         and n not in question.covariates and n not in NOT_CONFOUNDERS
     ]
-    flagged: list[tuple[str, float]] = []
-    for name in candidates:
-        spread = con.execute(
-            f"""SELECT max(rate) - min(rate) FROM (
-                   SELECT avg({t}) AS rate, count(*) AS n FROM {relation}
-                   WHERE {t} IS NOT NULL AND {where} GROUP BY {q(name)}) WHERE n >= 30""",
-            params,
-        ).fetchone()[0]
-        if spread is not None and spread > CONFOUNDER_GAP:
-            flagged.append((name, float(spread)))
-    worst = max((s for _, s in flagged), default=0.0)
+    flagged = [(n, g) for n in candidates if (g := _conditional_gap(con, question, n, relation, where, params)) > CONFOUNDER_GAP]
+    worst = max((g for _, g in flagged), default=0.0)
     if flagged:
-        names = ", ".join(f"{n} (treatment rate varies by {s:.0%} across its values)" for n, s in flagged)
+        names = ", ".join(f"{n} (shifts the treatment rate by up to {g:.0%} beyond the covariates)" for n, g in flagged)
         msg = (f"signals known at conversation start but not in the covariates predict the treatment: {names}. "
-               "Add them, or say why they cannot confound the outcome. Reasons not in the logs at all cannot "
+               "Add them, or say why they cannot affect the outcome. Reasons not in the logs at all cannot "
                "be checked here: see the sensitivity refuter for how strong such a confounder would need to be.")
     else:
-        msg = ("no start-of-conversation signal outside the covariates predicts the treatment; unlogged reasons "
-               "can still confound: see the sensitivity refuter.")
+        msg = (f"none of the {len(candidates)} start-of-conversation signals outside the covariates predicts the "
+               "treatment once the covariates are accounted for; unlogged reasons can still confound: see the "
+               "sensitivity refuter.")
     return Diagnostic("hidden_confounder_risk", worst, CONFOUNDER_GAP, not flagged, msg, "warn")
+
+
+MAX_LEVELS = 30
+
+
+def _conditional_gap(con, question: Question, candidate: str, relation, where, params) -> float:
+    import numpy as np
+    import pandas as pd
+
+    t = q(question.treatment)
+    keys = [*question.covariates, candidate]
+    cols = ", ".join(f"CAST({q(k)} AS VARCHAR) AS k{i}" for i, k in enumerate(keys))
+    cells = con.execute(
+        f"SELECT {cols}, count(*) AS n, avg(CAST({t} AS DOUBLE)) AS rate FROM {relation} "
+        f"WHERE {t} IS NOT NULL AND {where} GROUP BY ALL",
+        params,
+    ).df()
+    if cells.empty:
+        return 0.0
+    names = [f"k{i}" for i in range(len(keys))]
+    for name in names:  # pool rare levels so the design stays small
+        counts = cells.groupby(name, dropna=False)["n"].sum().sort_values(ascending=False)
+        keep = set(counts.index[:MAX_LEVELS])
+        cells[name] = cells[name].where(cells[name].isin(keep), "__other").fillna("__null")
+    cand = names[-1]
+    # Residualize the treatment on the covariates, then ask whether the candidate's levels still
+    # differ: robust to a candidate that is a function of the covariates (collinear dummies).
+    design = pd.get_dummies(cells[names[:-1]], drop_first=True, dtype=float)
+    x = np.column_stack([np.ones(len(cells)), design.to_numpy()])
+    n = cells["n"].to_numpy(dtype=float)
+    w = np.sqrt(n)
+    rate = cells["rate"].to_numpy(dtype=float)
+    beta, *_ = np.linalg.lstsq(x * w[:, None], rate * w, rcond=None)
+    cells["resid_sum"] = (rate - x @ beta) * n
+    by_level = cells.groupby(cand)[["resid_sum", "n"]].sum()
+    by_level = by_level[by_level["n"] >= 30]
+    means = by_level["resid_sum"] / by_level["n"]
+    return float(means.max() - means.min()) if len(means) >= 2 else 0.0

@@ -1,0 +1,81 @@
+"""Pre-flight checks name the four failure modes in plain words, on data built to show each."""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from checks.preflight import run_preflight
+from configs.questions import parse_questions
+
+CATALOG = [
+    {"name": "resolved", "kind": "outcome", "measured_at": "end", "agent_controlled": False, "source": "outcomes"},
+    {"name": "agent_marked_resolved", "kind": "outcome", "measured_at": "end", "agent_controlled": True,
+     "source": "transcript"},
+    {"name": "treated", "kind": "behaviour", "measured_at": "turn", "agent_controlled": False},
+    {"name": "intent", "kind": "covariate", "measured_at": "start", "agent_controlled": False},
+    {"name": "skill", "kind": "covariate", "measured_at": "start", "agent_controlled": False},
+    {"name": "vip", "kind": "covariate", "measured_at": "start", "agent_controlled": False},
+    {"name": "date", "kind": "time", "measured_at": "start", "agent_controlled": False},
+]
+
+
+def _con(n=6000, seed=0, missing_treated=0.0, n_treated=None):
+    rng = np.random.default_rng(seed)
+    intent = rng.choice(["a", "b", "c"], n)
+    skill = np.where(intent == "a", "s1", rng.choice(["s2", "s3"], n))  # predicts treatment only via intent
+    vip = rng.random(n) < 0.3                                            # drives treatment on its own
+    p = 0.2 + 0.4 * (intent == "a") + 0.3 * vip
+    t = (rng.random(n) < p).astype(float)
+    if n_treated is not None:
+        t[:] = 0.0
+        t[:n_treated] = 1.0
+    y = (rng.random(n) < 0.5).astype(float)
+    y[(t == 1) & (rng.random(n) < missing_treated)] = np.nan
+    df = pd.DataFrame({"treated": t, "resolved": y, "agent_marked_resolved": y, "intent": intent, "skill": skill,
+                       "vip": vip.astype(str), "date": pd.Timestamp("2026-03-01").date()})
+    con = duckdb.connect()
+    con.register("signals", df)
+    return con
+
+
+def _question(outcome="resolved", covariates="[intent, vip]"):
+    return parse_questions(
+        f"questions:\n  - id: q\n    design: coexisting_variants\n    outcome: {outcome}\n"
+        f"    treatment: treated\n    covariates: {covariates}\n").questions[0]
+
+
+def _diag(pre, name):
+    return next(d for d in pre.diagnostics if d.name == name)
+
+
+def test_clean_question_passes_every_check():
+    pre = run_preflight(_con(), _question(), CATALOG)
+    assert pre.ok and all(d.passed for d in pre.diagnostics), [d for d in pre.diagnostics if not d.passed]
+
+
+def test_gameable_outcome_is_flagged():
+    pre = run_preflight(_con(), _question(outcome="agent_marked_resolved"), CATALOG)
+    d = _diag(pre, "outcome_not_agent_controlled")
+    assert not d.passed and "gameable" in d.message
+
+
+def test_small_sample_refuses_and_says_what_to_wait_for():
+    pre = run_preflight(_con(n_treated=20), _question(), CATALOG)
+    assert not pre.ok and "wait for more" in pre.refusal
+    assert not _diag(pre, "sample_size").passed
+
+
+def test_survivorship_flags_outcomes_missing_more_in_one_group():
+    pre = run_preflight(_con(missing_treated=0.2), _question(), CATALOG)
+    d = _diag(pre, "survivorship_missing_outcome_gap")
+    assert not d.passed and "survivorship" in d.message
+    assert d.value == pytest.approx(0.2, abs=0.03)
+
+
+def test_hidden_confounder_flagged_only_when_it_predicts_beyond_covariates():
+    pre = run_preflight(_con(), _question(covariates="[intent]"), CATALOG)
+    d = _diag(pre, "hidden_confounder_risk")
+    assert not d.passed and "vip" in d.message and "skill" not in d.message
