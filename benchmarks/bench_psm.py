@@ -24,8 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from methods.psm import estimate_psm  # noqa: E402
-from tests.test_psm import COVARIATES, simulate  # noqa: E402
+from methods.psm import estimate_psm
+from tests.test_psm import COVARIATES, simulate
 
 T, Y = "asked_email_first", "resolved"
 TRUE = 0.03

@@ -350,11 +350,11 @@ def _estimate_psm(df, treatment, outcome, covariates, estimand, caliper, replace
     X = cells.X
     est = PSMEstimator(X, estimand, caliper, replace, match_on, propensity_model)
     if propensity_model == "sklearn_default":
-        X = _dowhy_cell_design(df, prep, covariates)
-        est.X = X
+        # DoWhy fits on the rows in their order; do the same so the coefficients are identical
         rows = dowhy_design(df.loc[prep.keep], covariates).to_numpy(dtype=float)
-        eta_rows = fit_sklearn_default(rows, prep.treatment_rows)
-        eta = eta_rows[_first_rows(prep.cell_of_row, cells.n_cells)]
+        first = _first_rows(prep.cell_of_row, cells.n_cells)
+        X = est.X = rows[first]
+        eta = fit_sklearn_default(rows, prep.treatment_rows)[first]
         converged = True
     else:
         fit = fit_logit(X, st.n1, st.n0)
@@ -421,11 +421,6 @@ def _first_rows(cell_of_row: np.ndarray, n_cells: int) -> np.ndarray:
     first = np.zeros(n_cells, dtype=np.int64)
     first[cell_of_row[::-1]] = np.arange(len(cell_of_row))[::-1]
     return first
-
-
-def _dowhy_cell_design(df: pd.DataFrame, prep: Prepared, covariates: list[str]) -> np.ndarray:
-    rows = dowhy_design(df.loc[prep.keep], covariates).to_numpy(dtype=float)
-    return rows[_first_rows(prep.cell_of_row, prep.cells.n_cells)]
 
 
 def _bootstrap(est: PSMEstimator, X: np.ndarray, atoms: Atoms, n_cells: int, Xcc: np.ndarray,

@@ -45,10 +45,9 @@ def dowhy_estimate(df: pd.DataFrame, target_units: str, propensity_score_model=N
 
 
 def main() -> None:
-    from sklearn.linear_model import LogisticRegression
-
     import dowhy
     import sklearn
+    from sklearn.linear_model import LogisticRegression
 
     df = make_input()
     df.to_csv(HERE / "dowhy_psm_input.csv", index=False)
