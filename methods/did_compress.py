@@ -103,24 +103,28 @@ def frame_cells(df: pd.DataFrame, outcome: str, keys: dict[str, str], nullable: 
         con.close()
 
 
-def dummies(values: pd.Series, prefix: str) -> tuple[np.ndarray, list[str]]:
-    """Indicator columns for every level but the first (sorted), as float; names ``prefix=level``."""
+def dummies(values: pd.Series, prefix: str) -> tuple[sp.csr_matrix, list[str]]:
+    """Sparse indicator columns for every level but the first (sorted); names ``prefix=level``."""
     cat = pd.Categorical(values)
-    codes = cat.codes
+    codes = np.asarray(cat.codes)
     k = len(cat.categories)
     if k <= 1:
-        return np.zeros((len(values), 0)), []
-    mat = np.zeros((len(values), k - 1))
+        return sp.csr_matrix((len(values), 0)), []
     rows = np.nonzero(codes > 0)[0]
-    mat[rows, codes[rows] - 1] = 1.0
+    mat = sp.csr_matrix((np.ones(rows.size), (rows, codes[rows] - 1)), shape=(len(values), k - 1))
     return mat, [f"{prefix}={lvl}" for lvl in cat.categories[1:]]
+
+
+def scale_rows(X: sp.spmatrix, v: np.ndarray) -> sp.csr_matrix:
+    """diag(v) X without densifying."""
+    return sp.csr_matrix(sp.diags(v) @ X)
 
 
 @dataclass
 class CellDesign:
-    """A weighted design on cells: X (C×K), n, sum_y, sum_y2, cluster codes (or None)."""
+    """A weighted design on cells: X (C×K, sparse: mostly dummies), n, sum_y, sum_y2, cluster codes."""
 
-    X: np.ndarray
+    X: sp.csr_matrix
     names: list[str]
     n: np.ndarray
     sum_y: np.ndarray
@@ -141,7 +145,7 @@ class CellDesign:
         return self.names.index(name)
 
 
-def make_design(X: np.ndarray, names: list[str], cells: pd.DataFrame, cluster: str | None,
+def make_design(X: np.ndarray | sp.spmatrix, names: list[str], cells: pd.DataFrame, cluster: str | None,
                 protect: Sequence[str] = ()) -> CellDesign:
     """Drop collinear columns (later ones first, never a ``protect`` name unless unavoidable).
 
@@ -153,8 +157,9 @@ def make_design(X: np.ndarray, names: list[str], cells: pd.DataFrame, cluster: s
     stay identified.
     """
     n = cells["n"].to_numpy(np.float64)
+    X = sp.csc_matrix(X)
     order = [i for i, nm in enumerate(names) if nm in protect] + [i for i, nm in enumerate(names) if nm not in protect]
-    full = X.T @ (X * n[:, None])
+    full = np.asarray((X.T @ scale_rows(X, n)).todense())
     A = full[np.ix_(order, order)]
     lam, vec = np.linalg.eigh(A)
     root = np.sqrt(np.clip(lam, 0.0, None))[:, None] * vec.T
@@ -165,7 +170,7 @@ def make_design(X: np.ndarray, names: list[str], cells: pd.DataFrame, cluster: s
     if cluster is not None:
         groups = pd.Categorical(cells[cluster]).codes.astype(np.int64)
     return CellDesign(
-        X=X[:, keep], names=[names[i] for i in keep], n=n,
+        X=sp.csr_matrix(X[:, keep]), names=[names[i] for i in keep], n=n,
         sum_y=cells["sum_y"].to_numpy(np.float64), sum_y2=cells["sum_y2"].to_numpy(np.float64),
         groups=groups, dropped=[names[i] for i in range(len(names)) if i not in keep],
         gram=full[np.ix_(keep, keep)],
@@ -199,7 +204,7 @@ def fit_wls(design: CellDesign, solver: str = "normal") -> np.ndarray:
     """
     if solver == "statsmodels":
         ybar = design.sum_y / design.n
-        return np.asarray(sm.WLS(ybar, design.X, weights=design.n).fit(method="qr").params, dtype=float)
+        return np.asarray(sm.WLS(ybar, design.X.toarray(), weights=design.n).fit(method="qr").params, dtype=float)
     return sla.cho_solve(sla.cho_factor(gram(design)), design.X.T @ design.sum_y)
 
 
@@ -213,13 +218,13 @@ def cluster_scores(design: CellDesign, beta: np.ndarray, sum_y: np.ndarray | Non
     """G×K cluster scores Σ_{c∈g} x_c (sum_y_c − n_c x_c'β) — equal to the row-level Σ_i x_i e_i."""
     sy = design.sum_y if sum_y is None else sum_y
     resid_sum = sy - design.n * (design.X @ beta)
-    return np.asarray(group_matrix(design) @ (design.X * resid_sum[:, None]))
+    return np.asarray((group_matrix(design) @ scale_rows(design.X, resid_sum)).todense())
 
 
 def gram(design: CellDesign) -> np.ndarray:
     """X'X of the row-level design from cells (cached on the design)."""
     if design.gram is None:
-        design.gram = design.X.T @ (design.X * design.n[:, None])
+        design.gram = np.asarray((design.X.T @ scale_rows(design.X, design.n)).todense())
     return design.gram
 
 
@@ -251,7 +256,7 @@ def cov_hc1(design: CellDesign, beta: np.ndarray) -> np.ndarray:
     """Exact HC1 covariance: (X'X)^{-1} Σ_c e²_c x_c x_c' (X'X)^{-1} · N/(N−K)."""
     Ainv = bread(design)
     e2 = cell_sq_resid(design, beta)
-    meat = design.X.T @ (design.X * e2[:, None])
+    meat = np.asarray((design.X.T @ scale_rows(design.X, e2)).todense())
     nobs, k = design.nobs, design.X.shape[1]
     return nobs / (nobs - k) * Ainv @ meat @ Ainv
 
@@ -273,13 +278,14 @@ def fit_cells(design: CellDesign, solver: str = "normal") -> CellFit:
 def design_from_cells(cells: pd.DataFrame, numeric: dict[str, np.ndarray], fe_roles: Sequence[str] = (),
                       cluster_role: str | None = None, protect: Sequence[str] = ()) -> CellDesign:
     """Design on cells: intercept, the given numeric columns, then dummies for each fixed effect."""
-    cols = [np.ones(len(cells))] + [np.asarray(v, dtype=float) for v in numeric.values()]
+    dense = np.column_stack([np.ones(len(cells))] + [np.asarray(v, dtype=float) for v in numeric.values()])
+    cols = [sp.csr_matrix(dense)]
     names = ["const", *numeric.keys()]
     for role in fe_roles:
         mat, nm = dummies(cells[role], role)
         cols.append(mat)
         names.extend(nm)
-    X = np.column_stack([c.reshape(len(cells), -1) for c in cols])
+    X = sp.hstack(cols, format="csc")
     return make_design(X, names, cells, cluster_role, protect=("const", *protect))
 
 

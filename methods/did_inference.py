@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from methods.did_compress import CellDesign, CellFit, cr1_factor, gram, group_matrix
+from methods.did_compress import CellDesign, CellFit, cr1_factor, gram, group_matrix, scale_rows
 
 FEW_CLUSTERS = 30  # below this many clusters the wild cluster bootstrap replaces CR1 t inference
 WEBB = np.array([-np.sqrt(1.5), -1.0, -np.sqrt(0.5), np.sqrt(0.5), 1.0, np.sqrt(1.5)])
@@ -58,7 +58,7 @@ def aggregates(design: CellDesign) -> ClusterAggregates:
     X, n = design.X, design.n
     A = gram(design)
     G = group_matrix(design)
-    Sy = np.asarray(G @ (X * design.sum_y[:, None]))
+    Sy = np.asarray((G @ scale_rows(X, design.sum_y)).todense())
     k = X.shape[1]
     H = np.empty((design.n_groups, k, k))
     order = np.argsort(design.groups, kind="stable")
@@ -66,7 +66,7 @@ def aggregates(design: CellDesign) -> ClusterAggregates:
     for g in range(design.n_groups):  # loop over clusters (a few dozen), not rows
         idx = order[bounds[g]:bounds[g + 1]]
         Xg = X[idx]
-        H[g] = Xg.T @ (Xg * n[idx, None])
+        H[g] = np.asarray((Xg.T @ scale_rows(Xg, n[idx])).todense())
     return ClusterAggregates(A, np.linalg.inv(A), X.T @ design.sum_y, Sy, H,
                              cr1_factor(design.n_groups, design.nobs, k))
 

@@ -65,7 +65,7 @@ def test_compressed_fit_equals_row_level_ols(big):
 
 def test_formula_reference_agrees_on_the_interaction():
     """Independent design building: statsmodels' formula API on the rows, clustered by skill."""
-    df = simulate_rows(40_000, seed=7)
+    df = simulate_rows(15_000, seed=7)
     formula = smf.ols("y ~ treated * post + C(intent) + C(hour)", data=df).fit(
         cov_type="cluster", cov_kwds={"groups": pd.factorize(df["skill"])[0]})
     cells = frame_cells(df, "y", {"treated": "treated", "post": "post", "fe0": "intent", "fe1": "hour",

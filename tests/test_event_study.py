@@ -46,7 +46,7 @@ def row_reference(df: pd.DataFrame, launch: int):
 
 
 def test_event_study_coefficients_equal_row_level_statsmodels():
-    df = simulate(60_000, seed=1)
+    df = simulate(30_000, seed=1)
     es = run_event_study(cells_of(df), launch=10, fe_roles=["fe0"], cluster_role="cluster", n_boot=99)
     ref, events = row_reference(df, 10)
     tab = es.table.set_index("event_time")

@@ -74,7 +74,7 @@ def test_staggered_null_covers_zero_and_diverging_cohorts_fail_pre_trend():
 
 def test_deterministic_by_seed():
     df, _ = simulate(n=20_000, seed=5)
-    a, b = _run(df, seed=3), _run(df, seed=3)
+    a, b = _run(df, seed=3, n_boot=99), _run(df, seed=3, n_boot=99)
     assert (a.estimate, a.ci_low, a.ci_high) == (b.estimate, b.ci_low, b.ci_high)
 
 
