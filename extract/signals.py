@@ -73,7 +73,7 @@ def _messages(messages: Frame) -> pl.DataFrame:
 
 
 def _optional(frame: Frame | None, key: str, columns: dict[str, pl.DataType]) -> pl.DataFrame | None:
-    """An optional side table: key + wanted columns (missing ones as nulls), one row per key."""
+    """An optional side table: key + wanted columns (missing ones as nulls), null keys dropped."""
     if frame is None:
         return None
     lf = frame.lazy()
@@ -83,7 +83,15 @@ def _optional(frame: Frame | None, key: str, columns: dict[str, pl.DataType]) ->
     exprs = [pl.col(key).cast(pl.String)]
     for name, dtype in columns.items():
         exprs.append(pl.col(name).cast(dtype) if name in schema else pl.lit(None, dtype=dtype).alias(name))
-    return lf.select(exprs).filter(pl.col(key).is_not_null()).unique(subset=key, keep="first").collect()
+    return lf.select(exprs).filter(pl.col(key).is_not_null()).collect()
+
+
+def _join_side(out: pl.DataFrame, side: pl.DataFrame, key: str) -> pl.DataFrame:
+    """Left-join a side table that should have one row per key; duplicates keep the first row."""
+    try:
+        return out.join(side, on=key, how="left", validate="m:1")
+    except pl.exceptions.ComputeError:  # duplicated keys: never multiply conversations
+        return out.join(side.unique(subset=key, keep="first", maintain_order=True), on=key, how="left")
 
 
 # --------------------------------------------------------------------------- sub-queries
@@ -95,52 +103,78 @@ def _index_conversations(msgs: pl.DataFrame) -> pl.DataFrame:
 
     Why: grouping 8M rows by a string id is the most expensive step of naive extraction.
     Exports are almost always already grouped by conversation and ordered by turn; then one
-    vectorised pass finds the run boundaries and every later group-by runs on a *sorted*
-    integer key (polars' fast path) and "first turn" is simply the first row of a run. Only
-    when the rows are not grouped that way is the frame sorted first.
+    vectorised pass finds the run boundaries (``__start``), every later group-by runs on a
+    *sorted* integer key (polars' fast path) and "first turn" is simply the first row of a
+    run. Only when the rows are not grouped that way is the frame sorted first.
     """
     if msgs.height == 0:
         return msgs.with_columns(pl.lit(None, pl.UInt32).alias("__gid"), pl.lit(True).alias("__start"))
-    start = (CID != CID.shift()).fill_null(True)
-    ordered = msgs.select((start | (TURN > TURN.shift())).all()).item()
-    if ordered:
-        # Runs of equal ids must not repeat (ids contiguous): starts' ids are unique.
-        ordered = msgs.filter(start).select(CID.is_unique().all()).item()
-    if not ordered:
+    start = msgs.select((CID != CID.shift()).fill_null(True)).to_series()
+    grouped = msgs.select((pl.lit(start) | (TURN > TURN.shift())).all()).item()
+    # Runs must not repeat an id: guaranteed when ids are sorted, else check the run heads.
+    if grouped and not msgs["conversation_id"].is_sorted():
+        grouped = msgs.filter(start).select(CID.is_unique().all()).item()
+    if not grouped:
         msgs = msgs.sort("conversation_id", "turn")
-    out = msgs.with_columns(start.alias("__start"))
-    return out.with_columns((pl.col("__start").cum_sum().cast(pl.UInt32) - 1).alias("__gid").set_sorted())
+        start = msgs.select((CID != CID.shift()).fill_null(True)).to_series()
+    gid = (start.cum_sum().cast(pl.UInt32) - 1).set_sorted()
+    return msgs.with_columns(start.alias("__start"), gid.alias("__gid"))
 
 
-def _base_query(lf: pl.LazyFrame) -> pl.LazyFrame:
-    """Per-conversation facts that need no text: times, counts, routing fields at the first turn."""
-    firsts = lf.filter(pl.col("__start")).select(
-        GID, CID, pl.col("channel", "agent_version", "customer_id", "skill")
+def _base(msgs: pl.DataFrame) -> pl.DataFrame:
+    """Per-conversation facts that need no text: times, counts, routing fields at the first turn.
+
+    Rows are in (conversation, turn) order, so these come from the first and last row of each
+    run and from running sums (no hashing); a group-by is used only for columns whose values
+    are not in turn order (timestamps going backwards, memory_items set on a later row).
+    """
+    is_user = (ROLE == "user").cast(pl.Int32)
+    x = msgs.lazy().select(
+        GID, CID, pl.col("__start"), pl.col("__start").shift(-1).fill_null(True).alias("__end"),
+        pl.col("ts"), pl.col("channel", "agent_version", "customer_id", "skill", "memory_items"),
+        is_user.alias("__u"), is_user.cum_sum().alias("__cu"), pl.int_range(pl.len(), dtype=pl.Int64).alias("__i"),
     )
-    aggs = lf.group_by("__gid").agg(
-        pl.col("ts").min().alias("started_at"),
-        pl.col("ts").max().alias("ended_at"),
-        pl.len().cast(pl.Int32).alias("n_turns"),
-        (ROLE == "user").sum().cast(pl.Int32).alias("n_user_turns"),
-        # memory_items is injected at conversation start; exports repeat it or set it once.
-        pl.col("memory_items").max().alias("memory_items"),
+    heads = x.filter(pl.col("__start")).select(
+        GID, CID, pl.col("ts").alias("started_at"), pl.col("channel", "agent_version", "customer_id", "skill"),
+        pl.col("memory_items"), (pl.col("__cu") - pl.col("__u")).alias("__cu0"), pl.col("__i").alias("__i0"),
     )
-    return firsts.join(aggs, on="__gid", how="left")
+    tails = x.filter(pl.col("__end")).select(
+        pl.col("ts").alias("ended_at"), pl.col("__cu").alias("__cu1"), pl.col("__i").alias("__i1")
+    )
+    monotone, mem_const = msgs.select(
+        (pl.col("__start") | (pl.col("ts") >= pl.col("ts").shift())).all().alias("monotone"),
+        (pl.col("__start") | pl.col("memory_items").eq_missing(pl.col("memory_items").shift())).all().alias("const"),
+    ).row(0)
+    out = pl.concat([heads.collect(), tails.collect()], how="horizontal").select(
+        GID, CID, "started_at", "ended_at",
+        (pl.col("__i1") - pl.col("__i0") + 1).cast(pl.Int32).alias("n_turns"),
+        (pl.col("__cu1") - pl.col("__cu0")).cast(pl.Int32).alias("n_user_turns"),
+        pl.col("channel", "agent_version", "customer_id", "skill", "memory_items"),
+    )
+    fixes = []
+    if not monotone:
+        fixes += [pl.col("ts").min().alias("started_at"), pl.col("ts").max().alias("ended_at")]
+    if not mem_const:  # injected at start; exports may set it on one row only
+        fixes.append(pl.col("memory_items").max())
+    if fixes:
+        agg = msgs.lazy().group_by("__gid").agg(fixes).collect()
+        out = out.drop(agg.columns[1:]).join(agg, on="__gid", how="left")
+    return out
 
 
 def _openings_query(lf: pl.LazyFrame, n_user_turns: int) -> pl.LazyFrame:
     """The first ``n_user_turns`` customer messages of each conversation, joined by a space."""
     users = lf.filter(ROLE == "user").select(GID, CID, TEXT)
     if n_user_turns == 1:  # rows are in turn order: the first user row of each run
-        return users.filter((GID != GID.shift()).fill_null(True)).select(CID, TEXT.alias("opening_text"))
+        return users.filter((GID != GID.shift()).fill_null(True)).select(GID, CID, TEXT.alias("opening_text"))
     text = TEXT.head(n_user_turns).str.join(" ", ignore_nulls=True)
-    return users.group_by("__gid").agg(CID.first(), text.alias("opening_text")).select(CID, "opening_text")
+    return users.group_by("__gid", maintain_order=True).agg(CID.first(), text.alias("opening_text"))
 
 
 def opening_texts(messages: Frame, n_user_turns: int = 1) -> pl.DataFrame:
     """conversation_id + opening_text, the input of an ``IntentExtractor`` (and ``rule_match_counts``)."""
     msgs = _index_conversations(_messages(messages))
-    return _openings_query(msgs.lazy(), n_user_turns).collect()
+    return _openings_query(msgs.lazy(), n_user_turns).collect().drop("__gid")
 
 
 def _probes(config: SignalsConfig) -> dict[tuple[str, ...], dict[str, str]]:
@@ -167,12 +201,16 @@ def _probe_query(lf: pl.LazyFrame, roles: tuple[str, ...], patterns: dict[str, s
 
 
 def _tools_query(lf: pl.LazyFrame, tools: Sequence[str]) -> pl.LazyFrame:
-    """Rows that carry a tool_name: the distinct tools seen and each known tool's first turn."""
+    """Rows that carry a tool_name: the distinct tools seen (sorted) and each known tool's first turn."""
     rows = lf.filter(TOOL.is_not_null()).select(GID, TURN, TOOL)
-    return rows.group_by("__gid").agg(
-        TOOL.unique().sort().alias("tools_used"),
-        *[TURN.filter(TOOL == t).min().alias(f"__tn_{t}") for t in tools],
+    turns = rows.group_by("__gid").agg(*[TURN.filter(TOOL == t).min().alias(f"__tn_{t}") for t in tools])
+    # Distinct names per conversation: sort, drop adjacent repeats, collect (cheaper than list.unique).
+    seen = (
+        rows.select(GID, TOOL).sort("__gid", "tool_name")
+        .filter((GID != GID.shift()).fill_null(True) | (TOOL != TOOL.shift()).fill_null(True))
+        .group_by("__gid").agg(TOOL.alias("tools_used"))
     )
+    return seen.join(turns, on="__gid", how="left")
 
 
 # --------------------------------------------------------------------------- conversation-level steps
@@ -217,14 +255,16 @@ def _classify(extractor: IntentExtractor, openings: pl.DataFrame, default: str) 
     out = extractor.classify(openings)
     if not {"conversation_id", "intent"} <= set(out.columns):
         raise ValueError(f"{type(extractor).__name__}.classify must return conversation_id and intent")
-    return out.select(CID.cast(pl.String), pl.col("intent").cast(pl.String).fill_null(default)).unique(
-        subset="conversation_id", keep="first"
-    )
+    return out.select(CID.cast(pl.String), pl.col("intent").cast(pl.String).fill_null(default))
 
 
 # --------------------------------------------------------------------------- schema
 def signals_schema(config: SignalsConfig | None = None) -> pa.DataFrameSchema:
-    """pandera schema of table ``signals``: exact columns and order, dtypes, nulls, value ranges."""
+    """pandera schema of table ``signals``: exact columns and order, dtypes, nulls, value ranges.
+
+    One row per conversation holds by construction (one row per run of a conversation's
+    messages), so the schema does not re-hash every id to check uniqueness.
+    """
     config = config or load_signals_config()
     checks: dict[str, list[pa.Check]] = {
         "hour_of_day": [pa.Check.in_range(0, 23)],
@@ -233,7 +273,6 @@ def signals_schema(config: SignalsConfig | None = None) -> pa.DataFrameSchema:
         "n_user_turns": [pa.Check.ge(0)],
         "duration_s": [pa.Check.ge(0)],
         "memory_items": [pa.Check.ge(0)],
-        "customer_key": [pa.Check.str_matches(r"^[0-9a-f]{64}$")],
     }
     for b in config.behaviours:
         checks[b.name] = [pa.Check.isin([0, 1])]
@@ -241,7 +280,7 @@ def signals_schema(config: SignalsConfig | None = None) -> pa.DataFrameSchema:
         if col.name.endswith("_turn") and col.turn_column == col.name:
             checks[col.name] = [pa.Check.ge(0)]
     columns = {
-        c.name: pa.Column(c.dtype, nullable=c.nullable, checks=checks.get(c.name, []), unique=c.name == "conversation_id")
+        c.name: pa.Column(c.dtype, nullable=c.nullable, checks=checks.get(c.name, []))
         for c in signal_columns(config)
     }
     return pa.DataFrameSchema(columns, strict=True, ordered=True, name="signals")
@@ -272,17 +311,22 @@ def extract_signals(
     msgs = _index_conversations(_messages(messages))
     lf = msgs.lazy()
 
-    probes = _probes(config)
-    queries = [_base_query(lf), _openings_query(lf, config.intent.opening_user_turns), _tools_query(lf, tools)]
-    queries += [_probe_query(lf, roles, pats) for roles, pats in probes.items()]
-    base, openings, tool_rows, *probe_rows = pl.collect_all(queries)
+    base = _base(msgs)
+    queries = [_openings_query(lf, config.intent.opening_user_turns), _tools_query(lf, tools)]
+    queries += [_probe_query(lf, roles, pats) for roles, pats in _probes(config).items()]
+    openings, tool_rows, *probe_rows = pl.collect_all(queries)
+    openings_in = openings.select(CID, "opening_text")
     del msgs, lf
 
-    intents = _classify(extractor, openings, config.intent.default)
+    intents = _classify(extractor, openings_in, config.intent.default)
+    same_order = intents.height == openings.height and intents["conversation_id"].equals(openings["conversation_id"])
     out = base.join(tool_rows, on="__gid", how="left")
     for p in probe_rows:
         out = out.join(p, on="__gid", how="left")
-    out = out.join(intents, on="conversation_id", how="left")
+    if same_order:  # the usual case: skip a string-keyed join
+        out = out.join(intents.with_columns(openings["__gid"]).drop("conversation_id"), on="__gid", how="left")
+    else:
+        out = out.join(intents.unique(subset="conversation_id", keep="first"), on="conversation_id", how="left")
 
     keys = customer_keys(out["customer_id"], config.customer_key.salt)
     out = out.join(keys, on="customer_id", how="left")
@@ -291,11 +335,11 @@ def extract_signals(
 
     persona = _optional(customers, "customer_id", {"persona_segment": pl.String})
     if persona is not None:
-        out = out.join(persona, on="customer_id", how="left")
+        out = _join_side(out, persona, "customer_id")
     downstream = {o.name: signals_dtypes(config)[o.name] for o in config.outcomes.downstream}
     outc = _optional(outcomes, "conversation_id", downstream)
     if outc is not None:
-        out = out.join(outc, on="conversation_id", how="left")
+        out = _join_side(out, outc, "conversation_id")
 
     out = out.select(_final_exprs(config, out.columns))
     if validate:

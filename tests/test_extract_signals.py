@@ -397,3 +397,25 @@ def test_keywords_are_literal_and_case_insensitive():
     openings = pl.DataFrame({"conversation_id": ["a", "b", "c"],
                              "opening_text": ["about the c++ PLAN", "pro.max price", "proXmax"]})
     assert RuleIntentExtractor(cfg).classify(openings)["intent"].to_list() == ["pricing", "pricing", "other"]
+
+
+def test_base_fallbacks_for_unordered_times_and_late_memory():
+    """Timestamps not increasing with turn, memory_items only on a later row: still right."""
+    rows = conv("a", [("user", "hi"), ("assistant", "ok"), ("user", "thanks")], memory=None)
+    rows[1]["ts"] = T0 - dt.timedelta(seconds=30)   # clock skew: turn 1 stamped before turn 0
+    rows[2]["memory_items"] = 2
+    msgs = frame(rows, conv("b", [("user", "hi"), ("assistant", "ok")], memory=0))
+    got = by_id(extract_signals(msgs))
+    assert got["a"]["started_at"] == T0 - dt.timedelta(seconds=30)
+    assert got["a"]["ended_at"] == T0 + dt.timedelta(seconds=20) and got["a"]["duration_s"] == 50.0
+    assert (got["a"]["memory_items"], got["a"]["memory_has_prior_session"]) == (2, True)
+    assert (got["b"]["memory_items"], got["b"]["n_turns"], got["b"]["n_user_turns"]) == (0, 2, 1)
+    assert (got["a"]["n_turns"], got["a"]["n_user_turns"]) == (3, 2)
+
+
+def test_duplicate_side_rows_never_multiply_conversations():
+    msgs = frame(conv("a", [("user", "hi")], customer="c1"), conv("b", [("user", "hi")], customer="c2"))
+    outcomes = pl.DataFrame({"conversation_id": ["a", "a", "b"], "resolved": [True, False, None]})
+    customers = pl.DataFrame({"customer_id": ["c1", "c1"], "persona_segment": ["vip", "new"]})
+    got = by_id(extract_signals(msgs, outcomes=outcomes, customers=customers))
+    assert len(got) == 2 and got["a"]["resolved"] is True and got["a"]["persona_segment"] == "vip"
