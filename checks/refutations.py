@@ -185,9 +185,34 @@ def evalue(rr: float) -> float:
     return float(rr + np.sqrt(rr * (rr - 1)))
 
 
+def strongest_measured_confounder(Z: np.ndarray, names: list[str], n1: np.ndarray, n0: np.ndarray,
+                                  s0: np.ndarray) -> tuple[str, float, float, float] | None:
+    """The measured 0/1 covariate level with the largest confounding bias factor, as a yardstick
+    for the E-value: (name, RR with treatment, RR with outcome among controls, bias factor
+    B = RR_T·RR_Y/(RR_T + RR_Y − 1), Ding & VanderWeele 2016). Cells × levels in ``Z``."""
+    best = None
+    for j, name in enumerate(names):
+        z = Z[:, j]
+        if not np.isin(z, (0.0, 1.0)).all():
+            continue
+        a1, a0, b1, b0 = z @ n1, z @ n0, (1 - z) @ n1, (1 - z) @ n0
+        ya, yb = z @ s0, (1 - z) @ s0
+        if min(a1 + a0, b1 + b0, a0, b0) <= 0 or min(ya, yb) <= 0:
+            continue
+        rr_t = (a1 / (a1 + a0)) / (b1 / (b1 + b0)) if b1 > 0 and a1 > 0 else float("nan")
+        rr_y = (ya / a0) / (yb / b0)
+        if not (np.isfinite(rr_t) and np.isfinite(rr_y)):
+            continue
+        rr_t, rr_y = max(rr_t, 1 / rr_t), max(rr_y, 1 / rr_y)
+        b = rr_t * rr_y / (rr_t + rr_y - 1)
+        if best is None or b > best[3]:
+            best = (name, float(rr_t), float(rr_y), float(b))
+    return best
+
+
 def evalue_sensitivity(estimate: float, ci_low: float, ci_high: float, mean_treated: float,
-                       outcome_sd: float, binary: bool,
-                       threshold: float = EVALUE_THRESHOLD) -> Refutation:
+                       outcome_sd: float, binary: bool, threshold: float = EVALUE_THRESHOLD,
+                       benchmark: tuple[str, float, float, float] | None = None) -> Refutation:
     """How strong an unobserved confounder would have to be to explain the effect away.
 
     Binary outcome: risk ratio RR = mean_treated / (mean_treated − effect) among the matched
@@ -217,6 +242,15 @@ def evalue_sensitivity(estimate: float, ci_low: float, ci_high: float, mean_trea
     rr = to_rr(estimate)
     adj = from_rr(rr / bias if estimate > 0 else rr * bias) if np.isfinite(rr) else float("nan")
     passed = bool(np.isfinite(e_ci) and e_ci >= threshold)
+    yardstick = ""
+    if benchmark is not None:
+        name, rr_t, rr_y, b = benchmark
+        rr_lim = 1.0 if crosses else to_rr(limit)
+        rr_lim = max(rr_lim, 1 / rr_lim) if np.isfinite(rr_lim) and rr_lim > 0 else float("nan")
+        yardstick = (f" For scale: the strongest measured covariate, {name}, has risk ratio {rr_t:.2f} with "
+                     f"the treatment and {rr_y:.2f} with the outcome (bias factor {b:.2f}); a hidden "
+                     f"confounder that strong {'could' if b >= rr_lim else 'could not'} explain the "
+                     f"interval away.")
     scale = "risk ratio of the outcome" if binary else "approximate risk ratio (exp(0.91·d))"
     return Refutation(
         refuter="unobserved_confounder_evalue",
@@ -233,5 +267,6 @@ def evalue_sensitivity(estimate: float, ci_low: float, ci_high: float, mean_trea
             + ("Passed." if passed else
                ("FAILED: the interval already includes 0." if crosses else
                 "FAILED: a weak hidden confounder could explain the effect away."))
+            + yardstick
         ),
     )

@@ -43,6 +43,7 @@ from checks.refutations import (
     evalue_sensitivity,
     placebo_treatment,
     random_common_cause,
+    strongest_measured_confounder,
 )
 from methods.propensity import (
     Atoms,
@@ -410,7 +411,9 @@ def _estimate_psm(df, treatment, outcome, covariates, estimand, caliper, replace
             random_common_cause(est.refit, atoms, matched.estimate, se, rng, n_refute_sims),
             data_subset(est.refit, atoms, matched.estimate, ci_low, ci_high, rng, n_refute_sims),
             evalue_sensitivity(matched.estimate, ci_low, ci_high, matched.mean_treated,
-                               _outcome_sd(st), _is_binary(atoms.y)),
+                               _outcome_sd(st), _is_binary(atoms.y),
+                               benchmark=strongest_measured_confounder(cells.Z, cells.z_names, st.n1, st.n0, st.s0)
+                               if _is_binary(atoms.y) else None),
         ]
     result.plots = {"propensity_overlap": _overlap_png(eta, st.n1, st.n0, treatment),
                     "balance_love_plot": _love_png(bal)}

@@ -52,6 +52,7 @@ def test_every_refuter_passes_on_a_correct_model(correct):
     for x in r.refutations:
         assert x.passed, x.message
         assert "Pass rule" in x.message
+    assert "strongest measured covariate, intent=" in r.refutations[3].message
     placebo = r.refutations[0]
     assert abs(placebo.new_effect) < 0.5 * r.std_error
 
@@ -157,3 +158,14 @@ def test_draws_preserve_rows():
     assert (sub <= full.reindex(sub.index)).all()
     c, codes = random_cause(rng, atoms)
     assert c.n.sum() == atoms.n.sum() and set(np.unique(codes)) <= {0, 1, 2, 3}
+
+
+def test_strongest_measured_confounder_benchmark():
+    from checks.refutations import strongest_measured_confounder
+
+    # two cells: level present / absent; treatment rate .8 vs .2, control outcome .6 vs .3
+    Z = np.array([[1.0], [0.0]])
+    n1, n0, s0 = np.array([80.0, 20.0]), np.array([20.0, 80.0]), np.array([12.0, 24.0])
+    name, rr_t, rr_y, b = strongest_measured_confounder(Z, ["x=1"], n1, n0, s0)
+    assert name == "x=1" and rr_t == pytest.approx(4.0) and rr_y == pytest.approx(2.0)
+    assert b == pytest.approx(8 / 5)
