@@ -88,7 +88,7 @@ P_COMPLAINT = -0.10
 P_NIGHT = -0.02
 HOLIDAY_DIPS = {dt.date(2026, 2, 16): -0.03, dt.date(2026, 4, 6): -0.06}  # week starts
 SEASON_AMPLITUDE = 0.03
-TREND_PER_WEEK = 0.001
+TREND_PER_WEEK = 0.004  # steady improvement (knowledge base grows): makes before/after comparisons wrong
 WEEK_SHOCK_SD = 0.006
 P_CLIP = (0.02, 0.98)
 
