@@ -16,7 +16,15 @@ from typing import Annotated, Literal
 
 import polars as pl
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 ROLES = ("user", "assistant", "tool", "system")

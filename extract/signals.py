@@ -16,6 +16,8 @@ Privacy: the output never carries text or the raw ``customer_id``; ``customer_ke
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 from collections.abc import Sequence
 
 import duckdb
@@ -239,12 +241,24 @@ def _prior_session(base: pl.DataFrame, history: pl.DataFrame | None, window_days
     return base.select(GID).join(hit, on="__gid", how="left", maintain_order="left")["prior"].fill_null(False)
 
 
+_DUCK: duckdb.DuckDBPyConnection | None = None
+_DUCK_LOCK = threading.Lock()
+
+
+def _duck() -> duckdb.DuckDBPyConnection:
+    """A private in-memory DuckDB (opening one costs ~30 ms; each call takes a cheap cursor)."""
+    global _DUCK
+    with _DUCK_LOCK:
+        if _DUCK is None:
+            _DUCK = duckdb.connect(":memory:")
+        return _DUCK.cursor()
+
+
 def customer_keys(customer_ids: pl.Series, salt: str) -> pl.DataFrame:
     """customer_id → hex sha256(salt + customer_id), computed once per distinct id in DuckDB."""
-    ids = pl.DataFrame({"customer_id": customer_ids.drop_nulls().unique()}, schema={"customer_id": pl.String})
-    con = duckdb.connect()
+    pl.DataFrame({"customer_id": customer_ids.drop_nulls().unique()}, schema={"customer_id": pl.String})
+    con = _duck()
     try:
-        con.register("ids", ids)
         rel = con.sql("SELECT customer_id, sha256($salt || customer_id) AS customer_key FROM ids", params={"salt": salt})
         return pl.DataFrame(rel.to_arrow_table())
     finally:
@@ -295,6 +309,7 @@ def extract_signals(
     config: SignalsConfig | None = None,
     intent_extractor: IntentExtractor | None = None,
     validate: bool = True,
+    timings: dict[str, float] | None = None,
 ) -> pl.DataFrame:
     """One row of signals per conversation (docs/DESIGN.md "Signals"), validated by ``signals_schema``.
 
@@ -303,22 +318,28 @@ def extract_signals(
     customer_id + persona_segment. ``history``: customer_id + started_at of conversations from
     earlier days, so ``memory_has_prior_session`` is right across day partitions; it may carry
     ``customer_key`` instead of ``customer_id`` (e.g. read back from the signals store).
-    ``intent_extractor``: any ``IntentExtractor``; default the config's rules.
+    ``intent_extractor``: any ``IntentExtractor``; default the config's rules. ``timings``: a dict
+    that receives seconds per stage.
     """
     config = config or load_signals_config()
     extractor = intent_extractor or RuleIntentExtractor(config)
-    tools = config.tool_names
-    msgs = _index_conversations(_messages(messages))
-    lf = msgs.lazy()
-
+    lap = _Stopwatch(timings)
+    msgs = _messages(messages)
+    lap("read")
+    msgs = _index_conversations(msgs)
+    lap("index")
     base = _base(msgs)
-    queries = [_openings_query(lf, config.intent.opening_user_turns), _tools_query(lf, tools)]
+    lap("base")
+    lf = msgs.lazy()
+    queries = [_openings_query(lf, config.intent.opening_user_turns), _tools_query(lf, config.tool_names)]
     queries += [_probe_query(lf, roles, pats) for roles, pats in _probes(config).items()]
     openings, tool_rows, *probe_rows = pl.collect_all(queries)
-    openings_in = openings.select(CID, "opening_text")
     del msgs, lf
+    lap("openings_tools_behaviours")
 
+    openings_in = openings.select(CID, "opening_text")
     intents = _classify(extractor, openings_in, config.intent.default)
+    lap("intent")
     same_order = intents.height == openings.height and intents["conversation_id"].equals(openings["conversation_id"])
     out = base.join(tool_rows, on="__gid", how="left")
     for p in probe_rows:
@@ -327,11 +348,14 @@ def extract_signals(
         out = out.join(intents.with_columns(openings["__gid"]).drop("conversation_id"), on="__gid", how="left")
     else:
         out = out.join(intents.unique(subset="conversation_id", keep="first"), on="conversation_id", how="left")
+    lap("join_parts")
 
     keys = customer_keys(out["customer_id"], config.customer_key.salt)
     out = out.join(keys, on="customer_id", how="left")
+    lap("customer_key")
     prior = _prior_session(out, _history_rows(history), config.memory.window_days)
     out = out.with_columns(prior.alias("__prior"))
+    lap("memory")
 
     persona = _optional(customers, "customer_id", {"persona_segment": pl.String})
     if persona is not None:
@@ -340,11 +364,28 @@ def extract_signals(
     outc = _optional(outcomes, "conversation_id", downstream)
     if outc is not None:
         out = _join_side(out, outc, "conversation_id")
+    lap("outcomes_customers")
 
     out = out.select(_final_exprs(config, out.columns))
+    lap("final")
     if validate:
         out = signals_schema(config).validate(out)
+        lap("validate")
     return out
+
+
+class _Stopwatch:
+    """Records seconds per stage into ``timings`` (when given), for benchmarks and run logs."""
+
+    def __init__(self, timings: dict[str, float] | None) -> None:
+        self.timings = timings
+        self.t = time.perf_counter()
+
+    def __call__(self, stage: str) -> None:
+        if self.timings is not None:
+            now = time.perf_counter()
+            self.timings[stage] = self.timings.get(stage, 0.0) + now - self.t
+            self.t = now
 
 
 def _history_rows(history: Frame | None) -> pl.DataFrame | None:

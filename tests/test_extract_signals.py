@@ -208,7 +208,7 @@ def test_fraction_position_rule():
            "early_if": {"fraction_at_most": 0.5}}
     cfg = cfg_with(behaviours=[beh])
     five = [("user", "hi"), ("assistant", "a"), ("assistant", "b"), ("assistant", "c"), ("assistant", "d")]
-    at = lambda k: [(r, "a DISCOUNT" if i == k else t) for i, (r, t) in enumerate(five)]  # noqa: E731
+    at = lambda k: [(r, "a DISCOUNT" if i == k else t) for i, (r, t) in enumerate(five)]
     msgs = frame(conv("mid", at(2)), conv("after", at(3)), conv("none", five))
     got = by_id(extract_signals(msgs, config=cfg))
     assert got["mid"]["offered_discount"] == 1       # 2 / (5 - 1) = 0.5
@@ -351,7 +351,7 @@ def test_catalog_measured_at_and_agent_controlled():
     assert cat["agent_marked_resolved"]["source"] == "transcript"
     assert (cat["resolved"]["agent_controlled"], cat["resolved"]["source"], cat["resolved"]["kind"]) == (False, "outcomes", "outcome")
     assert cat["intent"]["agent_controlled"] is False
-    assert set(r["kind"] for r in cat.values()) <= {"id", "time", "covariate", "behaviour", "tool", "outcome"}
+    assert {r["kind"] for r in cat.values()} <= {"id", "time", "covariate", "behaviour", "tool", "outcome"}
 
 
 @pytest.mark.parametrize(
