@@ -256,12 +256,14 @@ def _duck() -> duckdb.DuckDBPyConnection:
 
 def customer_keys(customer_ids: pl.Series, salt: str) -> pl.DataFrame:
     """customer_id → hex sha256(salt + customer_id), computed once per distinct id in DuckDB."""
-    pl.DataFrame({"customer_id": customer_ids.drop_nulls().unique()}, schema={"customer_id": pl.String})
+    ids = pl.DataFrame({"customer_id": customer_ids.drop_nulls().unique()}, schema={"customer_id": pl.String})
     con = _duck()
     try:
+        con.register("ids", ids)
         rel = con.sql("SELECT customer_id, sha256($salt || customer_id) AS customer_key FROM ids", params={"salt": salt})
         return pl.DataFrame(rel.to_arrow_table())
     finally:
+        con.unregister("ids")
         con.close()
 
 
