@@ -49,7 +49,9 @@ class RuleIntentExtractor:
         self._expr = intent_expr(config).alias("intent")
 
     def classify(self, openings: pl.DataFrame) -> pl.DataFrame:
-        return openings.select(pl.col("conversation_id"), self._expr)
+        # The streaming engine splits the column into morsels and runs the regex chain on all
+        # cores (an eager select runs one expression on one core): ~2x on 2 cores.
+        return openings.lazy().select(pl.col("conversation_id"), self._expr).collect(engine="streaming")
 
 
 def rule_match_counts(openings: pl.DataFrame, config: SignalsConfig) -> pl.DataFrame:
