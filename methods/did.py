@@ -27,7 +27,14 @@ import pandas as pd
 from methods.did_compress import EFFECT, compress, fit_cells, relation_columns, two_by_two_design, validate_columns
 from methods.did_inference import FEW_CLUSTERS, infer
 from methods.did_plots import event_study_png, group_means_png
-from methods.event_study import DIVERGE_MESSAGE, PRE_TREND_ALPHA, period_index, placebo_launch, run_event_study
+from methods.event_study import (
+    DIVERGE_MESSAGE,
+    PRE_TREND_ALPHA,
+    period_index,
+    placebo_launch,
+    relative_magnitudes,
+    run_event_study,
+)
 from methods.result import Diagnostic, EstimateResult, MethodRefusal
 
 ESTIMAND = "ATT (treated × post)"
@@ -143,6 +150,9 @@ def _estimate_from_cells(cells: pd.DataFrame, outcome: str, treated: str, launch
             ))
             extras["event_study"] = es.table
             extras["pre_trend_wald"] = es.wald
+            rm = relative_magnitudes(es)
+            if rm is not None:
+                extras["sensitivity_rm"] = rm
             plots["event_study"] = event_study_png(es.table, outcome)
         ref = placebo_launch(cells, launch, inf.estimate, fe_roles, cluster_role, seed=seed, n_boot=n_boot,
                              weights=weights)

@@ -174,3 +174,38 @@ def placebo_launch(cells: pd.DataFrame, launch, estimate: float, fe_roles=(), cl
                  f"[{inf.ci_low:.4g}, {inf.ci_high:.4g}] ({inf.kind}); pass rule: p ≥ {PRE_TREND_ALPHA} "
                  f"(interval covers 0)"),
     )
+
+
+def relative_magnitudes(es: EventStudy, alpha: float = 0.05) -> dict | None:
+    """Rambachan–Roth-style sensitivity with relative magnitudes (a conservative simplification).
+
+    Target: θ = average of the lag coefficients (post effect relative to period −1). Under
+    Δ^RM(M̄) each post-launch one-period change in the violation of parallel trends is at most
+    M̄ × m, where m = the largest one-period change of the lead coefficients (the pre-launch
+    "violation" scale, plugged in). The bias of the period-t lag is then at most M̄·m·(t+1), so
+    the bias of θ is at most b(M̄) = M̄·m·(T+1)/2 for T lags, and the robust interval is
+    θ̂ ± (b(M̄) + z·se(θ̂)). The breakdown M̄* is the smallest M̄ whose interval includes 0: how
+    large post-launch violations may be, relative to the worst pre-launch one, before the
+    conclusion flips. This union-bound interval is wider than Rambachan & Roth's optimal
+    (FLCI/ARP) intervals and ignores the uncertainty in m, so read M̄* as indicative.
+    """
+    t = es.table
+    lags = t[t["event_time"] >= 0]
+    pre = t[t["event_time"] <= -1].sort_values("event_time")
+    if lags.empty or len(pre) < 2:
+        return None
+    names = [f"event={k}" for k in lags["event_time"]]
+    idx = [es.fit.design.index(n) for n in names if n in es.fit.design.names]
+    if len(idx) != len(names):
+        return None
+    a = np.full(len(idx), 1.0 / len(idx))
+    theta = float(a @ es.fit.params[idx])
+    se = float(np.sqrt(a @ es.fit.cov[np.ix_(idx, idx)] @ a))
+    m = float(np.max(np.abs(np.diff(pre["coef"].to_numpy()))))
+    z = float(stats.norm.ppf(1 - alpha / 2))
+    scale = m * (len(idx) + 1) / 2.0
+    slack = abs(theta) - z * se
+    breakdown = 0.0 if slack <= 0 else (float("inf") if scale == 0 else slack / scale)
+    return {"theta_avg_post": theta, "se": se, "max_pre_change": m, "breakdown_Mbar": breakdown,
+            "ci_at_Mbar_1": [theta - scale - z * se, theta + scale + z * se],
+            "note": "relative magnitudes, union bound (conservative), m plugged in"}

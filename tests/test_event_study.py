@@ -103,3 +103,17 @@ def test_hc1_path_and_too_short_pre_period():
     assert "HC1" in es.test and "chi2" in es.test
     assert run_event_study(cells_of(df), launch=1, fe_roles=["fe0"], cluster_role="cluster") is None
     assert placebo_launch(cells_of(df), 1, 0.0, ["fe0"], "cluster") is None
+
+
+def test_relative_magnitudes_breakdown_grows_with_the_effect():
+    """A larger true effect with the same pre-period noise survives larger relative violations."""
+    from methods.event_study import relative_magnitudes
+
+    small = relative_magnitudes(run_event_study(cells_of(simulate(40_000, seed=7, dynamic=lambda k: 0.03)), 10,
+                                                ["fe0"], "cluster", n_boot=0))
+    large = relative_magnitudes(run_event_study(cells_of(simulate(40_000, seed=7, dynamic=lambda k: 0.3)), 10,
+                                                ["fe0"], "cluster", n_boot=0))
+    assert large["theta_avg_post"] == pytest.approx(0.3, abs=0.03)
+    assert large["breakdown_Mbar"] > small["breakdown_Mbar"] >= 0
+    lo, hi = large["ci_at_Mbar_1"]
+    assert lo < large["theta_avg_post"] < hi
