@@ -24,7 +24,14 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from methods.did_compress import EFFECT, compress, fit_cells, relation_columns, two_by_two_design, validate_columns
+from methods.did_compress import (
+    EFFECT,
+    compress,
+    fit_cells,
+    relation_columns,
+    two_by_two_design,
+    validate_columns,
+)
 from methods.did_inference import FEW_CLUSTERS, infer
 from methods.did_plots import event_study_png, group_means_png
 from methods.event_study import (
@@ -131,7 +138,7 @@ def _estimate_from_cells(cells: pd.DataFrame, outcome: str, treated: str, launch
 
     diagnostics = _cluster_diagnostics(cells, cluster_role, cluster, inf, design)
     refutations, plots, extras = [], {}, {
-        "se_analytic": inf.std_error, "inference": inf.kind, "n_cells": int(len(cells)),
+        "se_analytic": inf.std_error, "inference": inf.kind, "n_cells": len(cells),
         "n_rows": int(cells["n"].sum()), "dropped_collinear": design.dropped,
         "did_2x2_means": {f"treated={t},post={p}": float(v) for (t, p), v in means.items()},
     }

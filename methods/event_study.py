@@ -63,7 +63,7 @@ def period_index(times: pd.Series, launch) -> tuple[np.ndarray, np.ndarray, int]
 
 def fmt_period(value) -> str:
     """A period for messages: dates as YYYY-MM-DD, the rest as str."""
-    if isinstance(value, np.datetime64) or isinstance(value, pd.Timestamp):
+    if isinstance(value, (np.datetime64, pd.Timestamp)):
         ts = pd.Timestamp(value)
         return str(ts.date()) if ts == ts.normalize() else str(ts)
     return str(value)

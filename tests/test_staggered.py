@@ -32,7 +32,8 @@ def simulate(n: int = 60_000, n_units: int = 30, n_periods: int = 20, cohorts=(6
 
 
 def _run(df, **kw):
-    args = dict(outcome="y", treated="treated", time="period", cluster="unit", cohort="cohort", n_boot=299)
+    args = {"outcome": "y", "treated": "treated", "time": "period", "cluster": "unit", "cohort": "cohort",
+            "n_boot": 299}
     args.update(kw)
     return estimate_did(df, **args)
 
