@@ -25,7 +25,7 @@ from pipelines.partitions import START_DATE, questions, transcript_days
 
 def run_pipeline(raw_dir: str | Path, store: str | Path, signals_config=None, questions_config=None,
                  truth_file=None, instance: dg.DagsterInstance | None = None, seed: int = 0,
-                 timings: dict | None = None) -> list[dict]:
+                 timings: dict | None = None, log_level: str = "WARNING") -> list[dict]:
     """Run extraction, the store and every question; return one dict per question (estimates + checks).
 
     ``timings``, when given, receives seconds and peak RSS (MiB) per stage (for benchmarks).
@@ -54,14 +54,16 @@ def run_pipeline(raw_dir: str | Path, store: str | Path, signals_config=None, qu
     )
     instance = instance or dg.DagsterInstance.ephemeral()
     resources = {"settings": settings}
+    quiet = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     with stage("extraction"):
         dg.materialize(
-            [signals_day], instance=instance, resources=resources,
+            [signals_day], instance=instance, resources=resources, run_config=quiet,
             tags={"dagster/asset_partition_range_start": days[0].isoformat(),
                   "dagster/asset_partition_range_end": days[-1].isoformat()},
         )
     with stage("store"):
-        dg.materialize([signals_day.to_source_asset(), analysis_store], instance=instance, resources=resources)
+        dg.materialize([signals_day.to_source_asset(), analysis_store], instance=instance, resources=resources,
+                       run_config=quiet)
     existing = set(instance.get_dynamic_partitions(questions.name))
     new = [q.id for q in qset.questions if q.id not in existing]
     if new:
@@ -71,7 +73,7 @@ def run_pipeline(raw_dir: str | Path, store: str | Path, signals_config=None, qu
         with stage(f"question:{q.id}"):
             # A failed blocking check is a finding, not a crash: it is reported, and the run goes on.
             result = dg.materialize([question_results, question_report], instance=instance, resources=resources,
-                                    partition_key=q.id, raise_on_error=False)
+                                    partition_key=q.id, raise_on_error=False, run_config=quiet)
         if not result.success and not _only_check_failures(result):
             raise RuntimeError(f"question {q.id} failed: {_first_failure(result)}")
         checks = {e.check_name: bool(e.passed) for e in result.get_asset_check_evaluations()}
