@@ -107,8 +107,9 @@ def question_results(context: dg.AssetExecutionContext, settings: ConvocausalSet
 
 
 @dg.asset(
-    # Not downstream of the estimate itself: a blocking check failure stops consumers of the
-    # number, but the memo that explains the failure must still be written.
+    # Not downstream of the estimate asset itself. A blocking check failure fails the whole
+    # results step, so Dagster then skips this memo too; `convocausal run` materializes it in a
+    # second run so the memo explaining the failure is always written.
     deps=["question_refutations", "question_balance", "question_diagnostics"],
     partitions_def=questions,
     group_name=GROUP,

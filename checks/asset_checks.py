@@ -3,7 +3,9 @@
 Pure code: the estimate asset turns each ``CheckOutcome`` into an ``AssetCheckResult``.
 Severity is deliberate: a check that means the number must not be used (too few
 conversations, covariates still unbalanced after matching, diverging pre-trends, a synthetic
-control that never tracked the treated series) is an ERROR and blocks downstream consumers;
+control that never tracked the treated series) is an ERROR; the three that mean "a number
+exists but is wrong" (balance, pre-trend, pre-period fit) also block downstream consumers (a
+refusal has no number to consume, so sample size does not block);
 a check that says "read with care" (a refuter moved the estimate, weak placebo rank,
 gameable outcome, missing outcomes, possible hidden confounders) is a WARN.
 """
@@ -16,7 +18,7 @@ from methods.router import QuestionAnswer
 
 # name, severity, blocking, description, methods it applies to
 CHECKS: tuple[tuple[str, str, bool, str, tuple[str, ...]], ...] = (
-    ("sample_size", "ERROR", True, "Enough conversations to estimate anything", ()),
+    ("sample_size", "ERROR", False, "Enough conversations to estimate anything", ()),
     ("outcome_not_agent_controlled", "WARN", False, "Outcome comes from a system the agent cannot set", ()),
     ("survivorship", "WARN", False, "Outcome missing at similar rates in the compared groups", ()),
     ("refuters_passed", "WARN", False, "Every refutation test passed", ()),

@@ -74,8 +74,13 @@ def run_pipeline(raw_dir: str | Path, store: str | Path, signals_config=None, qu
             # A failed blocking check is a finding, not a crash: it is reported, and the run goes on.
             result = dg.materialize([question_results, question_report], instance=instance, resources=resources,
                                     partition_key=q.id, raise_on_error=False, run_config=quiet)
-        if not result.success and not _only_check_failures(result):
-            raise RuntimeError(f"question {q.id} failed: {_first_failure(result)}")
+            if not result.success:
+                if not _only_check_failures(result):
+                    raise RuntimeError(f"question {q.id} failed: {_first_failure(result)}")
+                # a blocking check stopped the memo: write it anyway, it explains the failure
+                dg.materialize([*question_results.to_source_assets(), question_report], instance=instance,
+                               resources=resources, partition_key=q.id, run_config=quiet,
+                               selection=[question_report])
         checks = {e.check_name: bool(e.passed) for e in result.get_asset_check_evaluations()}
         rows.append(_estimate_row(store, result.run_id, q.id, checks))
     return rows
@@ -83,7 +88,7 @@ def run_pipeline(raw_dir: str | Path, store: str | Path, signals_config=None, qu
 
 def _only_check_failures(result) -> bool:
     failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    return all("blocking asset checks failed" in str(e.event_specific_data.error.message) for e in failures)
+    return all(e.event_specific_data.error.cls_name == "DagsterAssetCheckFailedError" for e in failures)
 
 
 def _first_failure(result) -> str:

@@ -52,6 +52,9 @@ def test_bad_rows_quarantined_and_run_still_answers(bad_landing, tmp_path):
     status = {r["question_id"]: r["status"] for r in rows}
     assert status["email_early_vs_late"] == status["lookup_order_rollout"] == "ok", rows
     assert status["prompt_v2_launch"] in ("ok", "refused")  # 8,000 conversations may be too thin for SC
+    reports = store.with_name(store.name + ".parts") / "reports"
+    for r in rows:  # a memo even where a blocking check failed: it is what explains the failure
+        assert (reports / f"{r['question_id']}.md").is_file(), (r["question_id"], r["checks"])
     with connect(store, read_only=True) as con:
         reasons = dict(con.execute(
             "SELECT conversation_id, string_agg(DISTINCT reason, ' | ') FROM quarantine GROUP BY 1").fetchall())
