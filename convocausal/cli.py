@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 
@@ -18,6 +19,8 @@ class UsageError(Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Dagster flags the backfill policy API as beta on every import; it is noise for a user.
+    warnings.filterwarnings("ignore", message=".*is currently in beta.*")
     parser = _parser()
     args = parser.parse_args(argv)
     try:
