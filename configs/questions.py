@@ -76,7 +76,7 @@ class Question(BaseModel):
     cluster: Identifier | None = None
 
     @model_validator(mode="after")
-    def _shape(self) -> "Question":
+    def _shape(self) -> Question:
         method = self.resolved_method
         if method == "propensity_matching":
             if not self.treatment:
@@ -132,7 +132,7 @@ class QuestionSet(BaseModel):
     questions: list[Question] = Field(max_length=MAX_QUESTIONS)
 
     @model_validator(mode="after")
-    def _unique_ids(self) -> "QuestionSet":
+    def _unique_ids(self) -> QuestionSet:
         seen: set[str] = set()
         for q in self.questions:
             if q.id in seen:

@@ -109,7 +109,7 @@ def _cmd_fixtures(args) -> int:
 
     if args.conversations < 100:
         raise UsageError("--conversations must be at least 100")
-    info = generate(args.out, n_conversations=args.conversations, seed=args.seed, variant=args.variant)
+    generate(args.out, n_conversations=args.conversations, seed=args.seed, variant=args.variant)
     truth = json.loads((Path(args.out) / "truth.json").read_text())
     print(f"wrote {args.out} ({args.conversations} conversations, seed {args.seed}, variant {args.variant})")
     for qid, effect in truth.items():
@@ -178,7 +178,7 @@ def _read_table(path: Path):
             return pd.read_parquet(path)
         if path.suffix.lower() == ".csv":
             return pd.read_csv(path)
-    except Exception as exc:  # noqa: BLE001 - unreadable input is the user's to fix
+    except Exception as exc:
         raise UsageError(f"--data {path}: cannot read it ({type(exc).__name__}: {exc})") from exc
     raise UsageError(f"--data {path}: expected a .parquet or .csv file")
 

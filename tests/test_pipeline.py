@@ -77,7 +77,7 @@ def test_decision_memo_written_with_every_section(pipeline_run):
     _, store = pipeline_run
     memo = (store.with_name(store.name + ".parts") / "reports" / "email_early_vs_late.md").read_text()
     for section in ("Decision", "Intervention", "Estimand", "Design", "Result", "Main risks", "Decision rule"):
-        assert re.search(rf"^## {section}$", memo, re.M), section
+        assert re.search(rf"^## {section}$", memo, re.MULTILINE), section
 
 
 def test_no_pii_in_any_store_table(pipeline_run):
