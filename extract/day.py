@@ -17,6 +17,7 @@ from pathlib import Path
 import polars as pl
 
 from extract.history import load_history
+from extract.redact import redact_text
 from extract.raw import RawBatch, load_transcripts_day
 from extract.signals import extract_signals
 
@@ -53,12 +54,29 @@ def extract_days(raw_dir: str | Path, days: list[date], config, outcomes: RawBat
         yield from _extract_chunk(raw_dir, pending, config, outcomes, customers, intent_extractor)
 
 
+def redact_signals(signals: pl.DataFrame) -> pl.DataFrame:
+    """Redact PII from every label column of the signals (tool names, skills, versions…).
+
+    Message text never reaches the signals, but labels are free text in the raw export too (a
+    tool name logged with its argument, a queue named after a person's email). Done per
+    conversation, not per message, so the cost is one regex pass over a few short columns.
+    The conversation id is the join key and is kept as it is.
+    """
+    strings = [c for c, t in signals.schema.items() if t == pl.String and c not in ("conversation_id", "customer_key")]
+    lists = [c for c, t in signals.schema.items() if t == pl.List(pl.String)]
+    return signals.with_columns(
+        *[redact_text(pl.col(c)).alias(c) for c in strings],
+        *[pl.col(c).list.eval(redact_text(pl.element())).alias(c) for c in lists],
+    )
+
+
 def _extract_chunk(raw_dir, pending, config, outcomes, customers, intent_extractor) -> Iterator[DayResult]:
     first = pending[0][0]
     history = load_history(raw_dir, first, config.memory.window_days)
     messages = pl.concat([b.accepted for _, b in pending], how="vertical_relaxed")
     signals = extract_signals(messages, outcomes=outcomes.accepted, customers=customers.accepted,
                               history=history, config=config, intent_extractor=intent_extractor)
+    signals = redact_signals(signals)
     by_day = signals.partition_by("date", as_dict=True, include_key=True) if signals.height else {}
     for day, batch in pending:
         rows = by_day.get((day,), signals.clear())

@@ -1,0 +1,56 @@
+"""Emails, phone numbers and card-like numbers planted in every text field reach no store table,
+no parquet part, no memo and no log line."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import duckdb
+import polars as pl
+import pytest
+
+from convocausal.runner import run_pipeline
+from convocausal.store import connect
+
+EMAIL = "leak.victim99@example.org"
+PHONE = "+44 20 7946 0958"
+CARD = "4111 1111 1111 1111"
+PATTERNS = [re.escape(EMAIL), r"7946[ -]?0958", r"4111[ -]?1111[ -]?1111[ -]?1111"]
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    from data_fixtures.generator import generate
+
+    raw = tmp_path_factory.mktemp("pii_raw")
+    generate(raw, n_conversations=5000, seed=31)
+    leak = f" contact {EMAIL} or {PHONE}, card {CARD}"
+    for f in (raw / "transcripts").glob("date=*/*.parquet"):
+        df = pl.read_parquet(f)
+        df.with_columns(
+            (pl.col("text").fill_null("") + pl.lit(leak)).alias("text"),
+            pl.when(pl.col("role") == "tool").then(pl.lit(f"lookup {EMAIL}")).otherwise(pl.col("tool_name"))
+            .alias("tool_name"),
+        ).write_parquet(f)
+    return raw
+
+
+def test_no_pii_anywhere(planted, tmp_path, caplog):
+    store = tmp_path / "store.duckdb"
+    with caplog.at_level(logging.DEBUG):
+        run_pipeline(planted, store, log_level="DEBUG")
+    found: list[str] = []
+    with connect(store, read_only=True) as con:
+        for (table,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall():
+            text = con.execute(f"SELECT CAST(COLUMNS(*) AS VARCHAR) FROM {table}").df().to_csv()
+            found += [f"table {table}: {p}" for p in PATTERNS if re.search(p, text)]
+    parts = store.with_name(store.name + ".parts")
+    with duckdb.connect() as con:
+        for f in parts.rglob("*.parquet"):
+            text = con.execute("SELECT CAST(COLUMNS(*) AS VARCHAR) FROM read_parquet(?)", [str(f)]).df().to_csv()
+            found += [f"{f}: {p}" for p in PATTERNS if re.search(p, text)]
+    for f in parts.rglob("*.md"):
+        found += [f"{f.name}: {p}" for p in PATTERNS if re.search(p, f.read_text())]
+    found += [f"log: {p}" for p in PATTERNS if re.search(p, caplog.text)]
+    assert not found, found
