@@ -18,3 +18,9 @@ defs = dg.Definitions(
     sensors=[make_registry_sensor(_settings.questions_config), reestimate_after_store],
     resources={"settings": _settings},
 )
+
+
+def question_job_for_subprocesses():
+    """The resolved question job, importable by name: `dg.reconstructable` needs this to run
+    steps in child processes (multiprocess executor) outside `dagster dev`."""
+    return defs.resolve_job_def("question_job")

@@ -1,0 +1,55 @@
+"""The question job runs under Dagster's multiprocess executor (each step in a child process)
+against the shared store, while another process holds the DuckDB file open for writing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import dagster as dg
+import pytest
+
+from convocausal.store import connect
+from pipelines.definitions import question_job_for_subprocesses
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    from convocausal.runner import run_pipeline
+    from data_fixtures.generator import generate
+
+    root = tmp_path_factory.mktemp("mp")
+    raw, store = root / "raw", root / "store.duckdb"
+    generate(raw, n_conversations=8000, seed=9)
+    run_pipeline(raw, store)
+    old = {k: os.environ.get(k) for k in ("CONVOCAUSAL_RAW", "CONVOCAUSAL_STORE")}
+    os.environ.update(CONVOCAUSAL_RAW=str(raw), CONVOCAUSAL_STORE=str(store))
+    yield store
+    for k, v in old.items():
+        os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+def test_multiprocess_run_waits_for_the_writer_lock(prepared):
+    store = prepared
+    # another process takes DuckDB's write lock for 4 seconds, as a concurrent publish would
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import duckdb, time, sys; c = duckdb.connect(sys.argv[1]); "
+        "c.execute('CREATE OR REPLACE TABLE _lock_probe AS SELECT 1'); print('locked', flush=True); time.sleep(4)"
+    ), str(store)], stdout=subprocess.PIPE)
+    assert holder.stdout.readline().strip() == b"locked"
+    start = time.time()
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("questions", ["lookup_order_rollout"])
+        with dg.execute_job(dg.reconstructable(question_job_for_subprocesses), instance=instance,
+                            tags={"dagster/partition": "lookup_order_rollout"}) as result:
+            assert result.success
+            run_id = result.run_id
+            pids = {e.dagster_event.pid for e in instance.all_logs(run_id)
+                    if e.dagster_event and e.dagster_event.event_type_value == "STEP_START"}
+    holder.wait(timeout=30)
+    assert pids and os.getpid() not in pids, "steps did not run in child processes"
+    with connect(store, read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM estimates WHERE run_id = ?", [run_id]).fetchone()[0] == 1
+    assert time.time() - start < 120
