@@ -57,6 +57,16 @@ def plot_x(times: Sequence[Any]) -> np.ndarray:
         return np.arange(len(arr))
 
 
+def _finish(fig, ax, launch_x: Any, title: str, ylabel: str) -> bytes:
+    """Launch marker, labels and legend shared by every time-series plot, then PNG bytes."""
+    mark_launch(ax, launch_x)
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    ax.legend(loc="best", fontsize=8)
+    fig.autofmt_xdate()
+    return to_png(fig)
+
+
 def trajectory_png(times: Sequence[Any], treated: np.ndarray, counterfactual: np.ndarray, launch_x: Any,
                    title: str, ylabel: str, treated_label: str = "treated",
                    counterfactual_label: str = "synthetic control") -> bytes:
@@ -65,12 +75,7 @@ def trajectory_png(times: Sequence[Any], treated: np.ndarray, counterfactual: np
     fig, ax = new_figure()
     ax.plot(x, treated, color=TREATED_COLOR, linewidth=2.0, label=treated_label)
     ax.plot(x, counterfactual, color=COUNTERFACTUAL_COLOR, linewidth=1.8, linestyle="--", label=counterfactual_label)
-    mark_launch(ax, launch_x)
-    ax.set_title(title)
-    ax.set_ylabel(ylabel)
-    ax.legend(loc="best", fontsize=8)
-    fig.autofmt_xdate()
-    return to_png(fig)
+    return _finish(fig, ax, launch_x, title, ylabel)
 
 
 def gaps_png(times: Sequence[Any], gap: np.ndarray, placebo_gaps: np.ndarray | None, launch_x: Any,
@@ -85,9 +90,4 @@ def gaps_png(times: Sequence[Any], gap: np.ndarray, placebo_gaps: np.ndarray | N
         ax.plot([], [], color=PLACEBO_COLOR, linewidth=0.7, label=f"placebos ({len(pg)} donors)")
     ax.plot(x, gap, color=TREATED_COLOR, linewidth=2.2, label="treated gap", zorder=3)
     ax.axhline(0.0, color="black", linewidth=0.6)
-    mark_launch(ax, launch_x)
-    ax.set_title(title)
-    ax.set_ylabel(ylabel)
-    ax.legend(loc="best", fontsize=8)
-    fig.autofmt_xdate()
-    return to_png(fig)
+    return _finish(fig, ax, launch_x, title, ylabel)
