@@ -35,7 +35,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 bench: $(STAMP)
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/bench_pipeline.py --conversations $${BENCH_N:-1000000}
 
 # Refresh the pins: resolve pyproject's ranges in a throwaway venv and freeze the result.
 lock:

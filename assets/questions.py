@@ -15,7 +15,14 @@ import dagster as dg
 from checks.asset_checks import CHECKS, evaluate_checks
 from configs.questions import load_questions, validate_against_catalog
 from convocausal.report import decision_memo, plot_paths
-from convocausal.store import connect, open_signals, store_paths, write_refusal, write_result
+from convocausal.store import (
+    connect,
+    open_signals,
+    store_paths,
+    write_file_atomic,
+    write_refusal,
+    write_result,
+)
 from methods.router import answer_question
 from pipelines.partitions import questions
 from pipelines.resources import ConvocausalSettings
@@ -123,8 +130,7 @@ def question_report(context: dg.AssetExecutionContext, settings: ConvocausalSett
     paths = store_paths(settings.store)
     memo = decision_memo(paths, question)
     out = paths.parts / "reports" / f"{qid}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(memo.markdown_files, encoding="utf-8")
+    write_file_atomic(out, memo.markdown_files.encode("utf-8"))
     return dg.MaterializeResult(metadata={
         "memo": dg.MetadataValue.md(memo.markdown_inline),
         "path": dg.MetadataValue.path(str(out)),

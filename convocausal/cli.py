@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 import warnings
@@ -43,7 +44,8 @@ def _is_input_error(exc: Exception) -> bool:
 
     names = {type(e).__name__ for e in _chain(exc)}
     return isinstance(exc, (ConfigError, MethodRefusal, FileNotFoundError)) or bool(
-        names & {"RawInputError", "ConfigError", "SignalsConfigError", "ColumnError", "MethodRefusal"}
+        names & {"RawInputError", "ConfigError", "SignalsConfigError", "ColumnError", "MethodRefusal",
+                 "FileSettingError"}
     )
 
 
@@ -123,7 +125,13 @@ def _cmd_run(args) -> int:
 
     if not args.raw.is_dir():
         raise UsageError(f"--raw {args.raw}: not a directory")
-    rows = run_pipeline(args.raw, args.store, signals_config=args.signals, questions_config=args.questions)
+    # Paths typed at the shell are the user's own: made absolute here (so `--raw ../exports`
+    # works), then checked like every file setting (allowed roots, suffixes, sizes).
+    for name in ("raw", "store", "signals", "questions", "truth"):
+        if getattr(args, name) is not None:
+            setattr(args, name, Path(os.path.abspath(getattr(args, name))))
+    rows = run_pipeline(args.raw, args.store, signals_config=args.signals, questions_config=args.questions,
+                        truth_file=args.truth)
     truth_path = args.truth or (args.raw / "truth.json")
     truth = json.loads(truth_path.read_text()) if truth_path.is_file() else {}
     if args.json:

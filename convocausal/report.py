@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from configs.questions import Question
-from convocausal.store import StorePaths, connect
+from convocausal.store import StorePaths, connect, write_file_atomic
 from methods.result import EstimateResult
 
 FAILURE_MODES = {
@@ -75,9 +75,10 @@ def plot_paths(paths: StorePaths, question_id: str, plots: dict[str, bytes] | No
     if write and plots:
         folder.mkdir(parents=True, exist_ok=True)
         for old in folder.glob("*.png"):
-            old.unlink()
+            if old.stem not in plots:
+                old.unlink(missing_ok=True)  # another run may have removed it already
         for name, png in plots.items():
-            (folder / f"{name}.png").write_bytes(png)
+            write_file_atomic(folder / f"{name}.png", png)
     return {p.stem: p for p in sorted(folder.glob("*.png"))} if folder.is_dir() else {}
 
 

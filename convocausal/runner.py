@@ -1,8 +1,10 @@
 """`convocausal run`: materialize the same Dagster Definitions in-process.
 
-Configs are validated first (questions against the catalog the signals config implies), so a
-typo in a question stops the run before any extraction. Days are extracted in one run over
-the partition range present in the landing directory, then each question partition runs.
+The file settings are checked before anything else (``convocausal.file_settings``: no traversal,
+no URLs, expected suffixes and sizes, allowed roots). Configs are validated next (questions
+against the catalog the signals config implies), so a typo in a question stops the run before
+any extraction. Days are extracted in one run over the partition range present in the landing
+directory, then each question partition runs.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 import dagster as dg
 
 from configs.questions import ConfigError, load_questions, validate_against_catalog
+from convocausal.file_settings import FileSettingError, check_file_settings
 from convocausal.store import connect, store_paths
 from extract.catalog import build_catalog
 from extract.config import load_signals_config
@@ -29,7 +32,14 @@ def run_pipeline(raw_dir: str | Path, store: str | Path, signals_config=None, qu
     """Run extraction, the store and every question; return one dict per question (estimates + checks).
 
     ``timings``, when given, receives seconds and peak RSS (MiB) per stage (for benchmarks).
+    A bad path raises ``RawInputError`` (raw_dir) or ``ConfigError`` (the others) before any config
+    is read or any file written; the ``FileSettingError`` is kept as the cause.
     """
+    try:
+        check_file_settings(raw_dir, store, signals_config=signals_config, questions_config=questions_config,
+                            truth_file=truth_file)
+    except FileSettingError as exc:
+        raise (RawInputError if exc.setting == "raw_dir" else ConfigError)(str(exc)) from exc
     stage = _Stopwatch(timings)
     from assets.questions import question_report, question_results
     from assets.signals import analysis_store, signals_day

@@ -81,12 +81,24 @@ def new_run_id() -> str:
 
 
 def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
-    """Write to a temp file in the same folder, then rename over the target (atomic on POSIX)."""
+    """Write to a temp file in the same folder, then rename over the target (atomic on POSIX).
+
+    The temp name is unique (``mkstemp``), so two runs writing the same day at once never
+    write into each other's file: the last rename wins and both wrote the same rows."""
+    _write_atomic(path, ".parquet", df.write_parquet)
+
+
+def write_file_atomic(path: Path, data: bytes) -> None:
+    """Bytes (a memo, a plot) written like a parquet part: temp file, then rename."""
+    _write_atomic(path, path.suffix, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def _write_atomic(path: Path, suffix: str, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
-        df.write_parquet(tmp)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

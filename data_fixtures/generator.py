@@ -48,6 +48,7 @@ __all__ = [
 ]
 
 TS_TYPE = pl.Datetime("us", "UTC")
+CHUNK_CONVERSATIONS = 1_000_000  # messages of this many conversations are in memory at once
 TRANSCRIPT_COLUMNS = (
     "conversation_id",
     "turn",
@@ -63,11 +64,11 @@ TRANSCRIPT_COLUMNS = (
 )
 
 
-def _conversation_frame(sim: Simulation, fields: dict[str, pl.Series]) -> pl.DataFrame:
+def _conversation_frame(sim: Simulation, fields: dict[str, pl.Series], first_id: int = 1) -> pl.DataFrame:
     """Per-conversation columns repeated on every message of the conversation."""
     c = sim.conv
     n = len(c["day"])
-    conv_id = pl.DataFrame({"k": np.arange(1, n + 1)}).select(
+    conv_id = pl.DataFrame({"k": np.arange(first_id, first_id + n)}).select(
         pl.concat_str([pl.lit("conv-"), pl.col("k").cast(pl.String).str.zfill(8)])
     )[:, 0]
     customer_id = sim.customer_ids.gather(pl.Series(c["cust"].astype(np.uint32))).alias("customer_id")
@@ -191,8 +192,6 @@ def _write_parquet(df: pl.DataFrame, path: Path) -> None:
 
 def _write_transcripts(transcripts: pl.DataFrame, day_of_msg: np.ndarray, root: Path) -> int:
     """One file per conversation start date; rows are already sorted by conversation."""
-    if root.exists():
-        shutil.rmtree(root)  # stale partitions of an earlier run would mix samples
     bounds = np.searchsorted(day_of_msg, np.arange(D.N_DAYS + 1))
     written = 0
     for d in range(D.N_DAYS):
@@ -203,6 +202,33 @@ def _write_transcripts(transcripts: pl.DataFrame, day_of_msg: np.ndarray, root: 
         _write_parquet(transcripts.slice(lo, hi - lo), root / f"date={date.isoformat()}" / "part-0.parquet")
         written += 1
     return written
+
+
+def _day_chunks(day: np.ndarray, max_conversations: int) -> list[tuple[int, int]]:
+    """Split conversations (sorted by start day) into runs of whole days of at most
+    ``max_conversations`` each (a single larger day is a chunk of its own)."""
+    day_bounds = np.searchsorted(day, np.arange(D.N_DAYS + 1))
+    chunks: list[tuple[int, int]] = []
+    lo = 0
+    for d in range(1, D.N_DAYS + 1):
+        hi = int(day_bounds[d])
+        if hi - lo > max_conversations and int(day_bounds[d - 1]) > lo:
+            chunks.append((lo, int(day_bounds[d - 1])))
+            lo = int(day_bounds[d - 1])
+    if lo < len(day) or not chunks:
+        chunks.append((lo, len(day)))
+    return chunks
+
+
+def _slice(sim: Simulation, lo: int, hi: int) -> Simulation:
+    return Simulation(conv={k: v[lo:hi] for k, v in sim.conv.items()}, customers=sim.customers,
+                      customer_email=sim.customer_email, customer_ids=sim.customer_ids, truth=sim.truth)
+
+
+def _text_rng(seed: int, chunk: int) -> np.random.Generator:
+    """Chunk 0 keeps the original stream, so samples of one chunk are unchanged by chunking."""
+    key = [int(seed), 7919] if chunk == 0 else [int(seed), 7919, chunk]
+    return np.random.default_rng(np.random.SeedSequence(key))
 
 
 def generate(
@@ -221,16 +247,32 @@ def generate(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sim = simulate(int(n_conversations), int(seed), variant)
-    text_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7919]))
-    fields = conversation_fields(sim, text_rng)
-    msgs = build_messages(sim, fields, text_rng)
-    conv = _conversation_frame(sim, fields)
-
-    transcripts = _transcripts(conv, msgs)
-    day_of_msg = sim.conv["day"][msgs.rows["conv"].to_numpy()]
-    n_days = _write_transcripts(transcripts, day_of_msg, out / "transcripts")
-    n_messages = transcripts.height
-    del transcripts
+    root = out / "transcripts"
+    if root.exists():
+        shutil.rmtree(root)  # stale partitions of an earlier run would mix samples
+    # Messages are built and written a chunk of whole days at a time, so memory follows the
+    # chunk size (about 2.5 GB per million conversations), not the sample size.
+    conv_parts: list[pl.DataFrame] = []
+    n_turns, email_turn, ended_us = [], [], []
+    n_days = n_messages = 0
+    for k, (lo, hi) in enumerate(_day_chunks(sim.conv["day"], CHUNK_CONVERSATIONS)):
+        part = _slice(sim, lo, hi)
+        text_rng = _text_rng(seed, k)
+        fields = conversation_fields(part, text_rng)
+        msgs = build_messages(part, fields, text_rng)
+        conv = _conversation_frame(part, fields, first_id=lo + 1)
+        transcripts = _transcripts(conv, msgs)
+        day_of_msg = part.conv["day"][msgs.rows["conv"].to_numpy()]
+        n_days += _write_transcripts(transcripts, day_of_msg, root)
+        n_messages += transcripts.height
+        conv_parts.append(conv)
+        n_turns.append(msgs.n_turns)
+        email_turn.append(msgs.email_turn)
+        ended_us.append(msgs.ended_us)
+        del transcripts, msgs, fields
+    conv = pl.concat(conv_parts)
+    msgs = Messages(rows=pl.DataFrame(), n_turns=np.concatenate(n_turns), email_turn=np.concatenate(email_turn),
+                    ended_us=np.concatenate(ended_us))
 
     paths = {
         "out_dir": str(out),

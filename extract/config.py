@@ -5,12 +5,21 @@ polars (Rust) engine cannot compile would otherwise surface deep inside a nightl
 forbids unknown keys, every name is checked as a SQL/Python-safe identifier (the names become
 column names in the DuckDB store), and every pattern is compiled at load time by both Python's
 ``re`` (clear error messages) and polars' Rust engine (the one that actually runs it).
+
+Why size limits: the config may come from a launchpad run config or a shared checkout, and an
+absurd file (megabytes of YAML, thousands of rules, a regex whose compiled program exceeds the
+Rust engine's size limit) must be refused with a message at load, not stall or crash a nightly
+run. Each Rust compile of a large pattern costs up to ~0.1 s, so counts and lengths are capped
+*before* any regex is compiled, and intent patterns are compiled once per rule (as the rule's
+combined regex, which is what extraction runs), not once per pattern.
 """
 
 from __future__ import annotations
 
 import re
+import stat
 from importlib import resources
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -21,6 +30,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
@@ -29,6 +39,16 @@ from pydantic import (
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 ROLES = ("user", "assistant", "tool", "system")
 Role = Literal["user", "assistant", "tool", "system"]
+
+# Limits far above any real deployment (the default config has 8 rules and ~40 patterns), low
+# enough to bound validation: at most ~500 Rust compiles (one per intent rule, one per behaviour,
+# tool or transcript-outcome pattern), i.e. tens of seconds for the most expensive file allowed.
+MAX_CONFIG_BYTES = 1_000_000  # same limit as configs/questions.py
+MAX_INTENT_RULES = 200
+MAX_RULE_ITEMS = 100  # patterns + keywords of one intent rule
+MAX_LIST_ITEMS = 100  # behaviours, known tools, downstream outcomes, transcript outcomes
+MAX_PATTERN_CHARS = 1_000  # one regex pattern or literal keyword
+MAX_SALT_CHARS = 256
 
 # Columns that extraction always writes; configured names must not collide with them.
 RESERVED_NAMES: frozenset[str] = frozenset(
@@ -54,21 +74,63 @@ def _check_name(value: str) -> str:
     return value
 
 
-def _check_regex(pattern: str) -> str:
-    """Compile with Python ``re`` and with polars' Rust engine; both must accept the pattern."""
+def _check_python_regex(pattern: str) -> str:
+    """Compile with Python ``re`` (fast, precise messages); the Rust engine is checked by the caller."""
     try:
         re.compile(pattern)
     except re.error as exc:
         raise ValueError(f"invalid regex {pattern!r}: {exc}") from exc
+    return pattern
+
+
+def _engine_error(regex: str) -> str | None:
+    """Why polars' Rust engine refuses ``regex`` (one line), or ``None`` when it compiles.
+
+    The engine rejects syntax Python accepts (look-around, backreferences) and any pattern whose
+    compiled program exceeds its size limit (e.g. ``(a{1000}){1000}``, or ``\\w{300}`` since
+    ``\\w`` is a large Unicode class); both must fail here, at load.
+    """
     try:
-        pl.Series(["probe"]).str.contains(f"(?i){pattern}")
-    except Exception as exc:  # polars raises ComputeError for syntax the Rust engine rejects
-        raise ValueError(f"regex {pattern!r} is not supported by the polars engine: {exc}") from exc
+        pl.Series(["probe"]).str.contains(regex)
+    except pl.exceptions.PolarsError as exc:  # ComputeError for syntax or size the Rust engine rejects
+        text = str(exc)
+        size = re.search(r"exceeds size limit of (\d+) bytes", text)
+        if size:
+            return (f"compiles to more than the polars regex engine's size limit ({int(size.group(1)):,} bytes); "
+                    "use smaller repetition counts or narrower character classes")
+        lines = text.splitlines()
+        reason = next((ln.strip() for ln in lines if ln.strip().startswith("error:")), None)
+        if reason is None:
+            return lines[0].strip() if lines else type(exc).__name__
+        reason = reason[len("error:"):].strip()
+        # The engine marks the offending span with ^^^ under the regex: name it, since an intent
+        # rule's regex combines many patterns.
+        for above, marks in pairwise(lines):
+            if marks.strip() and set(marks.strip()) == {"^"}:
+                start = len(marks) - len(marks.lstrip())
+                span = above[start:start + len(marks.strip())]
+                if span.strip():
+                    reason += f" (at {span!r})"
+                break
+        return reason
+    return None
+
+
+def _check_regex(pattern: str) -> str:
+    """Compile with Python ``re`` and with polars' Rust engine (as run: case-insensitive); both must accept it."""
+    _check_python_regex(pattern)
+    reason = _engine_error(case_insensitive([pattern]))
+    if reason:
+        raise ValueError(f"regex {pattern!r} is not supported by the polars engine: {reason}")
     return pattern
 
 
 Name = Annotated[str, AfterValidator(_check_name)]
-Regex = Annotated[str, AfterValidator(_check_regex)]
+# Length is capped before anything compiles the pattern.
+Bounded = Annotated[str, StringConstraints(max_length=MAX_PATTERN_CHARS)]
+Regex = Annotated[Bounded, AfterValidator(_check_regex)]
+# Intent patterns: Python-checked one by one, Rust-checked once per rule (see IntentRule).
+RulePattern = Annotated[Bounded, AfterValidator(_check_python_regex)]
 
 
 def case_insensitive(patterns: list[str], keywords: list[str] = ()) -> str:
@@ -85,9 +147,8 @@ class IntentRule(_Model):
     """One intent: any of its regex ``patterns`` or literal ``keywords`` in the opening text."""
 
     name: Name
-    patterns: list[Regex] = Field(default_factory=list)
-    keywords: list[str] = Field(default_factory=list)
-
+    patterns: list[RulePattern] = Field(default_factory=list, max_length=MAX_RULE_ITEMS)
+    keywords: list[Bounded] = Field(default_factory=list, max_length=MAX_RULE_ITEMS)
 
     @field_validator("keywords")
     @classmethod
@@ -100,6 +161,14 @@ class IntentRule(_Model):
     def _nonempty(self) -> IntentRule:
         if not self.patterns and not self.keywords:
             raise ValueError(f"intent rule `{self.name}` needs at least one pattern or keyword")
+        if len(self.patterns) + len(self.keywords) > MAX_RULE_ITEMS:
+            raise ValueError(f"intent rule `{self.name}` has {len(self.patterns) + len(self.keywords)} patterns "
+                             f"and keywords (max {MAX_RULE_ITEMS}); split it into several rules")
+        # One Rust compile per rule, of the combined regex extraction actually runs: it catches
+        # syntax the Rust engine rejects and a rule whose patterns together exceed its size limit.
+        reason = _engine_error(self.regex)
+        if reason:
+            raise ValueError(f"intent rule `{self.name}`: patterns not supported by the polars engine: {reason}")
         return self
 
     @property
@@ -112,8 +181,7 @@ class IntentConfig(_Model):
 
     opening_user_turns: int = Field(1, ge=1, le=20)
     default: Name = "other"
-    rules: list[IntentRule]
-
+    rules: list[IntentRule] = Field(max_length=MAX_INTENT_RULES)
 
     @model_validator(mode="after")
     def _unique(self) -> IntentConfig:
@@ -133,8 +201,8 @@ class PositionRule(_Model):
     turn / (n_turns - 1) ≤ 0.5 (0 = first message, 1 = last message) is early.
     """
 
-    turn_at_most: int | None = Field(None, ge=0)
-    fraction_at_most: float | None = Field(None, ge=0.0, le=1.0)
+    turn_at_most: int | None = Field(None, ge=0, le=1_000_000)
+    fraction_at_most: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> PositionRule:
@@ -150,7 +218,6 @@ class Behaviour(_Model):
     role: Role = "assistant"
     pattern: Regex
     early_if: PositionRule
-
 
     @property
     def regex(self) -> str:
@@ -169,7 +236,7 @@ class Tool(_Model):
 
 
 class ToolsConfig(_Model):
-    known: list[Tool] = Field(default_factory=list)
+    known: list[Tool] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
 
     @field_validator("known", mode="before")
     @classmethod
@@ -181,7 +248,7 @@ class ToolsConfig(_Model):
 class MemoryConfig(_Model):
     """A prior session = memory injected (memory_items > 0) or a prior conversation within the window."""
 
-    window_days: float = Field(30, gt=0)
+    window_days: float = Field(30, gt=0, le=3650, allow_inf_nan=False)  # history is read day by day
 
 
 class DownstreamOutcome(_Model):
@@ -191,7 +258,6 @@ class DownstreamOutcome(_Model):
     dtype: Literal["bool", "int", "float", "str"] = "bool"
 
 
-
 class TranscriptOutcome(_Model):
     """An outcome read from the transcript itself (e.g. the agent saying it resolved the ticket): agent-controlled."""
 
@@ -199,15 +265,14 @@ class TranscriptOutcome(_Model):
     role: Role = "assistant"
     pattern: Regex
 
-
     @property
     def regex(self) -> str:
         return case_insensitive([self.pattern])
 
 
 class OutcomesConfig(_Model):
-    downstream: list[DownstreamOutcome] = Field(default_factory=list)
-    transcript: list[TranscriptOutcome] = Field(default_factory=list)
+    downstream: list[DownstreamOutcome] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
+    transcript: list[TranscriptOutcome] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
 
     @field_validator("downstream", mode="before")
     @classmethod
@@ -218,13 +283,13 @@ class OutcomesConfig(_Model):
 class CustomerKeyConfig(_Model):
     """Salt for ``customer_key = sha256(salt + customer_id)``; change it per deployment."""
 
-    salt: str = Field(min_length=1)
+    salt: str = Field(min_length=1, max_length=MAX_SALT_CHARS)
 
 
 class SignalsConfig(_Model):
     version: Literal[1] = 1
     intent: IntentConfig
-    behaviours: list[Behaviour] = Field(default_factory=list)
+    behaviours: list[Behaviour] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     outcomes: OutcomesConfig = Field(default_factory=OutcomesConfig)
@@ -274,12 +339,24 @@ def parse_signals_config(data: object, source: str = "<dict>") -> SignalsConfig:
 
 
 def load_signals_config(path: str | Path | None = None) -> SignalsConfig:
-    """Load and validate a signals config (``yaml.safe_load`` only); ``None`` → the packaged default."""
+    """Load and validate a signals config (``yaml.safe_load`` only); ``None`` → the packaged default.
+
+    The size is checked before the file is read, so an absurd file is never parsed.
+    """
     p = Path(path) if path is not None else default_config_path()
     try:
+        st = p.stat()
+        if not stat.S_ISREG(st.st_mode):  # a directory, a FIFO or /dev/zero would block or never end
+            raise SignalsConfigError(f"{p}: not a regular file")
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise SignalsConfigError(
+                f"{p}: {st.st_size} bytes is too large for a signals config (max {MAX_CONFIG_BYTES})"
+            )
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise SignalsConfigError(f"{p}: cannot read signals config ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise SignalsConfigError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -1,7 +1,9 @@
 """The one resource: where the raw landing directory, the store and the configs live.
 
 Defaults come from environment variables so `dagster dev` loads with no flags; tests and
-`convocausal run` pass explicit values.
+`convocausal run` pass explicit values. Every value can also be overridden from the launchpad's
+run config, so the paths are checked (``convocausal.file_settings``) when the resource is set up
+for a run: a hostile value fails the run before any asset body reads or writes a file.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from pathlib import Path
 
 import dagster as dg
 
+from convocausal.file_settings import check_file_settings
+
 
 class ConvocausalSettings(dg.ConfigurableResource):
-    """Paths for one deployment. Parts may live on object storage once DuckDB's httpfs is set up."""
+    """Paths for one deployment: local paths, checked when a run sets the resource up."""
 
     raw_dir: str
     store: str = "convocausal.duckdb"
@@ -21,6 +25,17 @@ class ConvocausalSettings(dg.ConfigurableResource):
     questions_config: str | None = None
     truth_file: str | None = None  # synthetic fixtures only: printed beside estimates
     seed: int = 0
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Check the paths once per run (per process), before any step uses them.
+
+        Not in the constructor: Definitions build this resource at import time from environment
+        defaults (``settings_from_env``), and must load even where ``demo_data`` does not exist.
+        """
+        check_file_settings(
+            self.raw_dir, self.store, signals_config=self.signals_config,
+            questions_config=self.questions_config, truth_file=self.truth_file,
+        )
 
     @property
     def raw_path(self) -> Path:

@@ -109,3 +109,30 @@ def test_kill_and_rerun_matches_uninterrupted(small_raw, clean_snapshot, tmp_pat
     assert got["quarantine"] == clean_snapshot["quarantine"]
     assert got["signals"].equals(clean_snapshot["signals"])
     assert got["latest"].equals(clean_snapshot["latest"])
+
+
+def test_concurrent_runs_leave_the_store_as_one_run(small_raw, clean_snapshot, tmp_path):
+    """Three `convocausal run` processes started at once on one store (a nightly run, a
+    backfill and a manual re-run overlapping): each finishes, DuckDB's single-writer lock is
+    waited out by `store.connect`, day parts are replaced not duplicated, and each run keeps
+    its own estimate rows."""
+    db = tmp_path / "store.duckdb"
+    cmd = [sys.executable, "-m", "convocausal.cli", "run", "--raw", str(small_raw), "--store", str(db), "--json"]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
+    outs = [p.communicate(timeout=900) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err.decode()[-2000:]
+    got = _snapshot(db)
+    assert got["dup"] == 0
+    assert got["quarantine"] == clean_snapshot["quarantine"]
+    assert got["signals"].equals(clean_snapshot["signals"])
+    assert got["latest"].equals(clean_snapshot["latest"])
+    with connect(db, read_only=True) as con:
+        per_question = con.execute(
+            "SELECT question_id, count(DISTINCT run_id), count(*), count(DISTINCT coalesce(CAST(estimate AS VARCHAR), status)) FROM estimates GROUP BY 1"
+        ).fetchall()
+        refutations = con.execute(
+            "SELECT count(*) FROM (SELECT run_id, question_id, refuter, count(*) AS k FROM refutations "
+            "GROUP BY ALL HAVING k > 1)").fetchone()[0]
+    assert sorted(r[1:] for r in per_question) == [(3, 3, 1)] * len(clean_snapshot["latest"])
+    assert refutations == 0

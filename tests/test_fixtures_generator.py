@@ -336,3 +336,27 @@ def test_agent_marked_resolved_is_gameable(std: dict) -> None:
 def test_rejects_unknown_variant(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="variant"):
         generate(tmp_path, n_conversations=100, variant="bogus")
+
+
+def test_chunked_generation_writes_whole_days_with_the_same_truth(tmp_path: Path, monkeypatch) -> None:
+    """At 10M conversations messages are built a chunk of days at a time; chunking must not
+    change the conversation-level sample (and so the truth), nor split a conversation."""
+    import data_fixtures.generator as g
+
+    whole = g.generate(tmp_path / "whole", n_conversations=6000, seed=5)
+    monkeypatch.setattr(g, "CHUNK_CONVERSATIONS", 1000)
+    assert len(g._day_chunks(np.sort(np.random.default_rng(0).integers(0, g.N_WEEKS * 7, 6000)), 1000)) >= 6
+    chunked = g.generate(tmp_path / "chunked", n_conversations=6000, seed=5)
+    assert chunked["truth"] == whole["truth"] and chunked["n_days"] == whole["n_days"]
+    msgs = pl.read_parquet(tmp_path / "chunked" / "transcripts" / "*" / "*.parquet", hive_partitioning=True)
+    per_conv = msgs.group_by("conversation_id").agg(
+        pl.len().alias("n"), pl.col("turn").max().alias("last_turn"), pl.col("date").n_unique().alias("files"),
+        pl.col("ts").max().alias("ended_at"))
+    labels = pl.read_parquet(tmp_path / "chunked" / "_truth" / "labels.parquet")
+    joined = labels.join(per_conv, on="conversation_id", how="full", coalesce=True)
+    assert joined.height == 6000 and joined["n"].null_count() == 0
+    assert (joined["n"] == joined["n_turns"]).all() and (joined["last_turn"] == joined["n_turns"] - 1).all()
+    assert (joined["files"] == 1).all() and (joined["ended_at"] == joined["ended_at_right"]).all()
+    same_cols = ["conversation_id", "date", "intent", "skill", "channel", "asked_email_first", "resolved"]
+    whole_labels = pl.read_parquet(tmp_path / "whole" / "_truth" / "labels.parquet")
+    assert labels.select(same_cols).equals(whole_labels.select(same_cols))

@@ -480,3 +480,60 @@ def test_timestamps_in_other_zones_or_naive_are_utc(tmp_path):
     reconciles(batch)
     assert batch.accepted.schema["ts"] == pl.Datetime("us", "UTC")
     assert batch.accepted.group_by("conversation_id").agg(pl.col("ts").min())["ts"].to_list() == [T0, T0]
+
+
+# --------------------------------------------------------------------------- emoji, days without data
+def test_emoji_and_other_scripts_pass_through_untouched(tmp_path):
+    """Valid UTF-8 beyond ASCII (emoji, combining marks, CJK, RTL) is data, not an error."""
+    texts = ["thanks 👍🏽 so much", "naïve café — ok", "注文はどこですか", "שלום 🙂", "zero\u200bwidth"]
+    df = conversations()
+    for i, t in enumerate(texts):
+        df = with_value(df, "text", f"c{i % 3}", i // 3 + 1, t)
+    write_hive(tmp_path, df)
+    batch = load_transcripts_day(tmp_path, DAY)
+    reconciles(batch)
+    assert batch.counts["quarantined"] == 0 and batch.counts["repaired"] == {}
+    assert set(texts) <= set(batch.accepted["text"].to_list())
+
+
+def test_day_without_files_is_an_empty_batch_not_an_error(tmp_path):
+    write_hive(tmp_path, conversations())
+    batch = load_transcripts_day(tmp_path, DAY + dt.timedelta(days=1))
+    reconciles(batch)
+    assert (batch.counts["files"], batch.counts["raw_rows"], batch.accepted.height) == (0, 0, 0)
+
+
+def test_day_with_an_empty_file_is_an_empty_batch(tmp_path):
+    write_hive(tmp_path, conversations().head(0))
+    batch = load_transcripts_day(tmp_path, DAY)
+    reconciles(batch)
+    assert (batch.counts["files"], batch.counts["raw_rows"]) == (1, 0)
+
+
+def test_day_with_no_data_in_a_run_is_reported_and_the_other_days_land(tmp_path):
+    """The signals asset over a 3-day range whose middle day was never exported: two day
+    parts are written, the run succeeds and its metadata and log name the missing day."""
+    import dagster as dg
+
+    from assets.signals import signals_day
+    from convocausal.store import store_paths
+    from pipelines.resources import ConvocausalSettings
+
+    raw_dir = tmp_path / "raw"
+    write_hive(raw_dir, conversations())
+    write_hive(raw_dir, conversations(start=T0 + dt.timedelta(days=2), prefix="d"), day=DAY + dt.timedelta(days=2))
+    store = tmp_path / "store.duckdb"
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(
+        [signals_day], instance=instance, resources={"settings": ConvocausalSettings(raw_dir=str(raw_dir), store=str(store))},
+        tags={"dagster/asset_partition_range_start": DAY.isoformat(),
+              "dagster/asset_partition_range_end": (DAY + dt.timedelta(days=2)).isoformat()},
+    )
+    assert result.success
+    meta = result.asset_materializations_for_node("signals_day")[0].metadata
+    assert meta["days_without_data"].value == 1 and meta["conversations"].value == 6
+    logged = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert any("no transcripts for 1 day(s): 2026-01-06" in m for m in logged)
+    paths = store_paths(store)
+    written = sorted(p.parent.name for p in (paths.parts / "signals").glob("*/*.parquet"))
+    assert written == ["date=2026-01-05", "date=2026-01-07"]
