@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import dagster as dg
 import pytest
@@ -39,7 +38,6 @@ def test_multiprocess_run_waits_for_the_writer_lock(prepared):
         "c.execute('CREATE OR REPLACE TABLE _lock_probe AS SELECT 1'); print('locked', flush=True); time.sleep(4)"
     ), str(store)], stdout=subprocess.PIPE)
     assert holder.stdout.readline().strip() == b"locked"
-    start = time.time()
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("questions", ["lookup_order_rollout"])
         with dg.execute_job(dg.reconstructable(question_job_for_subprocesses), instance=instance,
@@ -52,7 +50,6 @@ def test_multiprocess_run_waits_for_the_writer_lock(prepared):
     assert pids and os.getpid() not in pids, "steps did not run in child processes"
     with connect(store, read_only=True) as con:
         assert con.execute("SELECT count(*) FROM estimates WHERE run_id = ?", [run_id]).fetchone()[0] == 1
-    assert time.time() - start < 120
 
 
 EXTRACT_RANGE = """

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 from pathlib import Path
 
 import polars as pl
@@ -420,19 +419,15 @@ def test_customer_rules(tmp_path):
     assert batch.quarantine["conversation_id"].null_count() == 4
 
 
-# --------------------------------------------------------------------------- speed
-def test_one_day_of_50k_messages_is_fast(tmp_path):
+# --------------------------------------------------------------------------- size (speed figures: benchmarks/)
+def test_one_day_of_50k_messages(tmp_path):
     n_conv, n_turns = 5_000, 10
     df = conversations(n_conv, n_turns)
     df = with_value(df, "role", "c7", 3, "bot")
     write_hive(tmp_path, df)
-    load_transcripts_day(tmp_path, DAY)  # warm-up (regex compilation, imports)
-    t = time.perf_counter()
     batch = load_transcripts_day(tmp_path, DAY)
-    elapsed = time.perf_counter() - t
     reconciles(batch)
     assert batch.counts["raw_rows"] == 50_000 and batch.counts["quarantined"] == 1
-    assert elapsed < 2.0, f"{elapsed:.2f}s for 50k messages"
 
 
 @pytest.mark.slow
@@ -450,15 +445,12 @@ def test_eight_million_messages_day_by_day(tmp_path):
         )
     days = list_transcript_days(tmp_path)
     assert len(days) == 160
-    t = time.perf_counter()
     total = accepted = 0
     for day in days:
         batch = load_transcripts_day(tmp_path, day)
         total += batch.counts["raw_rows"]
         accepted += batch.counts["accepted"]
-    elapsed = time.perf_counter() - t
     assert total == accepted == 8_000_000
-    assert elapsed < 160 * 1.0, f"{elapsed:.1f}s"
 
 
 def test_file_exported_twice_is_quarantined_as_copies(tmp_path):
