@@ -30,7 +30,7 @@ from pipelines.resources import ConvocausalSettings
 def signals_day(context: dg.AssetExecutionContext, settings: ConvocausalSettings) -> dg.MaterializeResult:
     config = load_signals_config(settings.signals_config)
     paths = store_paths(settings.store)
-    present = set(list_transcript_days(settings.raw_path))
+    present = set(list_transcript_days(settings.raw_path, settings.unreadable_mode))
     outcomes = load_outcomes(settings.raw_path, None)
     customers = load_customers(settings.raw_path)
     totals = {"conversations": 0, "messages_accepted": 0, "messages_quarantined": 0}
@@ -38,11 +38,17 @@ def signals_day(context: dg.AssetExecutionContext, settings: ConvocausalSettings
     days = []
     for key in context.partition_keys:
         (days if date.fromisoformat(key) in present else empty_days).append(date.fromisoformat(key))
-    for result in extract_days(settings.raw_path, days, config, outcomes, customers):
+    unreadable: list[str] = []
+    for result in extract_days(settings.raw_path, days, config, outcomes, customers,
+                               on_unreadable=settings.unreadable_mode):
         write_day(paths, result.day, result.signals, result.quarantine)
+        unreadable += [f["file"] for f in result.counts.get("unreadable_files") or []]
         totals["conversations"] += result.signals.height
         totals["messages_accepted"] += int(result.counts.get("accepted", 0))
-        totals["messages_quarantined"] += result.quarantine.height
+        totals["messages_quarantined"] += int(result.counts.get("quarantined", 0))
+    if unreadable:
+        context.log.warning(f"{len(unreadable)} unreadable transcript file(s) quarantined, their rows are "
+                            f"missing from the estimates: {', '.join(unreadable[:10])}")
     if empty_days:
         shown = ", ".join(d.isoformat() for d in empty_days[:10])
         context.log.warning(f"no transcripts for {len(empty_days)} day(s): {shown}")
@@ -50,6 +56,7 @@ def signals_day(context: dg.AssetExecutionContext, settings: ConvocausalSettings
         metadata={
             **{k: dg.MetadataValue.int(v) for k, v in totals.items()},
             "days_without_data": dg.MetadataValue.int(len(empty_days)),
+            "unreadable_files": dg.MetadataValue.int(len(unreadable)),
         }
     )
 

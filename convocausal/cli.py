@@ -73,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--questions", type=Path, default=None, help="questions config (default configs/questions.yaml)")
     r.add_argument("--truth", type=Path, default=None, help="truth.json to print beside the estimates")
     r.add_argument("--json", action="store_true")
+    r.add_argument("--on-unreadable", choices=["stop", "quarantine"], default="stop",
+                   help="a transcript file that is not readable parquet: stop the run (default), or "
+                        "quarantine it with a warning and estimate from the readable files")
     r.set_defaults(func=_cmd_run)
 
     e = sub.add_parser("estimate", help="run one method on any table")
@@ -122,6 +125,7 @@ def _cmd_fixtures(args) -> int:
 def _cmd_run(args) -> int:
     from convocausal.report import format_run_table
     from convocausal.runner import run_pipeline
+    from convocausal.store import unreadable_files
 
     if not args.raw.is_dir():
         raise UsageError(f"--raw {args.raw}: not a directory")
@@ -131,7 +135,10 @@ def _cmd_run(args) -> int:
         if getattr(args, name) is not None:
             setattr(args, name, Path(os.path.abspath(getattr(args, name))))
     rows = run_pipeline(args.raw, args.store, signals_config=args.signals, questions_config=args.questions,
-                        truth_file=args.truth)
+                        truth_file=args.truth, on_unreadable=args.on_unreadable)
+    for path, reason in unreadable_files(args.store):
+        print(f"convocausal: warning: {path}: {reason} (quarantined; its rows are not in the estimates)",
+              file=sys.stderr)
     truth_path = args.truth or (args.raw / "truth.json")
     truth = json.loads(truth_path.read_text()) if truth_path.is_file() else {}
     if args.json:

@@ -8,6 +8,7 @@ memo always says what the store says.
 from __future__ import annotations
 
 import base64
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ FAILURE_MODES = {
 
 
 def _num(v, fmt="{:+.4f}") -> str:
-    return "—" if v is None or v != v else fmt.format(v)
+    return "—" if v is None or math.isnan(v) else fmt.format(v)
 
 
 def format_run_table(rows: list[dict], truth: dict) -> str:
@@ -53,8 +54,8 @@ def format_result(result: EstimateResult) -> str:
     r = result
     out = [
         f"{r.method} — {r.estimand} on {r.outcome}",
-        f"  estimate {_num(r.estimate)}  (95% CI {_num(r.ci_low)} to {_num(r.ci_high)}; SE {_num(r.std_error, '{:.4f}')};"
-        f" p {_num(r.p_value, '{:.4f}')})",
+        (f"  estimate {_num(r.estimate)}  (95% CI {_num(r.ci_low)} to {_num(r.ci_high)}; "
+         f"SE {_num(r.std_error, '{:.4f}')}; p {_num(r.p_value, '{:.4f}')})"),
         f"  naive difference {_num(r.naive_estimate)}; n treated {r.n_treated}, n control {r.n_control}",
         f"  interval: {r.ci_method}",
     ]
@@ -158,8 +159,8 @@ def _memo_body(question: Question, row: dict, refs, diags, bal) -> str:
     lines.append("## Main risks")
     risks = [f"- **{FAILURE_MODES.get(n, n)}**: {m}" for n, m in zip(failed["name"], failed["message"])] if not failed.empty else []
     risks += [f"- **refuter {r}**: {m}" for r, m in zip(failed_refs["refuter"], failed_refs["message"])] if not failed_refs.empty else []
-    lines.extend(risks or ["- None of the automated checks failed. Unlogged reasons for the agent's choice can "
-                           "still confound: read the sensitivity refuter."])
+    lines.extend(risks or [("- None of the automated checks failed. Unlogged reasons for the agent's choice can "
+                            "still confound: read the sensitivity refuter.")])
     lines.append("## Decision rule")
     lines.append("Act when the 95% interval excludes zero, every ERROR-severity check passes and the refuters "
                  "hold; otherwise collect more data or fix the failing check first.")

@@ -9,6 +9,7 @@ directory, then each question partition runs.
 
 from __future__ import annotations
 
+import math
 import resource
 import time
 from contextlib import contextmanager
@@ -28,10 +29,12 @@ from pipelines.partitions import START_DATE, questions, transcript_days
 
 def run_pipeline(raw_dir: str | Path, store: str | Path, signals_config=None, questions_config=None,
                  truth_file=None, instance: dg.DagsterInstance | None = None, seed: int = 0,
-                 timings: dict | None = None, log_level: str = "WARNING") -> list[dict]:
+                 timings: dict | None = None, log_level: str = "WARNING", on_unreadable: str = "stop") -> list[dict]:
     """Run extraction, the store and every question; return one dict per question (estimates + checks).
 
     ``timings``, when given, receives seconds and peak RSS (MiB) per stage (for benchmarks).
+    ``on_unreadable``: "stop" at a transcript file that is not readable parquet, or "quarantine"
+    it and go on (see ``ConvocausalSettings.on_unreadable``).
     A bad path raises ``RawInputError`` (raw_dir) or ``ConfigError`` (the others) before any config
     is read or any file written; the ``FileSettingError`` is kept as the cause.
     """
@@ -51,7 +54,8 @@ def run_pipeline(raw_dir: str | Path, store: str | Path, signals_config=None, qu
     for q in qset.questions:
         validate_against_catalog(q, catalog)
     last_partition = date.fromisoformat(transcript_days.get_last_partition_key())
-    days = [d for d in list_transcript_days(raw_dir) if d <= last_partition]  # today is not complete yet
+    days = [d for d in list_transcript_days(raw_dir, "raise" if on_unreadable == "stop" else "report")
+            if d <= last_partition]  # today is not complete yet
     if not days:
         raise RawInputError(f"{Path(raw_dir) / 'transcripts'}: no transcript files found")
     if days[0] < date.fromisoformat(START_DATE):
@@ -60,7 +64,7 @@ def run_pipeline(raw_dir: str | Path, store: str | Path, signals_config=None, qu
     settings = ConvocausalSettings(
         raw_dir=str(raw_dir), store=str(store), signals_config=str(signals_config) if signals_config else None,
         questions_config=str(questions_config) if questions_config else None,
-        truth_file=str(truth_file) if truth_file else None, seed=seed,
+        truth_file=str(truth_file) if truth_file else None, seed=seed, on_unreadable=on_unreadable,
     )
     instance = instance or dg.DagsterInstance.ephemeral()
     resources = {"settings": settings}
@@ -126,6 +130,6 @@ class _Stopwatch:
 def _estimate_row(store, run_id: str, question_id: str, checks: dict) -> dict:
     with connect(store_paths(store).db, read_only=True) as con:
         df = con.execute("SELECT * FROM estimates WHERE run_id = ? AND question_id = ?", [run_id, question_id]).df()
-    row = {k: (None if v != v else v) if isinstance(v, float) else v for k, v in df.iloc[0].to_dict().items()}
+    row = {k: (None if math.isnan(v) else v) if isinstance(v, float) else v for k, v in df.iloc[0].to_dict().items()}
     row["checks"] = checks
     return row

@@ -11,6 +11,7 @@ transaction that first deletes the same key, so re-running a question is idempot
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
@@ -259,7 +260,7 @@ def _f(v) -> float | None:
         v = float(v)
     except (TypeError, ValueError):
         return None
-    return v if v == v and v not in (float("inf"), float("-inf")) else None
+    return v if math.isfinite(v) else None
 
 
 def open_signals(paths: StorePaths) -> duckdb.DuckDBPyConnection:
@@ -277,6 +278,16 @@ def open_signals(paths: StorePaths) -> duckdb.DuckDBPyConnection:
         f"FROM read_parquet('{_sql_literal(paths.glob('signals'))}', hive_partitioning = true, union_by_name = true)"
     )
     return con
+
+
+def unreadable_files(db: str | os.PathLike) -> list[tuple[str, str]]:
+    """(file, reason) of every transcript file quarantined whole because it could not be read."""
+    from extract.raw import REASON_UNREADABLE_FILE
+
+    with connect(db, read_only=True) as con:
+        return con.execute(
+            "SELECT DISTINCT source_file, reason FROM quarantine WHERE starts_with(reason, ?) ORDER BY 1",
+            [REASON_UNREADABLE_FILE]).fetchall()
 
 
 def _sql_literal(text: str) -> str:

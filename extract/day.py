@@ -17,8 +17,8 @@ from pathlib import Path
 import polars as pl
 
 from extract.history import load_history
+from extract.raw import QUARANTINE_SCHEMA, REASON_UNREADABLE_FILE, RawBatch, load_transcripts_day
 from extract.redact import redact_text
-from extract.raw import RawBatch, load_transcripts_day
 from extract.signals import extract_signals
 
 DEFAULT_CHUNK_MESSAGES = 2_000_000
@@ -39,12 +39,17 @@ def extract_day(raw_dir: str | Path, day: date, config, outcomes: RawBatch, cust
 
 
 def extract_days(raw_dir: str | Path, days: list[date], config, outcomes: RawBatch, customers: RawBatch,
-                 intent_extractor=None, max_messages: int = DEFAULT_CHUNK_MESSAGES) -> Iterator[DayResult]:
-    """Yield one DayResult per day, extracting consecutive days together up to ``max_messages``."""
+                 intent_extractor=None, max_messages: int = DEFAULT_CHUNK_MESSAGES,
+                 on_unreadable: str = "raise") -> Iterator[DayResult]:
+    """Yield one DayResult per day, extracting consecutive days together up to ``max_messages``.
+
+    ``on_unreadable="report"`` skips a corrupt file and puts one file-level row in the day's
+    quarantine (``raw_row`` null: its rows cannot be counted) instead of stopping the run.
+    """
     pending: list[tuple[date, RawBatch]] = []
     size = 0
     for day in sorted(days):
-        batch = load_transcripts_day(raw_dir, day)
+        batch = load_transcripts_day(raw_dir, day, on_unreadable=on_unreadable)
         pending.append((day, batch))
         size += batch.accepted.height
         if size >= max_messages:
@@ -82,4 +87,23 @@ def _extract_chunk(raw_dir, pending, config, outcomes, customers, intent_extract
         rows = by_day.get((day,), signals.clear())
         counts = dict(batch.counts)
         counts["conversations"] = rows.height
-        yield DayResult(day, rows, batch.quarantine, counts)
+        yield DayResult(day, rows, _with_unreadable_files(batch, day), counts)
+
+
+def _with_unreadable_files(batch: RawBatch, day: date) -> pl.DataFrame:
+    """The day's row quarantine plus one row per file that could not be read at all."""
+    files = batch.counts.get("unreadable_files") or []
+    if not files:
+        return batch.quarantine
+    rows = pl.DataFrame(
+        {
+            "source_file": [f["file"] for f in files],
+            "conversation_id": [None] * len(files),
+            "reason": [f"{REASON_UNREADABLE_FILE}: {f['error']}"[:500] for f in files],
+            "raw_row": [None] * len(files),
+            "table": ["transcripts"] * len(files),
+            "date": [day] * len(files),
+        },
+        schema=QUARANTINE_SCHEMA,
+    )
+    return pl.concat([batch.quarantine, rows], how="vertical_relaxed")

@@ -16,7 +16,7 @@ Decisions (documented here because callers depend on them):
   with a :class:`RawInputError` naming the file — its rows cannot be counted, so continuing
   would silently break ``raw = accepted + quarantined``. ``on_unreadable="report"`` skips the
   file and lists it in ``counts["unreadable_files"]`` (file + error) for callers that prefer a
-  partial day to no day. A missing required table (no ``transcripts/`` parquet at all) always
+  partial day to no day (``extract.day`` then writes one file-level quarantine row per file). A missing required table (no ``transcripts/`` parquet at all) always
   raises.
 * **Invalid UTF-8**: in ``text`` it is *repaired* (invalid bytes → U+FFFD, counted in
   ``counts["repaired"]``) because dropping one message would cut a hole in the conversation;
@@ -77,6 +77,7 @@ REASON_DUPLICATE_COPY = "duplicate message: exact copy of (conversation_id, turn
 REASON_CONFLICTING_TURN = "conflicting duplicate turn in conversation"
 REASON_CHANNEL = "channel not constant within conversation"
 REASON_EMPTY = "empty conversation: no user or assistant message"
+REASON_UNREADABLE_FILE = "unreadable file, rows not counted"
 REASON_DUPLICATE_KEY_COPY = "duplicate row: exact copy of {key}"
 REASON_CONFLICTING_KEY = "conflicting duplicate {key}"
 REASON_CSAT = "csat out of range 1..5"

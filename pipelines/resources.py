@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import dagster as dg
 
@@ -25,6 +26,9 @@ class ConvocausalSettings(dg.ConfigurableResource):
     questions_config: str | None = None
     truth_file: str | None = None  # synthetic fixtures only: printed beside estimates
     seed: int = 0
+    # A transcript file that is not readable parquet: "stop" the run (default), or "quarantine"
+    # it (one file-level quarantine row, a warning) and estimate from the readable files.
+    on_unreadable: Literal["stop", "quarantine"] = "stop"
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Check the paths once per run (per process), before any step uses them.
@@ -41,6 +45,11 @@ class ConvocausalSettings(dg.ConfigurableResource):
     def raw_path(self) -> Path:
         return Path(self.raw_dir)
 
+    @property
+    def unreadable_mode(self) -> str:
+        """The reader's name for ``on_unreadable`` (``extract.raw``: raise | report)."""
+        return "raise" if self.on_unreadable == "stop" else "report"
+
 
 def settings_from_env() -> ConvocausalSettings:
     return ConvocausalSettings(
@@ -49,4 +58,5 @@ def settings_from_env() -> ConvocausalSettings:
         signals_config=os.environ.get("CONVOCAUSAL_SIGNALS_CONFIG") or None,
         questions_config=os.environ.get("CONVOCAUSAL_QUESTIONS_CONFIG") or None,
         truth_file=os.environ.get("CONVOCAUSAL_TRUTH") or None,
+        on_unreadable=os.environ.get("CONVOCAUSAL_ON_UNREADABLE") or "stop",
     )

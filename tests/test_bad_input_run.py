@@ -84,3 +84,29 @@ def test_corrupt_file_stops_with_file_named(bad_landing, tmp_path, capsys):
     code = main(["run", "--raw", str(raw), "--store", str(tmp_path / "s.duckdb")])
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 2 and last.startswith("convocausal: error:") and "part-1.parquet" in last
+
+
+def test_corrupt_file_quarantined_on_request_and_the_run_still_answers(bad_landing, tmp_path, capsys):
+    """`--on-unreadable quarantine`: the unreadable file gets one file-level quarantine row and a
+    warning naming it; the readable files of the same day and every other day are estimated."""
+    raw = tmp_path / "raw"
+    shutil.copytree(bad_landing, raw)
+    corrupt = raw / "transcripts" / f"date={DAY}" / "part-1.parquet"
+    corrupt.write_bytes(b"PAR1 this is not parquet")
+    store = tmp_path / "s.duckdb"
+    code = main(["run", "--raw", str(raw), "--store", str(store), "--on-unreadable", "quarantine", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-2000:]
+    assert any("warning" in line and "part-1.parquet" in line for line in captured.err.splitlines())
+    with connect(store, read_only=True) as con:
+        file_rows = con.execute(
+            "SELECT source_file, conversation_id, raw_row, reason FROM quarantine WHERE source_file = ?",
+            [str(corrupt)]).fetchall()
+        day_signals = con.execute("SELECT count(*) FROM signals WHERE date = ?", [DAY]).fetchone()[0]
+    assert len(file_rows) == 1 and file_rows[0][1] is None and file_rows[0][2] is None
+    assert file_rows[0][3].startswith("unreadable file, rows not counted")
+    assert day_signals > 0  # part-0.parquet of the same day was read
+    import json
+
+    rows = json.loads(captured.out)
+    assert {r["question_id"] for r in rows if r["estimate"] is not None} >= {"email_early_vs_late", "lookup_order_rollout"}
