@@ -74,6 +74,11 @@ def check_file_settings(
         _check_truth(truth_file, roots)
 
 
+def check_config_file(name: str, value: PathLike, allowed_roots: Iterable[PathLike] | None = None) -> None:
+    """One config path on its own (the questions sensor reads its config outside any run)."""
+    _check_config(name, value, _allowed_roots(allowed_roots))
+
+
 def allowed_roots_from_env() -> list[Path] | None:
     """The roots in ``CONVOCAUSAL_ALLOWED_ROOTS`` (``os.pathsep``-separated), or ``None`` when unset."""
     raw = os.environ.get(ALLOWED_ROOTS_ENV, "")

@@ -12,6 +12,7 @@ import json
 import dagster as dg
 
 from configs.questions import ConfigError, QuestionSet, load_questions
+from convocausal.file_settings import FileSettingError, check_config_file
 from pipelines.jobs import question_job
 from pipelines.partitions import questions
 
@@ -31,8 +32,10 @@ def make_registry_sensor(questions_config: str | None):
                description="Adds a partition and requests a run for each new or edited question.")
     def question_registry_sensor(context: dg.SensorEvaluationContext):
         try:
+            if questions_config is not None:
+                check_config_file("questions_config", questions_config)
             qs = load_questions(questions_config)
-        except ConfigError as exc:
+        except (ConfigError, FileSettingError) as exc:
             return dg.SkipReason(f"questions config is invalid: {exc}")
         existing = set(context.instance.get_dynamic_partitions(questions.name))
         to_add, to_run, cursor = registry_changes(qs, context.cursor, existing)

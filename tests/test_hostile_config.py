@@ -273,3 +273,22 @@ def test_launchpad_run_config_override_is_checked_too(tmp_path, monkeypatch):
     assert not [e for e in result.all_events if e.event_type_value == "STEP_START"]
     assert f"store {str(elsewhere)!r}: resolves to" in _failure_text(result)
     assert not list(tmp_path.glob("elsewhere*")) and not list(root.glob("s.duckdb*"))
+
+
+def test_registry_sensor_refuses_a_traversing_questions_path(tmp_path, monkeypatch):
+    """The sensor reads its questions config outside any run: the same path rules apply."""
+    from pipelines.sensors import make_registry_sensor
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path.parent / "q.yaml").write_text("questions: []\n")
+    with dg.instance_for_test() as instance:
+        result = make_registry_sensor("../q.yaml")(dg.build_sensor_context(instance=instance))
+    assert isinstance(result, dg.SkipReason) and "`..`" in result.skip_message
+
+
+@pytest.mark.parametrize("name", ["x; DROP TABLE signals", "resolved ~ C(intent) + __import__('os')", 'a" OR 1=1 --'])
+def test_signals_config_names_cannot_carry_sql_or_formula_text(name):
+    data = load_signals_config().model_dump()
+    data["behaviours"] = [{"name": name, "pattern": "x", "early_if": {"turn_at_most": 3}}]
+    with pytest.raises(SignalsConfigError, match="not a valid signal name"):
+        parse_signals_config(data)
