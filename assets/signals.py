@@ -11,13 +11,13 @@ from extract.catalog import build_catalog
 from extract.config import load_signals_config
 from extract.day import extract_days
 from extract.raw import list_transcript_days, load_customers, load_outcomes
-from pipelines.partitions import transcript_days
+from pipelines.partitions import days_backfill_policy, transcript_days
 from pipelines.resources import ConvocausalSettings
 
 
 @dg.asset(
     partitions_def=transcript_days,
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=days_backfill_policy(),
     group_name="extraction",
     kinds={"polars", "parquet"},
     owners=["team:convocausal"],

@@ -34,3 +34,19 @@ def test_nightly_schedule_targets_newest_day():
     ctx = dg.build_schedule_context(scheduled_execution_time=__import__("datetime").datetime(2026, 6, 2, 2, 0))
     (request,) = list(schedule.evaluate_tick(ctx).run_requests)
     assert request.partition_key == "2026-06-01"
+
+
+def test_backfill_of_days_is_one_run_unless_split_by_setting():
+    import pytest
+
+    from pipelines.partitions import days_backfill_policy
+
+    assert days_backfill_policy({}).max_partitions_per_run is None  # single run
+    policy = days_backfill_policy({"CONVOCAUSAL_BACKFILL_DAYS_PER_RUN": "7"})
+    assert policy.max_partitions_per_run == 7
+    with pytest.raises(ValueError, match="whole number"):
+        days_backfill_policy({"CONVOCAUSAL_BACKFILL_DAYS_PER_RUN": "-1"})
+    from pipelines.definitions import defs
+
+    signals = defs.get_repository_def().asset_graph.get(dg.AssetKey("signals_day"))
+    assert signals.backfill_policy.max_partitions_per_run is None
