@@ -9,7 +9,7 @@ import polars as pl
 from convocausal.store import publish, store_paths, write_day
 from extract.catalog import build_catalog
 from extract.config import load_signals_config
-from extract.day import extract_days
+from extract.day import ExtractionTotals, extract_days
 from extract.raw import list_transcript_days, load_customers, load_outcomes
 from pipelines.partitions import days_backfill_policy, transcript_days
 from pipelines.resources import ConvocausalSettings
@@ -33,30 +33,28 @@ def signals_day(context: dg.AssetExecutionContext, settings: ConvocausalSettings
     present = set(list_transcript_days(settings.raw_path, settings.unreadable_mode))
     outcomes = load_outcomes(settings.raw_path, None)
     customers = load_customers(settings.raw_path)
-    totals = {"conversations": 0, "messages_accepted": 0, "messages_quarantined": 0}
+    totals = ExtractionTotals()
     empty_days: list[str] = []
     days = []
     for key in context.partition_keys:
         (days if date.fromisoformat(key) in present else empty_days).append(date.fromisoformat(key))
-    unreadable: list[str] = []
     for result in extract_days(settings.raw_path, days, config, outcomes, customers,
                                on_unreadable=settings.unreadable_mode):
         write_day(paths, result.day, result.signals, result.quarantine)
-        unreadable += [f["file"] for f in result.counts.get("unreadable_files") or []]
-        totals["conversations"] += result.signals.height
-        totals["messages_accepted"] += int(result.counts.get("accepted", 0))
-        totals["messages_quarantined"] += int(result.counts.get("quarantined", 0))
-    if unreadable:
-        context.log.warning(f"{len(unreadable)} unreadable transcript file(s) quarantined, their rows are "
-                            f"missing from the estimates: {', '.join(unreadable[:10])}")
+        totals.add(result)
+    for line in totals.warnings():
+        context.log.warning(line)
     if empty_days:
         shown = ", ".join(d.isoformat() for d in empty_days[:10])
         context.log.warning(f"no transcripts for {len(empty_days)} day(s): {shown}")
     return dg.MaterializeResult(
         metadata={
-            **{k: dg.MetadataValue.int(v) for k, v in totals.items()},
+            **{k: dg.MetadataValue.int(getattr(totals, k)) for k in (
+                "conversations", "messages_accepted", "messages_quarantined", "conversations_with_turn_gaps",
+                "conversations_ts_not_monotonic", "texts_repaired")},
+            "quarantined_by_reason": dg.MetadataValue.json(totals.quarantined_by_reason),
             "days_without_data": dg.MetadataValue.int(len(empty_days)),
-            "unreadable_files": dg.MetadataValue.int(len(unreadable)),
+            "unreadable_files": dg.MetadataValue.int(len(totals.unreadable_files)),
         }
     )
 

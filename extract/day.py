@@ -107,3 +107,59 @@ def _with_unreadable_files(batch: RawBatch, day: date) -> pl.DataFrame:
         schema=QUARANTINE_SCHEMA,
     )
     return pl.concat([batch.quarantine, rows], how="vertical_relaxed")
+
+
+@dataclass
+class ExtractionTotals:
+    """What a run of days found, summed for the asset's metadata and its warning lines.
+
+    Rows that are kept but imperfect (turn gaps, timestamps out of order, repaired UTF-8, absent
+    optional columns) are not quarantined, so this is where a user learns about them.
+    """
+
+    conversations: int = 0
+    messages_accepted: int = 0
+    messages_quarantined: int = 0
+    conversations_with_turn_gaps: int = 0
+    conversations_ts_not_monotonic: int = 0
+    texts_repaired: int = 0
+    quarantined_by_reason: dict = field(default_factory=dict)
+    unreadable_files: list = field(default_factory=list)
+    missing_optional_columns: dict = field(default_factory=dict)
+
+    def add(self, result: DayResult) -> None:
+        c = result.counts
+        self.conversations += result.signals.height
+        self.messages_accepted += int(c.get("accepted", 0))
+        self.messages_quarantined += int(c.get("quarantined", 0))
+        self.conversations_with_turn_gaps += int(c.get("conversations_with_turn_gaps", 0))
+        self.conversations_ts_not_monotonic += int(c.get("conversations_ts_not_monotonic", 0))
+        self.texts_repaired += sum(int(v) for v in (c.get("repaired") or {}).values())
+        for reason, n in (c.get("quarantined_by_reason") or {}).items():
+            self.quarantined_by_reason[reason] = self.quarantined_by_reason.get(reason, 0) + int(n)
+        self.unreadable_files += [f["file"] for f in c.get("unreadable_files") or []]
+        for file, cols in (c.get("missing_optional_columns") or {}).items():
+            self.missing_optional_columns[file] = cols
+
+    def warnings(self) -> list[str]:
+        """One plain sentence per finding, for the run log."""
+        out = []
+        if self.unreadable_files:
+            out.append(f"{len(self.unreadable_files)} unreadable transcript file(s) quarantined, their rows are "
+                       f"missing from the estimates: {', '.join(self.unreadable_files[:10])}")
+        if self.messages_quarantined:
+            top = "; ".join(f"{r}: {n}" for r, n in sorted(self.quarantined_by_reason.items(), key=lambda x: -x[1])[:5])
+            out.append(f"{self.messages_quarantined} message(s) quarantined ({top}); see the quarantine table")
+        if self.conversations_with_turn_gaps:
+            out.append(f"{self.conversations_with_turn_gaps} conversation(s) have gaps or out-of-order turns; "
+                       "kept, sorted by turn")
+        if self.conversations_ts_not_monotonic:
+            out.append(f"{self.conversations_ts_not_monotonic} conversation(s) have timestamps that go back in time "
+                       "along the turns; kept")
+        if self.texts_repaired:
+            out.append(f"{self.texts_repaired} message text(s) had invalid UTF-8, replaced with U+FFFD; kept")
+        if self.missing_optional_columns:
+            first = next(iter(self.missing_optional_columns.items()))
+            out.append(f"{len(self.missing_optional_columns)} file(s) lack optional columns, read as null "
+                       f"(e.g. {first[0]}: {', '.join(first[1])})")
+        return out

@@ -529,3 +529,28 @@ def test_day_with_no_data_in_a_run_is_reported_and_the_other_days_land(tmp_path)
     paths = store_paths(store)
     written = sorted(p.parent.name for p in (paths.parts / "signals").glob("*/*.parquet"))
     assert written == ["date=2026-01-05", "date=2026-01-07"]
+
+
+def test_kept_but_imperfect_rows_are_reported_by_the_run(tmp_path):
+    """Gaps in turns are kept (not quarantined), so the signals asset names them in its
+    metadata and log, next to the quarantine counts by reason."""
+    import dagster as dg
+
+    from assets.signals import signals_day
+    from pipelines.resources import ConvocausalSettings
+
+    raw_dir = tmp_path / "raw"
+    df = conversations().filter(~((pl.col("conversation_id") == "c1") & (pl.col("turn") == 2)))
+    write_hive(raw_dir, with_value(df, "role", "c2", 3, "robot"))
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(
+        [signals_day], instance=instance, partition_key=DAY.isoformat(),
+        resources={"settings": ConvocausalSettings(raw_dir=str(raw_dir), store=str(tmp_path / "s.duckdb"))},
+    )
+    meta = result.asset_materializations_for_node("signals_day")[0].metadata
+    assert meta["conversations_with_turn_gaps"].value == 1
+    assert meta["messages_quarantined"].value == 1
+    assert meta["quarantined_by_reason"].value == {"role not in {user, assistant, tool, system}": 1}
+    logged = "\n".join(e.user_message for e in instance.all_logs(result.run_id))
+    assert "1 conversation(s) have gaps or out-of-order turns" in logged
+    assert "1 message(s) quarantined (role not in" in logged
