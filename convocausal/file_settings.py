@@ -8,8 +8,8 @@ file is read or written. The rules:
 * no NUL bytes or control characters (they truncate or disguise a path in logs and C APIs);
 * no ``..`` component, checked on the text before resolving (classic traversal);
 * no URL scheme (``file://``, ``s3://``, ...): these settings are local paths;
-* configs end in ``.yaml``/``.yml``, resolve (symlinks followed) to a regular file of at most
-  1 MB; the truth file ends in ``.json``; an existing store is a DuckDB database (its header
+* configs end in ``.yaml``/``.yml`` and resolve (symlinks followed) to a regular file (their
+  size limit is the loaders' own, ``configs.questions`` / ``extract.config``); the truth file ends in ``.json``; an existing store is a DuckDB database (its header
   says so), so a mistyped or hostile store path never overwrites another file; raw_dir, where it
   exists, is a directory;
 * with ``allowed_roots`` (or ``CONVOCAUSAL_ALLOWED_ROOTS``: absolute directories separated by
@@ -27,7 +27,6 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-MAX_CONFIG_BYTES = 1_000_000  # same limit as configs/questions.py
 ALLOWED_ROOTS_ENV = "CONVOCAUSAL_ALLOWED_ROOTS"
 CONFIG_SUFFIXES = (".yaml", ".yml")
 
@@ -174,9 +173,6 @@ def _check_config(name: str, value: PathLike, roots: list[Path] | None) -> None:
         raise FileSettingError(name, text, "not a regular file")
     if not resolved.name.lower().endswith(CONFIG_SUFFIXES):  # a `x.yaml` symlink to a non-YAML file
         raise FileSettingError(name, text, f"resolves to {str(resolved)!r}, not a `.yaml`/`.yml` file")
-    size = resolved.stat().st_size
-    if size > MAX_CONFIG_BYTES:
-        raise FileSettingError(name, text, f"{size} bytes is too large for a config (max {MAX_CONFIG_BYTES})")
 
 
 def _check_truth(value: PathLike, roots: list[Path] | None) -> None:

@@ -54,7 +54,7 @@ def run_pipeline(raw_dir: str | Path, store: str | Path, signals_config=None, qu
     for q in qset.questions:
         validate_against_catalog(q, catalog)
     last_partition = date.fromisoformat(transcript_days.get_last_partition_key())
-    days = [d for d in list_transcript_days(raw_dir, "raise" if on_unreadable == "stop" else "report")
+    days = [d for d in list_transcript_days(raw_dir, ConvocausalSettings.reader_mode(on_unreadable))
             if d <= last_partition]  # today is not complete yet
     if not days:
         raise RawInputError(f"{Path(raw_dir) / 'transcripts'}: no transcript files found")

@@ -36,6 +36,8 @@ from pydantic import (
     model_validator,
 )
 
+from configs.questions import MAX_CONFIG_BYTES  # one file-size limit for every config
+
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 ROLES = ("user", "assistant", "tool", "system")
 Role = Literal["user", "assistant", "tool", "system"]
@@ -43,7 +45,6 @@ Role = Literal["user", "assistant", "tool", "system"]
 # Limits far above any real deployment (the default config has 8 rules and ~40 patterns), low
 # enough to bound validation: at most ~500 Rust compiles (one per intent rule, one per behaviour,
 # tool or transcript-outcome pattern), i.e. tens of seconds for the most expensive file allowed.
-MAX_CONFIG_BYTES = 1_000_000  # same limit as configs/questions.py
 MAX_INTENT_RULES = 200
 MAX_RULE_ITEMS = 100  # patterns + keywords of one intent rule
 MAX_LIST_ITEMS = 100  # behaviours, known tools, downstream outcomes, transcript outcomes

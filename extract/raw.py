@@ -16,8 +16,8 @@ Decisions (documented here because callers depend on them):
   with a :class:`RawInputError` naming the file — its rows cannot be counted, so continuing
   would silently break ``raw = accepted + quarantined``. ``on_unreadable="report"`` skips the
   file and lists it in ``counts["unreadable_files"]`` (file + error) for callers that prefer a
-  partial day to no day (``extract.day`` then writes one file-level quarantine row per file). A missing required table (no ``transcripts/`` parquet at all) always
-  raises.
+  partial day to no day (``extract.day`` then writes one file-level quarantine row per file).
+  A missing required table (no ``transcripts/`` parquet at all) always raises.
 * **Invalid UTF-8**: in ``text`` it is *repaired* (invalid bytes → U+FFFD, counted in
   ``counts["repaired"]``) because dropping one message would cut a hole in the conversation;
   in any other string column (ids, role, channel, …) the row is quarantined, since an id that

@@ -47,8 +47,12 @@ class ConvocausalSettings(dg.ConfigurableResource):
 
     @property
     def unreadable_mode(self) -> str:
+        return self.reader_mode(self.on_unreadable)
+
+    @staticmethod
+    def reader_mode(on_unreadable: str) -> str:
         """The reader's name for ``on_unreadable`` (``extract.raw``: raise | report)."""
-        return "raise" if self.on_unreadable == "stop" else "report"
+        return "raise" if on_unreadable == "stop" else "report"
 
 
 def settings_from_env() -> ConvocausalSettings:

@@ -167,10 +167,18 @@ def test_directory_instead_of_file_rejected(layout):
         check_file_settings(**_settings(layout, raw_dir=layout / "signals.yaml"))
 
 
-def test_config_over_one_megabyte_rejected(layout):
+def test_config_over_one_megabyte_rejected_before_anything_is_written(layout):
+    """The size limit is the config loaders' own; a run stops on it before touching the store."""
+    from configs.questions import ConfigError
+    from convocausal.runner import run_pipeline
+
     (layout / "big.yml").write_text("# " + "x" * 1_000_001)
-    with pytest.raises(FileSettingError, match=r"^signals_config .*bytes is too large for a config \(max 1000000\)"):
-        check_file_settings(**_settings(layout, signals_config=layout / "big.yml"))
+    store = layout / "s.duckdb"
+    with pytest.raises(SignalsConfigError, match=r"big\.yml: 1000003 bytes is too large for a signals config"):
+        run_pipeline(layout / "raw", store, signals_config=layout / "big.yml")
+    with pytest.raises(ConfigError, match=r"big\.yml: 1000003 bytes is too large for a questions config"):
+        run_pipeline(layout / "raw", store, questions_config=layout / "big.yml")
+    assert not store.exists() and not store.with_name(store.name + ".parts").exists()
 
 
 def test_absolute_path_outside_allowed_roots_rejected(layout, tmp_path, monkeypatch):
