@@ -1,48 +1,48 @@
 """Per-question assets, one dynamic partition per registered question.
 
-One step computes the answer (the refuters, balance and diagnostics come out of the same fit)
-and materializes four assets — estimate, refutations, balance, diagnostics — with the
-estimate-level checks emitted from that same step (``check_specs``), so each partition's
-checks belong to that partition. The report asset turns the stored rows into a decision memo.
+One step answers the question (refuters, balance and diagnostics come out of the same fit) and
+materializes five assets: the estimate, then refutations, balance and diagnostics downstream of
+it, then the decision memo downstream of those three. The checks of the estimate are emitted
+from the same step, per question partition, after the memo is written: a failed blocking check
+stops consumers downstream of the question, but never leaves the memo that explains it stale.
 """
-
 
 import json
 from pathlib import Path
 
 import dagster as dg
 
-from checks.asset_checks import CHECKS, evaluate_checks
-from configs.questions import load_questions, validate_against_catalog
+from checks.catalog import CATALOG, NOT_APPLICABLE, NOT_RUN, PASSED
+from convocausal.questions.answer import answer_question
 from convocausal.report import decision_memo, plot_paths
-from convocausal.store import (
-    connect,
-    open_signals,
-    store_paths,
-    write_file_atomic,
-    write_refusal,
-    write_result,
-)
-from methods.router import answer_question
+from convocausal.store import connect, open_signals, write_file_atomic, write_refusal, write_result
 from pipelines.partitions import questions
 from pipelines.resources import ConvocausalSettings
 
 GROUP = "questions"
 ESTIMATE = dg.AssetKey("question_estimate")
+REFUTATIONS, BALANCE, DIAGNOSTICS = (dg.AssetKey(k) for k in
+                                     ("question_refutations", "question_balance", "question_diagnostics"))
+REPORT = dg.AssetKey("question_report")
 SPECS = [
     dg.AssetSpec(ESTIMATE, deps=["analysis_store"], partitions_def=questions, group_name=GROUP, kinds={"duckdb"},
                  description="The causal estimate with its interval, p-value, naive difference and method.",
                  owners=["team:convocausal"]),
-    dg.AssetSpec("question_refutations", partitions_def=questions, group_name=GROUP,
-                 kinds={"duckdb"}, description="Refutation tests: placebo, random common cause, subsets, sensitivity."),
-    dg.AssetSpec("question_balance", partitions_def=questions, group_name=GROUP,
-                 kinds={"duckdb"}, description="Covariate balance (SMD before/after matching)."),
-    dg.AssetSpec("question_diagnostics", partitions_def=questions, group_name=GROUP,
-                 kinds={"duckdb"}, description="Pre-flight and method diagnostics with thresholds and messages."),
+    dg.AssetSpec(REFUTATIONS, deps=[ESTIMATE], partitions_def=questions, group_name=GROUP, kinds={"duckdb"},
+                 description="Refutation tests: placebo, random common cause, subsets, sensitivity."),
+    dg.AssetSpec(BALANCE, deps=[ESTIMATE], partitions_def=questions, group_name=GROUP, kinds={"duckdb"},
+                 description="Covariate balance (SMD before/after matching)."),
+    dg.AssetSpec(DIAGNOSTICS, deps=[ESTIMATE], partitions_def=questions, group_name=GROUP, kinds={"duckdb"},
+                 description="Pre-flight and method diagnostics with thresholds and messages."),
+    dg.AssetSpec(REPORT, deps=[REFUTATIONS, BALANCE, DIAGNOSTICS], partitions_def=questions, group_name=GROUP,
+                 kinds={"markdown"}, owners=["team:convocausal"],
+                 description="Decision memo: decision, intervention, estimand, design, result, main risks, "
+                             "decision rule."),
 ]
 CHECK_SPECS = [
-    dg.AssetCheckSpec(name, asset=ESTIMATE, description=desc, blocking=blocking)
-    for name, _severity, blocking, desc, _methods in CHECKS
+    dg.AssetCheckSpec(spec.name, asset=ESTIMATE, description=spec.description, blocking=spec.blocking,
+                      partitions_def=questions)
+    for spec in CATALOG.values()
 ]
 
 
@@ -50,13 +50,16 @@ CHECK_SPECS = [
                 name="question_results")
 def question_results(context: dg.AssetExecutionContext, settings: ConvocausalSettings):
     qid = context.partition_key
-    question = load_questions(settings.questions_config).by_id().get(qid)
+    question = settings.question(qid)
     if question is None:
         raise dg.Failure(f"question `{qid}` is no longer in the questions config; remove its partition")
-    paths = store_paths(settings.store)
+    paths = settings.store_paths()
     with connect(paths.db, read_only=True) as store_con:
         catalog = store_con.execute("SELECT * FROM signal_catalog").df().to_dict(orient="records")
-    for warning in validate_against_catalog(question, catalog):
+    from configs.questions import validate_against_catalog
+    from convocausal.questions.registry import question_columns
+
+    for warning in validate_against_catalog(question, catalog, question_columns(question)):
         context.log.warning(warning)
     con = open_signals(paths)
     try:
@@ -65,82 +68,57 @@ def question_results(context: dg.AssetExecutionContext, settings: ConvocausalSet
         con.close()
     truth = _truth(settings, qid)
     run_id = context.run_id
-    if answer.result is None:
-        write_refusal(paths.db, run_id, qid, answer.method, question.outcome, question.estimand,
-                      answer.refusal or "refused", answer.preflight.diagnostics, true_effect=truth)
-    else:
-        write_result(paths.db, run_id, qid, answer.result, true_effect=truth,
-                     extra_diagnostics=answer.preflight.diagnostics, message=_why(question, answer))
-        plot_paths(paths, qid, answer.result.plots, write=True)
     r = answer.result
-    estimate_meta = {
+    if r is None:
+        write_refusal(paths.db, run_id, qid, answer.method, question.outcome, question.estimand,
+                      answer.refusal or "refused", answer.diagnostics, true_effect=truth, checks=answer.checks)
+    else:
+        write_result(paths.db, run_id, qid, r, true_effect=truth, extra_diagnostics=answer.preflight.diagnostics,
+                     message=answer.why, checks=answer.checks)
+        plot_paths(paths, qid, r.plots, write=True)
+    yield dg.MaterializeResult(asset_key=ESTIMATE, metadata=_estimate_metadata(answer, run_id, truth))
+    yield dg.MaterializeResult(asset_key=REFUTATIONS, metadata={
+        "refuters": dg.MetadataValue.json([vars(x) for x in (r.refutations if r else [])])})
+    yield dg.MaterializeResult(asset_key=BALANCE, metadata={
+        "rows": dg.MetadataValue.int(len(r.balance) if r else 0),
+        "all_passed": dg.MetadataValue.bool(bool(r and r.balance and all(b.passed for b in r.balance)))})
+    yield dg.MaterializeResult(asset_key=DIAGNOSTICS, metadata={
+        "diagnostics": dg.MetadataValue.json(json.loads(json.dumps(
+            [vars(d) for d in answer.diagnostics], default=str)))})
+    memo = decision_memo(paths, question)
+    out = paths.parts / "reports" / f"{qid}.md"
+    write_file_atomic(out, memo.markdown_files.encode("utf-8"))
+    yield dg.MaterializeResult(asset_key=REPORT, metadata={
+        "memo": dg.MetadataValue.md(memo.markdown_inline), "path": dg.MetadataValue.path(str(out))})
+    for check in answer.checks:
+        # Dagster knows passed/failed only; the four states travel in the metadata. A check that does
+        # not apply, or did not run, is never an ERROR (so it cannot block): its state says why.
+        yield dg.AssetCheckResult(
+            asset_key=ESTIMATE, check_name=check.name, passed=check.state in (PASSED, NOT_APPLICABLE),
+            severity=(dg.AssetCheckSeverity.ERROR if check.severity == "ERROR" and check.state not in
+                      (NOT_APPLICABLE, NOT_RUN) else dg.AssetCheckSeverity.WARN),
+            description=check.message, metadata={"state": dg.MetadataValue.text(check.state)},
+        )
+
+
+def _estimate_metadata(answer, run_id: str, truth: float | None) -> dict:
+    r = answer.result
+    meta = {
         "method": dg.MetadataValue.text(answer.method),
-        "why_this_method": dg.MetadataValue.text(_why(question, answer)),
+        "why_this_method": dg.MetadataValue.text(answer.why),
         "status": dg.MetadataValue.text("refused" if r is None else "ok"),
         "run_id": dg.MetadataValue.text(run_id),
     }
     if r is None:
-        estimate_meta["refusal"] = dg.MetadataValue.text(answer.refusal or "")
+        meta["refusal"] = dg.MetadataValue.text(answer.refusal or "")
     else:
-        estimate_meta.update({
-            "estimate": dg.MetadataValue.float(float(r.estimate)),
-            "ci_low": dg.MetadataValue.float(float(r.ci_low)),
-            "ci_high": dg.MetadataValue.float(float(r.ci_high)),
-            "p_value": dg.MetadataValue.float(float(r.p_value)),
-            "std_error": dg.MetadataValue.float(float(r.std_error)),
-            "naive_estimate": dg.MetadataValue.float(float(r.naive_estimate)),
-            "n_treated": dg.MetadataValue.int(int(r.n_treated)),
-            "n_control": dg.MetadataValue.int(int(r.n_control)),
-            "ci_method": dg.MetadataValue.text(r.ci_method),
-        })
+        meta.update({k: dg.MetadataValue.float(float(getattr(r, k))) for k in
+                     ("estimate", "ci_low", "ci_high", "p_value", "std_error", "naive_estimate")})
+        meta.update({k: dg.MetadataValue.int(int(getattr(r, k))) for k in ("n_treated", "n_control")})
+        meta["ci_method"] = dg.MetadataValue.text(r.ci_method)
     if truth is not None:
-        estimate_meta["true_effect (synthetic fixture)"] = dg.MetadataValue.float(float(truth))
-    yield dg.MaterializeResult(asset_key=ESTIMATE, metadata=estimate_meta)
-    yield dg.MaterializeResult(asset_key="question_refutations", metadata={
-        "refuters": dg.MetadataValue.json([vars(x) for x in (r.refutations if r else [])])})
-    yield dg.MaterializeResult(asset_key="question_balance", metadata={
-        "rows": dg.MetadataValue.int(len(r.balance) if r else 0),
-        "all_passed": dg.MetadataValue.bool(bool(r and r.balance and all(b.passed for b in r.balance)))})
-    yield dg.MaterializeResult(asset_key="question_diagnostics", metadata={
-        "diagnostics": dg.MetadataValue.json(json.loads(json.dumps(
-            [vars(d) for d in answer.diagnostics], default=str)))})
-    for check in evaluate_checks(answer):
-        yield dg.AssetCheckResult(
-            asset_key=ESTIMATE, check_name=check.name, passed=check.passed,
-            severity=dg.AssetCheckSeverity.ERROR if check.severity == "ERROR" else dg.AssetCheckSeverity.WARN,
-            description=check.message[:2000],
-            metadata={"applicable": dg.MetadataValue.bool(check.applicable)},
-        )
-
-
-@dg.asset(
-    # Not downstream of the estimate asset itself. A blocking check failure fails the whole
-    # results step, so Dagster then skips this memo too; `convocausal run` materializes it in a
-    # second run so the memo explaining the failure is always written.
-    deps=["question_refutations", "question_balance", "question_diagnostics"],
-    partitions_def=questions,
-    group_name=GROUP,
-    kinds={"markdown"},
-    owners=["team:convocausal"],
-    description="Decision memo: decision, intervention, estimand, design, result, main risks, decision rule.",
-)
-def question_report(context: dg.AssetExecutionContext, settings: ConvocausalSettings) -> dg.MaterializeResult:
-    qid = context.partition_key
-    question = load_questions(settings.questions_config).by_id()[qid]
-    paths = store_paths(settings.store)
-    memo = decision_memo(paths, question)
-    out = paths.parts / "reports" / f"{qid}.md"
-    write_file_atomic(out, memo.markdown_files.encode("utf-8"))
-    return dg.MaterializeResult(metadata={
-        "memo": dg.MetadataValue.md(memo.markdown_inline),
-        "path": dg.MetadataValue.path(str(out)),
-    })
-
-
-def _why(question, answer) -> str:
-    """Why this method, plus the design variant the method chose (e.g. synthetic control's prior weeks)."""
-    detail = answer.info.get("design_reason")
-    return question.why_method + (f" Design: {answer.info.get('design')} — {detail}" if detail else "")
+        meta["true_effect (synthetic fixture)"] = dg.MetadataValue.float(float(truth))
+    return meta
 
 
 def _truth(settings: ConvocausalSettings, qid: str) -> float | None:

@@ -6,9 +6,9 @@ from datetime import date
 import dagster as dg
 import polars as pl
 
+from configs.signals import load_signals_config
 from convocausal.store import publish, store_paths, write_day
 from extract.catalog import build_catalog
-from extract.config import load_signals_config
 from extract.day import ExtractionTotals, extract_days
 from extract.raw import list_transcript_days, load_customers, load_outcomes
 from pipelines.partitions import days_backfill_policy, transcript_days
@@ -28,9 +28,17 @@ from pipelines.resources import ConvocausalSettings
     ),
 )
 def signals_day(context: dg.AssetExecutionContext, settings: ConvocausalSettings) -> dg.MaterializeResult:
+    """Extract the run's day partitions; each day's materialization carries that day's own counts.
+
+    A backfill is one run over many days (``days_backfill_policy``), but Dagster records one
+    materialization per partition. Metadata on the returned ``MaterializeResult`` would be copied
+    onto every one of them, so a 2-day backfill would show the pair's total on both days. Instead
+    each day's counts are attached to its own partition with
+    ``context.add_asset_metadata(..., partition_key=day)``; the run's totals go to the log.
+    """
     config = load_signals_config(settings.signals_config)
     paths = store_paths(settings.store)
-    present = set(list_transcript_days(settings.raw_path, settings.unreadable_mode))
+    present = set(list_transcript_days(settings.raw_path, settings.on_unreadable))
     outcomes = load_outcomes(settings.raw_path, None)
     customers = load_customers(settings.raw_path)
     totals = ExtractionTotals()
@@ -38,25 +46,37 @@ def signals_day(context: dg.AssetExecutionContext, settings: ConvocausalSettings
     days = []
     for key in context.partition_keys:
         (days if date.fromisoformat(key) in present else empty_days).append(date.fromisoformat(key))
+    for day in empty_days:
+        context.add_asset_metadata(_metadata(ExtractionTotals(), days_without_data=1), partition_key=day.isoformat())
     for result in extract_days(settings.raw_path, days, config, outcomes, customers,
-                               on_unreadable=settings.unreadable_mode):
+                               on_unreadable=settings.on_unreadable):
         write_day(paths, result.day, result.signals, result.quarantine)
         totals.add(result)
+        day_totals = ExtractionTotals()
+        day_totals.add(result)
+        context.add_asset_metadata(_metadata(day_totals, days_without_data=0), partition_key=result.day.isoformat())
     for line in totals.warnings():
         context.log.warning(line)
     if empty_days:
         shown = ", ".join(d.isoformat() for d in empty_days[:10])
         context.log.warning(f"no transcripts for {len(empty_days)} day(s): {shown}")
-    return dg.MaterializeResult(
-        metadata={
-            **{k: dg.MetadataValue.int(getattr(totals, k)) for k in (
-                "conversations", "messages_accepted", "messages_quarantined", "conversations_with_turn_gaps",
-                "conversations_ts_not_monotonic", "texts_repaired")},
-            "quarantined_by_reason": dg.MetadataValue.json(totals.quarantined_by_reason),
-            "days_without_data": dg.MetadataValue.int(len(empty_days)),
-            "unreadable_files": dg.MetadataValue.int(len(totals.unreadable_files)),
-        }
+    context.log.info(
+        f"signals_day totals over {len(context.partition_keys)} day(s): "
+        + ", ".join(f"{k}={v.value}" for k, v in _metadata(totals, days_without_data=len(empty_days)).items())
     )
+    return dg.MaterializeResult()
+
+
+def _metadata(totals: ExtractionTotals, days_without_data: int) -> dict[str, dg.MetadataValue]:
+    """The materialization metadata of one day (or, for the log line, of the whole run)."""
+    return {
+        **{k: dg.MetadataValue.int(getattr(totals, k)) for k in (
+            "conversations", "messages_accepted", "messages_quarantined", "conversations_with_turn_gaps",
+            "conversations_ts_not_monotonic", "texts_repaired")},
+        "quarantined_by_reason": dg.MetadataValue.json(totals.quarantined_by_reason),
+        "days_without_data": dg.MetadataValue.int(days_without_data),
+        "unreadable_files": dg.MetadataValue.int(len(totals.unreadable_files)),
+    }
 
 
 @dg.asset(

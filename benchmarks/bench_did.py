@@ -66,7 +66,7 @@ def child_compressed(db: str, rows: int, n_boot: int) -> dict:
     import duckdb
 
     from methods.did import estimate_did
-    from methods.did_compress import compress
+    from methods.did.compress import compress
 
     base_mb = _peak_mb()
     con = duckdb.connect(db, read_only=True)

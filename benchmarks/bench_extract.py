@@ -47,7 +47,7 @@ def _child_scan(out_dir: str, repeats: int) -> dict:
 def _child_extract(out_dir: str, repeats: int) -> dict:
     import polars as pl
 
-    from extract.config import load_signals_config
+    from configs.signals import load_signals_config
     from extract.signals import extract_signals
 
     cfg = load_signals_config()

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from convocausal.runner import run_pipeline
+from pipelines.runner import run_pipeline
 
 
 def main() -> None:

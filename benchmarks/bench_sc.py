@@ -18,8 +18,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from methods import synthetic_control as sc
-from methods.sc_weights import fit_weights
+from methods.sc import estimate as sc
+from methods.sc.weights import fit_weights
 
 
 def make_panel(n_donors: int, n_periods: int, launch: int, effect: float, seed: int) -> pd.DataFrame:
@@ -64,7 +64,7 @@ def main() -> None:
         "placebo_fits_per_s": round(args.donors / placebo_s, 1), "estimate_sc_total_s": round(full_s, 2),
         "nonzero_weights": int((w > 1e-8).sum()), "placebo_p_value": placebo["p_value"],
         "true_effect": args.effect, "estimate": round(res.estimate, 4),
-        "ci": [round(res.ci_low, 4), round(res.ci_high, 4)], "checks": res.checks(),
+        "ci": [round(res.ci_low, 4), round(res.ci_high, 4)], "checks": {d.name: d.passed for d in res.diagnostics},
     }, indent=1))
 
 

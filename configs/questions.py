@@ -15,32 +15,17 @@ from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
+from configs.safe_yaml import load_yaml, parse_yaml  # the one reader and size limit (MAX_CONFIG_BYTES)
+
 DEFAULT_PATH = Path(__file__).with_name("questions.yaml")
-MAX_CONFIG_BYTES = 1_000_000
 MAX_QUESTIONS = 500
 
 Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
 QuestionId = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
 # Selector values are data, compared through query parameters, never pasted into SQL.
 SelectorValue = Annotated[str, StringConstraints(max_length=200)] | int | bool
-
-DESIGN_TO_METHOD = {
-    "coexisting_variants": "propensity_matching",
-    "shipped_change": "synthetic_control",
-    "partial_rollout": "diff_in_diff",
-}
-METHOD_WHY = {
-    "propensity_matching": "two behaviours coexist in the logs, so conversations that were alike on "
-    "everything that pushed the agent one way or the other can be compared (propensity matching)",
-    "synthetic_control": "a change shipped at a known date to some cohorts, so a weighted mix of cohorts "
-    "it never reached gives the counterfactual trajectory (synthetic control)",
-    "diff_in_diff": "a feature reached a subset at a known date, so the treated group's change is "
-    "compared with the untouched groups' change over the same weeks (difference-in-differences)",
-}
-
 
 class ConfigError(ValueError):
     """A question config that cannot run: the message names the question, the field and the fix."""
@@ -57,8 +42,10 @@ class Question(BaseModel):
 
     id: QuestionId
     description: str = Field(default="", max_length=2000)
-    design: Literal["coexisting_variants", "shipped_change", "partial_rollout"] | None = None
-    method: Literal["propensity_matching", "synthetic_control", "diff_in_diff"] | None = None
+    # Which designs and methods exist is the method registry's (convocausal/questions/registry.py),
+    # which also checks that the fields a method needs are set.
+    design: Identifier | None = None
+    method: Identifier | None = None
     outcome: Identifier
     estimand: Literal["ATT", "ATE"] = "ATT"
     window: Window | None = None
@@ -75,56 +62,9 @@ class Question(BaseModel):
     fixed_effects: list[Identifier] = Field(default_factory=lambda: ["intent", "hour_of_day"], max_length=20)
     cluster: Identifier | None = None
 
-    @model_validator(mode="after")
-    def _shape(self) -> Question:
-        method = self.resolved_method
-        if method == "propensity_matching":
-            if not self.treatment:
-                raise ValueError("propensity matching needs `treatment` (a behaviour column)")
-            if not self.covariates:
-                raise ValueError("propensity matching needs `covariates` (pre-treatment signals)")
-        else:
-            if not self.treated:
-                raise ValueError(f"{method} needs `treated` (column: [values]) to pick the treated group")
-            if self.launch is None:
-                raise ValueError(f"{method} needs `launch` (the date the change shipped)")
-            for col, values in self.treated.items():
-                if not values or len(values) > 1000:
-                    raise ValueError(f"`treated.{col}` needs between 1 and 1000 values")
-        if method == "diff_in_diff" and self.time_bucket == "hour":
-            raise ValueError("diff-in-diff takes time_bucket `week` or `date`")
-        if method == "synthetic_control" and not self.unit_by:
-            raise ValueError("synthetic control needs `unit_by` (the columns that define cohorts)")
-        return self
-
-    @property
-    def resolved_method(self) -> str:
-        if self.method:
-            return self.method
-        if self.design:
-            return DESIGN_TO_METHOD[self.design]
-        raise ValueError("a question needs a `design` or an explicit `method`")
-
-    @property
-    def why_method(self) -> str:
-        how = f"design `{self.design}`" if self.design and not self.method else f"method `{self.method}` set explicitly"
-        return f"{METHOD_WHY[self.resolved_method]}; chosen from {how}."
-
     def fingerprint(self) -> str:
         """Stable hash of the question's content: the sensor re-runs a question when it changes."""
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
-
-    def columns(self) -> dict[str, list[str]]:
-        """Every signals column the question names, by role (for validation against the catalog)."""
-        return {
-            "outcome": [self.outcome],
-            "treatment": [self.treatment] if self.treatment else [],
-            "covariates": list(self.covariates),
-            "treated": list(self.treated or {}),
-            "unit_by": list(self.unit_by),
-            "fixed_effects": list(self.fixed_effects) if self.resolved_method == "diff_in_diff" else [],
-            "cluster": [self.cluster] if self.cluster else [],
-        }
 
 
 class QuestionSet(BaseModel):
@@ -145,22 +85,19 @@ class QuestionSet(BaseModel):
 
 
 def load_questions(path: str | Path | None = None) -> QuestionSet:
-    """Read and shape-check the registry. Raises ConfigError with a readable message."""
+    """Read and shape-check the registry. Raises ConfigError with a readable message.
+
+    Read by the shared safe loader (``configs.safe_yaml``), as the signals config is.
+    """
     path = Path(path) if path else DEFAULT_PATH
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the questions config ({exc.strerror})") from exc
-    if size > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: {size} bytes is too large for a questions config (max {MAX_CONFIG_BYTES})")
-    return parse_questions(path.read_text(encoding="utf-8"), source=str(path))
+    return _validate_questions(load_yaml(path, "questions config", ConfigError), source=str(path))
 
 
 def parse_questions(text: str, source: str = "<questions>") -> QuestionSet:
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not plain YAML (tags and code are not allowed): {exc}".splitlines()[0]) from exc
+    return _validate_questions(parse_yaml(text, source, ConfigError), source)
+
+
+def _validate_questions(raw: object, source: str) -> QuestionSet:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping with a `questions:` list")
     try:
@@ -181,14 +118,16 @@ def _question_id_at(raw: dict, loc: tuple) -> str | None:
     return None
 
 
-def validate_against_catalog(question: Question, catalog: list[dict]) -> list[str]:
+def validate_against_catalog(question: Question, catalog: list[dict], columns: dict[str, list[str]]) -> list[str]:
     """Check every name against the signals catalog; raise ConfigError, return warnings.
 
-    ``catalog`` rows: name, kind, measured_at (start|turn|end), agent_controlled.
+    ``catalog`` rows: name, kind, measured_at (start|turn|end), agent_controlled. ``columns``: the
+    signals columns the question names, by role (``registry.question_columns``: which fields name
+    columns depends on the method).
     """
     by_name = {row["name"]: row for row in catalog}
     available = ", ".join(sorted(by_name))
-    for role, names in question.columns().items():
+    for role, names in columns.items():
         for name in names:
             if name not in by_name:
                 raise ConfigError(

@@ -21,7 +21,7 @@ class UsageError(Exception):
 
 def main(argv: list[str] | None = None) -> int:
     # Dagster flags the backfill policy API as beta on every import; it is noise for a user.
-    warnings.filterwarnings("ignore", message=".*is currently in beta.*")
+    warnings.filterwarnings("ignore", message=".*is currently in (beta|preview).*")
     parser = _parser()
     args = parser.parse_args(argv)
     try:
@@ -40,10 +40,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _is_input_error(exc: Exception) -> bool:
     from configs.questions import ConfigError
+    from convocausal.questions.cli_values import ValueTypeError
     from methods.result import MethodRefusal
 
     names = {type(e).__name__ for e in _chain(exc)}
-    return isinstance(exc, (ConfigError, MethodRefusal, FileNotFoundError)) or bool(
+    return isinstance(exc, (ConfigError, MethodRefusal, FileNotFoundError, ValueTypeError)) or bool(
         names & {"RawInputError", "ConfigError", "SignalsConfigError", "ColumnError", "MethodRefusal",
                  "FileSettingError"}
     )
@@ -78,34 +79,17 @@ def _parser() -> argparse.ArgumentParser:
                         "quarantine it with a warning and estimate from the readable files")
     r.set_defaults(func=_cmd_run)
 
+    from convocausal.questions.registry import REGISTRY
+
     e = sub.add_parser("estimate", help="run one method on any table")
     esub = e.add_subparsers(dest="method", required=True)
-    for name in ("psm", "sc", "did"):
-        m = esub.add_parser(name)
+    for spec in REGISTRY.values():  # one subcommand per registered method, its arguments from its entry
+        m = esub.add_parser(spec.cli_name, help=spec.cli_help)
         m.add_argument("--data", required=True, type=Path)
         m.add_argument("--json", action="store_true")
         m.add_argument("--seed", type=int, default=0)
-        m.set_defaults(func=_cmd_estimate)
-    psm = esub.choices["psm"]
-    psm.add_argument("--treatment", required=True)
-    psm.add_argument("--outcome", required=True)
-    psm.add_argument("--covariates", required=True)
-    psm.add_argument("--estimand", choices=["ATT", "ATE"], default="ATT")
-    sc = esub.choices["sc"]
-    sc.add_argument("--unit", required=True)
-    sc.add_argument("--time", required=True)
-    sc.add_argument("--outcome", required=True)
-    sc.add_argument("--treated", required=True, help="treated unit(s), comma-separated")
-    sc.add_argument("--launch", required=True)
-    sc.add_argument("--weight", default=None, help="optional volume column")
-    did = esub.choices["did"]
-    did.add_argument("--outcome", required=True)
-    did.add_argument("--treated", required=True)
-    did.add_argument("--post", default=None)
-    did.add_argument("--time", default=None)
-    did.add_argument("--launch", default=None)
-    did.add_argument("--fixed-effects", default="")
-    did.add_argument("--cluster", default=None)
+        spec.add_cli_arguments(m)
+        m.set_defaults(func=_cmd_estimate, method_spec=spec.name)
     return p
 
 
@@ -124,8 +108,8 @@ def _cmd_fixtures(args) -> int:
 
 def _cmd_run(args) -> int:
     from convocausal.report import format_run_table
-    from convocausal.runner import run_pipeline
     from convocausal.store import unreadable_files
+    from pipelines.runner import run_pipeline
 
     if not args.raw.is_dir():
         raise UsageError(f"--raw {args.raw}: not a directory")
@@ -149,37 +133,23 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_estimate(args) -> int:
+    from checks.verdict import states
+    from convocausal.questions.answer import result_checks
+    from convocausal.questions.registry import REGISTRY
+
     df = _read_table(args.data)
     _require_columns(df, args)
-    if args.method == "psm":
-        from methods.psm import estimate_psm
-
-        result = estimate_psm(
-            df, treatment=args.treatment, outcome=args.outcome,
-            covariates=_split(args.covariates), estimand=args.estimand, seed=args.seed,
-        )
-    elif args.method == "sc":
-        from methods.synthetic_control import estimate_sc
-
-        treated = _coerce_like(df[args.unit], _split(args.treated))
-        launch = _coerce_like(df[args.time], [args.launch])[0]
-        result = estimate_sc(df, unit=args.unit, time=args.time, outcome=args.outcome,
-                             treated_units=treated, launch=launch, weight=args.weight)
-    else:
-        if not args.post and not (args.time and args.launch is not None):
-            raise UsageError("did needs --post COL, or --time COL with --launch VALUE")
-        from methods.did import estimate_did
-
-        launch = _coerce_like(df[args.time], [args.launch])[0] if args.time and args.launch is not None else None
-        result = estimate_did(df, outcome=args.outcome, treated=args.treated, post=args.post, time=args.time,
-                              launch=launch, fixed_effects=_split(args.fixed_effects), cluster=args.cluster,
-                              seed=args.seed)
+    result = REGISTRY[args.method_spec].estimate_from_args(df, args)
+    checks = result_checks(result)
     if args.json:
-        print(json.dumps(result.to_json(), indent=2, default=str))
+        out = result.to_json()
+        out["checks"] = states(checks)
+        print(json.dumps(out, indent=2, default=str))
     else:
         from convocausal.report import format_result
 
         print(format_result(result))
+        print("  checks: " + ", ".join(f"{c.name} {c.state}" for c in checks if c.state != "not_applicable"))
     return 0
 
 
@@ -203,7 +173,7 @@ def _require_columns(df, args) -> None:
     for attr in ("treatment", "outcome", "unit", "time", "post", "cluster", "weight"):
         if getattr(args, attr, None):
             names.append(getattr(args, attr))
-    if args.method == "did":
+    if args.method == "did":  # did's --treated is a column; sc's names units
         names.append(args.treated)
     for attr in ("covariates", "fixed_effects"):
         names.extend(_split(getattr(args, attr, "") or ""))
@@ -215,33 +185,9 @@ def _require_columns(df, args) -> None:
 
 
 def _split(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
+    from convocausal.questions.cli_values import split_list
 
-
-def _coerce_like(series, values: list[str]) -> list:
-    """Parse command-line values to the dtype of the column they are compared with."""
-    import pandas as pd
-
-    out = []
-    for v in values:
-        try:
-            if pd.api.types.is_bool_dtype(series):
-                out.append(v.lower() in ("1", "true", "yes"))
-            elif pd.api.types.is_integer_dtype(series):
-                out.append(int(v))
-            elif pd.api.types.is_float_dtype(series):
-                out.append(float(v))
-            elif pd.api.types.is_datetime64_any_dtype(series):
-                ts = pd.Timestamp(v)
-                tz = getattr(series.dt, "tz", None)
-                out.append(ts.tz_localize(tz) if tz is not None and ts.tzinfo is None else ts)
-            elif len(series) and hasattr(series.iloc[0], "isoformat") and not isinstance(series.iloc[0], str):
-                out.append(pd.Timestamp(v).date())
-            else:
-                out.append(v)
-        except ValueError as exc:
-            raise UsageError(f"value {v!r} does not match the type of column {series.name!r}") from exc
-    return out
+    return split_list(text)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ file is read or written. The rules:
 * no ``..`` component, checked on the text before resolving (classic traversal);
 * no URL scheme (``file://``, ``s3://``, ...): these settings are local paths;
 * configs end in ``.yaml``/``.yml`` and resolve (symlinks followed) to a regular file (their
-  size limit is the loaders' own, ``configs.questions`` / ``extract.config``); the truth file ends in ``.json``; an existing store is a DuckDB database (its header
-  says so), so a mistyped or hostile store path never overwrites another file; raw_dir, where it
+  size limit is the loaders' own, ``configs.safe_yaml``, shared by ``configs.questions`` and
+  ``configs.signals``); the truth file ends in ``.json``; an existing store is a DuckDB database
+  (its header says so), so a mistyped or hostile store path never overwrites another file; raw_dir, where it
   exists, is a directory;
 * with ``allowed_roots`` (or ``CONVOCAUSAL_ALLOWED_ROOTS``: absolute directories separated by
   ``os.pathsep``), every setting must resolve inside one of the roots, so an absolute path

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from configs.questions import Question
+from convocausal.questions.registry import why_method
 from convocausal.store import StorePaths, connect, write_file_atomic
 from methods.result import EstimateResult
 
@@ -34,7 +35,7 @@ def format_run_table(rows: list[dict], truth: dict) -> str:
     head += f" {'truth':>8} {'covers':>6}  checks failed" if truth else "  checks failed"
     lines = [head, "-" * len(head)]
     for r in rows:
-        failed = [k for k, v in (r.get("checks") or {}).items() if not v]
+        failed = [k for k, v in (r.get("checks") or {}).items() if v == "failed"]
         ci = f"[{_num(r.get('ci_low'))}, {_num(r.get('ci_high'))}]"
         line = (f"{r['question_id']:<24} {r['method']:<20} {_num(r.get('estimate')):>9} {ci:>21} "
                 f"{_num(r.get('p_value'), '{:.3f}'):>7} {_num(r.get('naive_estimate')):>8}")
@@ -101,7 +102,8 @@ def decision_memo(paths: StorePaths, question: Question) -> Memo:
         refs = con.execute("SELECT * FROM refutations WHERE run_id = ? AND question_id = ?", key).df()
         diags = con.execute("SELECT * FROM diagnostics WHERE run_id = ? AND question_id = ?", key).df()
         bal = con.execute("SELECT * FROM balance WHERE run_id = ? AND question_id = ?", key).df()
-    body = _memo_body(question, row, refs, diags, bal)
+        checks = con.execute("SELECT * FROM checks WHERE run_id = ? AND question_id = ?", key).df()
+    body = _memo_body(question, row, refs, diags, bal, checks)
     plots = plot_paths(paths, question.id)
     inline = body + "".join(
         f"\n\n**{name}**\n\n![{name}](data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()})"
@@ -111,11 +113,13 @@ def decision_memo(paths: StorePaths, question: Question) -> Memo:
     return Memo(inline, files)
 
 
-def _memo_body(question: Question, row: dict, refs, diags, bal) -> str:
+def _memo_body(question: Question, row: dict, refs, diags, bal, checks) -> str:
     refused = row.get("status") == "refused"
     failed = diags[~diags["passed"].astype(bool)] if not diags.empty else diags
     failed_refs = refs[~refs["passed"].astype(bool)] if not refs.empty else refs
-    blocking = [n for n in failed["name"]] if not failed.empty else []
+    # "do not act" follows the check catalogue: a failed ERROR check, or one that could not run
+    errors = checks[(checks["severity"] == "ERROR") & (checks["state"].isin(["failed", "not_run"]))]
+    blocking = list(errors["check_name"]) if not checks.empty else []
     if refused:
         decision = f"**No decision yet.** The question was refused: {row.get('message')}"
     elif row["ci_low"] is not None and (row["ci_low"] > 0 or row["ci_high"] < 0) and not blocking:
@@ -133,7 +137,7 @@ def _memo_body(question: Question, row: dict, refs, diags, bal) -> str:
         "## Intervention",
         _intervention(question),
         "## Estimand", f"{row['estimand']} on `{question.outcome}`.",
-        "## Design", row.get("message") if not refused and row.get("message") else question.why_method,
+        "## Design", row.get("message") if not refused and row.get("message") else why_method(question),
         "## Result",
     ]
     if not refused:
@@ -145,13 +149,18 @@ def _memo_body(question: Question, row: dict, refs, diags, bal) -> str:
         if row.get("true_effect") is not None and row["true_effect"] == row["true_effect"]:
             lines.append(f"True effect built into the synthetic data: {row['true_effect']:+.4f}.")
     lines.append("## Checks")
-    lines.append("| check | value | threshold | passed | note |\n|---|---|---|---|---|")
-    for _, d in diags.iterrows():
-        lines.append(f"| {d['name']} | {_num(d['value'], '{:.4g}')} | {_num(d['threshold'], '{:.4g}')} | "
-                     f"{'yes' if d['passed'] else '**no**'} | {str(d['message'])[:300]} |")
-    for _, r in refs.iterrows():
-        lines.append(f"| refuter: {r['refuter']} | {_num(r['new_effect'])} | — | {'yes' if r['passed'] else '**no**'} | "
-                     f"{str(r['message'])[:300]} |")
+    if not checks.empty:
+        lines.append("| check | severity | state | note |\n|---|---|---|---|\n" + "\n".join(
+            f"| {c['check_name']} | {c['severity']} | {c['state'] if c['state'] != 'failed' else '**failed**'} | "
+            f"{_cell(c['message'])} |" for _, c in checks[checks["state"] != "not_applicable"].iterrows()))
+    lines.append("### Diagnostics")
+    # one block per table: rows joined by single newlines, or Markdown shows a header-only table
+    rows = ["| diagnostic | value | threshold | passed | note |", "|---|---|---|---|---|"]
+    rows += [f"| {d['name']} | {_num(d['value'], '{:.4g}')} | {_num(d['threshold'], '{:.4g}')} | "
+             f"{'yes' if d['passed'] else '**no**'} | {_cell(d['message'])} |" for _, d in diags.iterrows()]
+    rows += [f"| refuter: {r['refuter']} | {_num(r['new_effect'])} | — | {'yes' if r['passed'] else '**no**'} | "
+             f"{_cell(r['message'])} |" for _, r in refs.iterrows()]
+    lines.append("\n".join(rows))
     if not bal.empty:
         worst = bal.reindex(bal["smd_after"].abs().sort_values(ascending=False).index).head(5)
         lines.append("\nLargest |SMD| after matching: " + ", ".join(
@@ -165,6 +174,11 @@ def _memo_body(question: Question, row: dict, refs, diags, bal) -> str:
     lines.append("Act when the 95% interval excludes zero, every ERROR-severity check passes and the refuters "
                  "hold; otherwise collect more data or fix the failing check first.")
     return "\n\n".join(x for x in lines if x is not None)
+
+
+def _cell(text) -> str:
+    """A table cell: the whole message on one line, pipes escaped (never cut mid-word)."""
+    return " ".join(str(text).split()).replace("|", "\\|")
 
 
 def _intervention(question: Question) -> str:

@@ -48,9 +48,17 @@ RESULT_TABLES_DDL = {
     "diagnostics": """
         CREATE TABLE IF NOT EXISTS diagnostics (
             run_id VARCHAR, question_id VARCHAR, name VARCHAR, value DOUBLE, threshold DOUBLE,
-            passed BOOLEAN, message VARCHAR, severity VARCHAR
+            passed BOOLEAN, message VARCHAR, severity VARCHAR, check_name VARCHAR
+        )""",
+    "checks": """
+        CREATE TABLE IF NOT EXISTS checks (
+            run_id VARCHAR, question_id VARCHAR, check_name VARCHAR, state VARCHAR, severity VARCHAR,
+            blocking BOOLEAN, description VARCHAR, message VARCHAR
         )""",
 }
+# Columns added after a table's first release: stores written by an earlier version gain them on
+# the next write instead of failing the insert.
+ADDED_COLUMNS = {"diagnostics": {"check_name": "VARCHAR"}}
 
 
 @dataclass(frozen=True)
@@ -171,8 +179,7 @@ def publish(paths: StorePaths, catalog: pl.DataFrame | None = None,
             if catalog is not None:
                 con.register("_catalog", catalog.to_arrow())
                 con.execute("CREATE OR REPLACE TABLE signal_catalog AS SELECT * FROM _catalog")
-            for ddl in RESULT_TABLES_DDL.values():
-                con.execute(ddl)
+            ensure_result_tables(con)
             for table in ("signals", "quarantine"):
                 counts[table] = _count(con, table)
             con.execute("COMMIT")
@@ -180,6 +187,15 @@ def publish(paths: StorePaths, catalog: pl.DataFrame | None = None,
             con.execute("ROLLBACK")
             raise
     return counts
+
+
+def ensure_result_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the result tables if missing, and add columns newer versions write."""
+    for ddl in RESULT_TABLES_DDL.values():
+        con.execute(ddl)
+    for table, columns in ADDED_COLUMNS.items():
+        for name, dtype in columns.items():
+            con.execute(f'ALTER TABLE {table} ADD COLUMN IF NOT EXISTS "{name}" {dtype}')
 
 
 def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
@@ -199,8 +215,12 @@ def write_result(
     message: str = "",
     true_effect: float | None = None,
     extra_diagnostics: list | None = None,
+    checks: list | None = None,
 ) -> None:
-    """Write one question's estimate, refutations, balance and diagnostics atomically."""
+    """Write one question's estimate, refutations, balance, diagnostics and check states atomically.
+
+    ``checks``: ``checks.verdict.CheckOutcome``-like objects (name, state, severity, blocking,
+    description, message)."""
     r = result
     row = [r.method, r.estimand, r.outcome, _f(r.estimate), _f(r.std_error), _f(r.ci_low), _f(r.ci_high),
            _f(r.p_value), int(r.n_treated), int(r.n_control), _f(r.naive_estimate)]
@@ -210,27 +230,27 @@ def write_result(
                      for x in r.refutations],
         balance=[[b.covariate, _f(b.smd_before), _f(b.smd_after), bool(b.passed),
                   _f(b.variance_ratio_before), _f(b.variance_ratio_after)] for b in r.balance],
-        diagnostics=list(r.diagnostics) + list(extra_diagnostics or []),
+        diagnostics=list(extra_diagnostics or []) + list(r.diagnostics), checks=checks or [],
     )
 
 
 def write_refusal(db, run_id: str, question_id: str, method: str, outcome: str, estimand: str,
-                  reason: str, diagnostics: list, true_effect: float | None = None) -> None:
+                  reason: str, diagnostics: list, true_effect: float | None = None,
+                  checks: list | None = None) -> None:
     """Record a refused question: an estimates row with status 'refused', NULL numbers, the reason."""
     row = [method, estimand, outcome, None, None, None, None, None, 0, 0, None]
     _replace_question_rows(db, run_id, question_id, row, "", "refused", reason, true_effect,
-                           refutations=[], balance=[], diagnostics=diagnostics)
+                           refutations=[], balance=[], diagnostics=diagnostics, checks=checks or [])
 
 
 def _replace_question_rows(db, run_id, question_id, estimate_row, ci_method, status, message, true_effect,
-                           *, refutations, balance, diagnostics) -> None:
+                           *, refutations, balance, diagnostics, checks) -> None:
     """Delete then insert every row of (run_id, question_id) in one transaction: idempotent."""
     key = [run_id, question_id]
     with connect(db) as con:
         con.execute("BEGIN TRANSACTION")
         try:
-            for ddl in RESULT_TABLES_DDL.values():
-                con.execute(ddl)
+            ensure_result_tables(con)
             for table in RESULT_TABLES_DDL:
                 con.execute(f"DELETE FROM {table} WHERE run_id = ? AND question_id = ?", key)
             con.execute(
@@ -243,9 +263,15 @@ def _replace_question_rows(db, run_id, question_id, estimate_row, ci_method, sta
                 con.executemany("INSERT INTO balance VALUES (?,?,?,?,?,?,?,?)", [key + b for b in balance])
             if diagnostics:
                 con.executemany(
-                    "INSERT INTO diagnostics VALUES (?,?,?,?,?,?,?,?)",
-                    [key + [d.name, _f(d.value), _f(d.threshold), bool(d.passed), d.message, d.severity]
-                     for d in diagnostics],
+                    "INSERT INTO diagnostics (run_id, question_id, name, value, threshold, passed, message, severity, "
+                    "check_name) VALUES (?,?,?,?,?,?,?,?,?)",
+                    [key + [d.name, _f(d.value), _f(d.threshold), bool(d.passed), d.message, d.severity,
+                            getattr(d, "check", None)] for d in diagnostics],
+                )
+            if checks:
+                con.executemany(
+                    "INSERT INTO checks VALUES (?,?,?,?,?,?,?,?)",
+                    [key + [c.name, c.state, c.severity, bool(c.blocking), c.description, c.message] for c in checks],
                 )
             con.execute("COMMIT")
         except Exception:

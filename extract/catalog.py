@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from extract.config import SignalsConfig
+from configs.signals import SignalsConfig
 
 UTC_TS = pl.Datetime("us", "UTC")
 _OUTCOME_DTYPES: dict[str, pl.DataType] = {

@@ -17,7 +17,13 @@ from pathlib import Path
 import polars as pl
 
 from extract.history import load_history
-from extract.raw import QUARANTINE_SCHEMA, REASON_UNREADABLE_FILE, RawBatch, load_transcripts_day
+from extract.raw import (
+    QUARANTINE_SCHEMA,
+    REASON_UNREADABLE_FILE,
+    OnUnreadable,
+    RawBatch,
+    load_transcripts_day,
+)
 from extract.redact import redact_text
 from extract.signals import extract_signals
 
@@ -40,10 +46,10 @@ def extract_day(raw_dir: str | Path, day: date, config, outcomes: RawBatch, cust
 
 def extract_days(raw_dir: str | Path, days: list[date], config, outcomes: RawBatch, customers: RawBatch,
                  intent_extractor=None, max_messages: int = DEFAULT_CHUNK_MESSAGES,
-                 on_unreadable: str = "raise") -> Iterator[DayResult]:
+                 on_unreadable: OnUnreadable = "stop") -> Iterator[DayResult]:
     """Yield one DayResult per day, extracting consecutive days together up to ``max_messages``.
 
-    ``on_unreadable="report"`` skips a corrupt file and puts one file-level row in the day's
+    ``on_unreadable="quarantine"`` skips a corrupt file and puts one file-level row in the day's
     quarantine (``raw_row`` null: its rows cannot be counted) instead of stopping the run.
     """
     pending: list[tuple[date, RawBatch]] = []

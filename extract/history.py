@@ -35,7 +35,7 @@ def load_history(raw_dir: str | Path, day: date, window_days: float) -> pl.DataF
     for f in files:
         try:
             frames.append(pl.scan_parquet(f).select("conversation_id", "customer_id", "ts"))
-        except Exception:  # noqa: BLE001 - an unreadable file is reported by validation, not here
+        except Exception:  # noqa: BLE001, S112 - an unreadable file is reported by validation, not here
             continue
     if not frames:
         return pl.DataFrame(schema=HISTORY_SCHEMA)

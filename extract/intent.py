@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 import polars as pl
 
-from extract.config import SignalsConfig
+from configs.signals import SignalsConfig
 
 
 @runtime_checkable

@@ -1,9 +1,11 @@
 """The small result object every method returns.
 
-One shape for all three methods so the store writer, the CLI's ``--json`` and the Dagster
+One shape for every method so the store writer, the CLI's ``--json`` and the Dagster
 assets treat them alike. ``tidy()`` gives the one-row estimate table (as statsmodels'
 ``summary_frame`` or pyfixest's ``tidy`` do); the check lists map one-to-one onto the
-store tables ``refutations``, ``balance`` and ``diagnostics`` (CONTRACT §2).
+store tables ``refutations``, ``balance`` and ``diagnostics`` (CONTRACT §2). Verdicts (which
+check passed) are not computed here: a diagnostic names the check it feeds (``check``) and the
+check catalogue in ``checks/`` turns them into check states.
 """
 
 from __future__ import annotations
@@ -13,8 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-
-METHODS = ("propensity_matching", "synthetic_control", "diff_in_diff")
 
 
 @dataclass
@@ -41,7 +41,12 @@ class BalanceRow:
 
 @dataclass
 class Diagnostic:
-    """A named check with its value, threshold and a sentence a PM can read."""
+    """A named measurement with its value, threshold and a sentence a PM can read.
+
+    ``check`` names the catalogue check this diagnostic feeds (``checks/catalog.py``), e.g.
+    ``"pre_trend"``; None for a note that feeds no check (a count, an inference remark). Checks
+    find their diagnostics by this name only, never by matching parts of ``name``.
+    """
 
     name: str
     value: float | None
@@ -49,6 +54,7 @@ class Diagnostic:
     passed: bool
     message: str = ""
     severity: str = "warn"  # "warn" | "error": error means the estimate must not be trusted
+    check: str | None = None
 
 
 @dataclass
@@ -71,10 +77,6 @@ class EstimateResult:
     plots: dict[str, bytes] = field(default_factory=dict)  # name -> PNG bytes
     ci_method: str = ""  # how the interval was obtained, in words
 
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; expected one of {METHODS}")
-
     def tidy(self) -> pd.DataFrame:
         """One row: the estimate with its interval, in the ``estimates`` column order."""
         return pd.DataFrame(
@@ -95,14 +97,6 @@ class EstimateResult:
             ]
         )
 
-    def checks(self) -> dict[str, bool]:
-        """Every check by name → passed: diagnostics, each refuter, and balance as a whole."""
-        out = {d.name: bool(d.passed) for d in self.diagnostics}
-        out.update({f"refuter:{r.refuter}": bool(r.passed) for r in self.refutations})
-        if self.balance:
-            out["balance"] = all(b.passed for b in self.balance)
-        return out
-
     def to_json(self) -> dict[str, Any]:
         """CONTRACT §3 JSON: estimate fields plus refutations, balance, diagnostics lists."""
         row = {k: _clean(v) for k, v in self.tidy().iloc[0].to_dict().items()}
@@ -110,7 +104,6 @@ class EstimateResult:
         row["refutations"] = [{k: _clean(v) for k, v in vars(r).items()} for r in self.refutations]
         row["balance"] = [{k: _clean(v) for k, v in vars(b).items()} for b in self.balance]
         row["diagnostics"] = [{k: _clean(v) for k, v in vars(d).items()} for d in self.diagnostics]
-        row["checks"] = self.checks()
         for k, v in self.extras.items():
             row.setdefault(k, _clean_deep(v))
         return row

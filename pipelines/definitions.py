@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.questions import question_report, question_results
+from assets.questions import question_results
 from assets.signals import analysis_store, signals_day
 from pipelines.jobs import extraction_job, question_job
 from pipelines.resources import settings_from_env
@@ -12,7 +12,7 @@ from pipelines.sensors import make_registry_sensor, reestimate_after_store
 _settings = settings_from_env()
 
 defs = dg.Definitions(
-    assets=[signals_day, analysis_store, question_results, question_report],
+    assets=[signals_day, analysis_store, question_results],
     jobs=[extraction_job, question_job],
     schedules=[nightly_extraction],
     sensors=[make_registry_sensor(_settings.questions_config), reestimate_after_store],

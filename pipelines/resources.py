@@ -1,20 +1,32 @@
-"""The one resource: where the raw landing directory, the store and the configs live.
+"""The one configurable resource: where the raw landing directory, the store and the configs live.
 
 Defaults come from environment variables so `dagster dev` loads with no flags; tests and
 `convocausal run` pass explicit values. Every value can also be overridden from the launchpad's
 run config, so the paths are checked (``convocausal.file_settings``) when the resource is set up
 for a run: a hostile value fails the run before any asset body reads or writes a file.
+
+The resource has methods rather than being read field by field: ``store()`` gives the analysis
+store (connect, open the signals, write results) and ``questions()`` / ``question(id)`` /
+``signals_config()`` give the configs, parsed once per run (per process) in
+``setup_for_execution`` instead of once per asset. One resource, not three, so the launchpad's
+single ``settings`` block stays the one place a path is set (Dagster does not propagate run
+config of a resource into resources that depend on it).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
 
 import dagster as dg
+from pydantic import PrivateAttr
 
+from configs.questions import Question, QuestionSet
+from configs.signals import SignalsConfig, load_signals_config
 from convocausal.file_settings import check_file_settings
+from convocausal.questions.registry import load_registry
+from convocausal.store import StorePaths, store_paths
+from extract.raw import OnUnreadable
 
 
 class ConvocausalSettings(dg.ConfigurableResource):
@@ -28,7 +40,9 @@ class ConvocausalSettings(dg.ConfigurableResource):
     seed: int = 0
     # A transcript file that is not readable parquet: "stop" the run (default), or "quarantine"
     # it (one file-level quarantine row, a warning) and estimate from the readable files.
-    on_unreadable: Literal["stop", "quarantine"] = "stop"
+    on_unreadable: OnUnreadable = "stop"
+    _questions: QuestionSet | None = PrivateAttr(default=None)
+    _signals: SignalsConfig | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Check the paths once per run (per process), before any step uses them.
@@ -45,14 +59,23 @@ class ConvocausalSettings(dg.ConfigurableResource):
     def raw_path(self) -> Path:
         return Path(self.raw_dir)
 
-    @property
-    def unreadable_mode(self) -> str:
-        return self.reader_mode(self.on_unreadable)
+    def store_paths(self) -> StorePaths:
+        return store_paths(self.store)
 
-    @staticmethod
-    def reader_mode(on_unreadable: str) -> str:
-        """The reader's name for ``on_unreadable`` (``extract.raw``: raise | report)."""
-        return "raise" if on_unreadable == "stop" else "report"
+    def questions(self) -> QuestionSet:
+        """The question registry, read and shape-checked once per resource instance."""
+        if self._questions is None:
+            self._questions = load_registry(self.questions_config)
+        return self._questions
+
+    def question(self, question_id: str) -> Question | None:
+        return self.questions().by_id().get(question_id)
+
+    def signals(self) -> SignalsConfig:
+        """The signals config, read and validated once per resource instance."""
+        if self._signals is None:
+            self._signals = load_signals_config(self.signals_config)
+        return self._signals
 
 
 def settings_from_env() -> ConvocausalSettings:

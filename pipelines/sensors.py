@@ -11,8 +11,9 @@ import json
 
 import dagster as dg
 
-from configs.questions import ConfigError, QuestionSet, load_questions
+from configs.questions import ConfigError, QuestionSet
 from convocausal.file_settings import FileSettingError, check_config_file
+from convocausal.questions.registry import load_registry
 from pipelines.jobs import question_job
 from pipelines.partitions import questions
 
@@ -34,7 +35,7 @@ def make_registry_sensor(questions_config: str | None):
         try:
             if questions_config is not None:
                 check_config_file("questions_config", questions_config)
-            qs = load_questions(questions_config)
+            qs = load_registry(questions_config)
         except (ConfigError, FileSettingError) as exc:
             return dg.SkipReason(f"questions config is invalid: {exc}")
         existing = set(context.instance.get_dynamic_partitions(questions.name))

@@ -32,7 +32,7 @@ def truth(landing_dir) -> dict:
 @pytest.fixture(scope="session")
 def pipeline_run(landing_dir, tmp_path_factory):
     """The whole Dagster graph run once in-process on the standard fixture: (rows, store path)."""
-    from convocausal.runner import run_pipeline
+    from pipelines.runner import run_pipeline
 
     store = tmp_path_factory.mktemp("store") / "store.duckdb"
     rows = run_pipeline(landing_dir, store)

@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 
 from convocausal.cli import main
-from convocausal.runner import run_pipeline
 from convocausal.store import connect
+from pipelines.runner import run_pipeline
 
 DAY = "2026-03-02"
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from checks.balance import balance_rows, check_sample_size, overlap_diagnostics, propensity_auc
+from methods.psm.balance import balance_rows, check_sample_size, overlap_diagnostics, propensity_auc
 from methods.result import MethodRefusal
 from tests.test_psm import COVARIATES, simulate
 
@@ -30,7 +30,9 @@ def test_balance_fails_before_and_passes_after(matched):
     assert not all(abs(b.smd_before) < 0.1 for b in r.balance)
     # ... and every covariate level passes |SMD| < 0.1 after
     assert all(b.passed for b in r.balance), [(b.covariate, b.smd_after) for b in r.balance if not b.passed]
-    assert r.checks()["balance"]
+    from convocausal.questions.answer import result_checks
+
+    assert {c.name: c.state for c in result_checks(r)}["balance"] == "passed"
 
 
 def test_one_row_per_categorical_level(matched):

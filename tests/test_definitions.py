@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from checks.asset_checks import CHECK_NAMES
+from checks.catalog import CATALOG
 
 
 def test_definitions_load():
@@ -15,7 +15,7 @@ def test_definitions_load():
     assert {"signals_day", "analysis_store", "question_estimate", "question_refutations", "question_balance",
             "question_diagnostics", "question_report"} <= keys
     check_keys = {c.name for c in repo.asset_graph.asset_check_keys}
-    assert set(CHECK_NAMES) <= check_keys
+    assert set(CATALOG) <= check_keys
     assert {s.name for s in repo.schedule_defs} == {"nightly_extraction"}
     assert {s.name for s in repo.sensor_defs} == {"question_registry_sensor", "reestimate_after_store"}
     signals = repo.asset_graph.get(dg.AssetKey("signals_day"))

@@ -14,8 +14,8 @@ import pytest
 import statsmodels.api as sm
 import statsmodels.formula.api as smf
 
-from methods.did_compress import EFFECT, compress, cov_hc1, fit_cells, frame_cells, two_by_two_design
-from methods.did_inference import draw_weights, wild_cluster_test
+from methods.did.compress import EFFECT, compress, cov_hc1, fit_cells, frame_cells, two_by_two_design
+from methods.did.inference import draw_weights, wild_cluster_test
 
 
 def simulate_rows(n: int, n_clusters: int = 24, seed: int = 0) -> pd.DataFrame:

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import statsmodels.api as sm
 
-from methods.did_compress import frame_cells
-from methods.event_study import placebo_launch, run_event_study
+from methods.did.compress import frame_cells
+from methods.did.event_study import placebo_launch, run_event_study
 
 
 def simulate(n: int, n_clusters: int = 24, n_weeks: int = 20, launch: int = 10, seed: int = 0,
@@ -107,7 +107,7 @@ def test_hc1_path_and_too_short_pre_period():
 
 def test_relative_magnitudes_breakdown_grows_with_the_effect():
     """A larger true effect with the same pre-period noise survives larger relative violations."""
-    from methods.event_study import relative_magnitudes
+    from methods.did.event_study import relative_magnitudes
 
     small = relative_magnitudes(run_event_study(cells_of(simulate(40_000, seed=7, dynamic=lambda k: 0.03)), 10,
                                                 ["fe0"], "cluster", n_boot=0))

@@ -15,9 +15,9 @@ import pandera.errors
 import polars as pl
 import pytest
 
+from configs.signals import SignalsConfigError, load_signals_config, parse_signals_config
 from data_fixtures.generator import generate
 from extract.catalog import build_catalog
-from extract.config import SignalsConfigError, load_signals_config, parse_signals_config
 from extract.intent import IntentExtractor, RuleIntentExtractor, rule_match_counts
 from extract.signals import extract_signals, opening_texts, signals_schema
 
@@ -381,7 +381,7 @@ def test_config_validation_errors(change, message):
 def test_config_file_errors(tmp_path):
     bad = tmp_path / "s.yaml"
     bad.write_text("intent: [unclosed\n")
-    with pytest.raises(SignalsConfigError, match="not valid YAML"):
+    with pytest.raises(SignalsConfigError, match=r"s\.yaml: line 2, column 1: YAML syntax error"):
         load_signals_config(bad)
     bad.write_text("!!python/object/apply:os.system ['true']\n")  # safe_load refuses object tags
     with pytest.raises(SignalsConfigError):

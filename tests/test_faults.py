@@ -55,7 +55,7 @@ CHILD = textwrap.dedent("""
         a.publish = publish_then_die
     elif target == "_replace_question_rows":
         store._replace_question_rows = killer(store._replace_question_rows)
-    from convocausal.runner import run_pipeline
+    from pipelines.runner import run_pipeline
     run_pipeline({raw!r}, {db!r})
 """)
 
@@ -84,7 +84,7 @@ def small_raw(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def clean_snapshot(small_raw, tmp_path_factory):
-    from convocausal.runner import run_pipeline
+    from pipelines.runner import run_pipeline
 
     db = tmp_path_factory.mktemp("clean") / "store.duckdb"
     run_pipeline(small_raw, db)
@@ -97,7 +97,7 @@ def clean_snapshot(small_raw, tmp_path_factory):
     ("_replace_question_rows", 1),     # during the second question's estimate write
 ])
 def test_kill_and_rerun_matches_uninterrupted(small_raw, clean_snapshot, tmp_path, target, after):
-    from convocausal.runner import run_pipeline
+    from pipelines.runner import run_pipeline
 
     db = tmp_path / "store.duckdb"
     script = CHILD.format(root=str(ROOT), target=target, after=after, raw=str(small_raw), db=str(db))

@@ -13,8 +13,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from convocausal.file_settings import ALLOWED_ROOTS_ENV, FileSettingError, check_file_settings
-from extract.config import (
+from configs.signals import (
     MAX_INTENT_RULES,
     MAX_PATTERN_CHARS,
     SignalsConfigError,
@@ -22,6 +21,7 @@ from extract.config import (
     load_signals_config,
     parse_signals_config,
 )
+from convocausal.file_settings import ALLOWED_ROOTS_ENV, FileSettingError, check_file_settings
 
 BASE = load_signals_config().model_dump()
 
@@ -170,7 +170,7 @@ def test_directory_instead_of_file_rejected(layout):
 def test_config_over_one_megabyte_rejected_before_anything_is_written(layout):
     """The size limit is the config loaders' own; a run stops on it before touching the store."""
     from configs.questions import ConfigError
-    from convocausal.runner import run_pipeline
+    from pipelines.runner import run_pipeline
 
     (layout / "big.yml").write_text("# " + "x" * 1_000_001)
     store = layout / "s.duckdb"

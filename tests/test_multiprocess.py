@@ -16,8 +16,8 @@ from pipelines.definitions import question_job_for_subprocesses
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    from convocausal.runner import run_pipeline
     from data_fixtures.generator import generate
+    from pipelines.runner import run_pipeline
 
     root = tmp_path_factory.mktemp("mp")
     raw, store = root / "raw", root / "store.duckdb"

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from methods.panel import build_sc_panel
-from methods.synthetic_control import estimate_sc
+from methods.sc.estimate import estimate_sc
+from methods.sc.panel import build_sc_panel
 
 START = dt.date(2026, 1, 5)  # a Monday
 

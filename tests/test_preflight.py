@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from checks.preflight import run_preflight
-from configs.questions import parse_questions
+from convocausal.questions.preflight import matching_preflight, run_preflight
+from convocausal.questions.registry import parse_registry as parse_questions
 
 CATALOG = [
     {"name": "resolved", "kind": "outcome", "measured_at": "end", "agent_controlled": False, "source": "outcomes"},
@@ -52,30 +52,30 @@ def _diag(pre, name):
 
 
 def test_clean_question_passes_every_check():
-    pre = run_preflight(_con(), _question(), CATALOG)
+    pre = run_preflight(_con(), _question(), CATALOG, matching_preflight)
     assert pre.ok and all(d.passed for d in pre.diagnostics), [d for d in pre.diagnostics if not d.passed]
 
 
 def test_gameable_outcome_is_flagged():
-    pre = run_preflight(_con(), _question(outcome="agent_marked_resolved"), CATALOG)
+    pre = run_preflight(_con(), _question(outcome="agent_marked_resolved"), CATALOG, matching_preflight)
     d = _diag(pre, "outcome_not_agent_controlled")
     assert not d.passed and "gameable" in d.message
 
 
 def test_small_sample_refuses_and_says_what_to_wait_for():
-    pre = run_preflight(_con(n_treated=20), _question(), CATALOG)
+    pre = run_preflight(_con(n_treated=20), _question(), CATALOG, matching_preflight)
     assert not pre.ok and "wait for more" in pre.refusal
     assert not _diag(pre, "sample_size").passed
 
 
 def test_survivorship_flags_outcomes_missing_more_in_one_group():
-    pre = run_preflight(_con(missing_treated=0.2), _question(), CATALOG)
+    pre = run_preflight(_con(missing_treated=0.2), _question(), CATALOG, matching_preflight)
     d = _diag(pre, "survivorship_missing_outcome_gap")
     assert not d.passed and "survivorship" in d.message
     assert d.value == pytest.approx(0.2, abs=0.03)
 
 
 def test_hidden_confounder_flagged_only_when_it_predicts_beyond_covariates():
-    pre = run_preflight(_con(), _question(covariates="[intent]"), CATALOG)
+    pre = run_preflight(_con(), _question(covariates="[intent]"), CATALOG, matching_preflight)
     d = _diag(pre, "hidden_confounder_risk")
     assert not d.passed and "vip" in d.message and "skill" not in d.message

@@ -10,8 +10,8 @@ import duckdb
 import polars as pl
 import pytest
 
-from convocausal.runner import run_pipeline
 from convocausal.store import connect
+from pipelines.runner import run_pipeline
 
 EMAIL = "leak.victim99@example.org"
 PHONE = "+44 20 7946 0958"

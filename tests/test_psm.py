@@ -88,7 +88,7 @@ def test_counts_and_diagnostics(confounded):
     df, r = confounded
     assert r.extras["n_treated_total"] + r.extras["n_control_total"] == len(df)
     names = {d.name for d in r.diagnostics}
-    for n in ("sample_size", "common_support_outside_share", "propensity_auc", "propensity_min_treated",
+    for n in ("matching_sample_size", "common_support_outside_share", "propensity_auc", "propensity_min_treated",
               "propensity_max_control", "unmatched_treated_share", "effective_sample_size_control",
               "rows_excluded_null_treatment", "propensity_model_converged"):
         assert n in names
@@ -172,7 +172,7 @@ def test_small_sample_refused_with_what_to_wait_for():
 def test_logit_fit_matches_statsmodels_row_level():
     import statsmodels.api as sm
 
-    from methods.propensity import cell_stats, fit_logit, prepare
+    from methods.psm.propensity import cell_stats, fit_logit, prepare
 
     df = simulate(3000, seed=8)
     prep = prepare(df, T, Y, COVARIATES)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from configs.questions import ConfigError, load_questions, parse_questions, validate_against_catalog
+from configs.questions import ConfigError, validate_against_catalog
+from convocausal.questions.registry import load_registry as load_questions
+from convocausal.questions.registry import parse_registry as parse_questions
+from convocausal.questions.registry import question_columns, spec_for
 
 CATALOG = [
     {"name": "resolved", "kind": "outcome", "measured_at": "end", "agent_controlled": False, "source": "outcomes"},
@@ -28,7 +31,7 @@ def _psm(**over) -> str:
 
 def test_default_registry_loads_and_routes():
     qs = load_questions()
-    methods = {q.id: q.resolved_method for q in qs.questions}
+    methods = {q.id: spec_for(q).name for q in qs.questions}
     assert methods == {"email_early_vs_late": "propensity_matching", "prompt_v2_launch": "synthetic_control",
                        "lookup_order_rollout": "diff_in_diff"}
 
@@ -36,22 +39,22 @@ def test_default_registry_loads_and_routes():
 def test_unknown_column_lists_available():
     qs = parse_questions(_psm(covariates="[intent, mood]"))
     with pytest.raises(ConfigError, match="`mood` is not a signals column. Available: .*intent"):
-        validate_against_catalog(qs.questions[0], CATALOG)
+        validate_against_catalog(qs.questions[0], CATALOG, question_columns(qs.questions[0]))
 
 
 def test_post_treatment_covariate_rejected_with_reason():
     qs = parse_questions(_psm(covariates="[intent, n_turns]"))
     with pytest.raises(ConfigError, match="n_turns.*end of the conversation.*mediator or collider"):
-        validate_against_catalog(qs.questions[0], CATALOG)
+        validate_against_catalog(qs.questions[0], CATALOG, question_columns(qs.questions[0]))
     qs = parse_questions(_psm(covariates="[intent, tool_lookup_order]"))
     with pytest.raises(ConfigError, match="during the conversation"):
-        validate_against_catalog(qs.questions[0], CATALOG)
+        validate_against_catalog(qs.questions[0], CATALOG, question_columns(qs.questions[0]))
 
 
 def test_outcome_must_be_an_outcome():
     qs = parse_questions(_psm(outcome="intent"))
     with pytest.raises(ConfigError, match="not an outcome"):
-        validate_against_catalog(qs.questions[0], CATALOG)
+        validate_against_catalog(qs.questions[0], CATALOG, question_columns(qs.questions[0]))
 
 
 @pytest.mark.parametrize("hostile", [

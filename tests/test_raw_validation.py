@@ -292,7 +292,7 @@ def test_corrupt_parquet_raises_naming_file(tmp_path):
     bad.write_bytes(b"PAR1 this is not parquet at all")
     with pytest.raises(RawInputError, match="part-1.parquet.*cannot be read"):
         load_transcripts_day(tmp_path, DAY)
-    batch = load_transcripts_day(tmp_path, DAY, on_unreadable="report")
+    batch = load_transcripts_day(tmp_path, DAY, on_unreadable="quarantine")
     reconciles(batch)
     assert batch.counts["accepted"] == 12
     assert [u["file"] for u in batch.counts["unreadable_files"]] == [str(bad)]
@@ -522,13 +522,56 @@ def test_day_with_no_data_in_a_run_is_reported_and_the_other_days_land(tmp_path)
               "dagster/asset_partition_range_end": (DAY + dt.timedelta(days=2)).isoformat()},
     )
     assert result.success
-    meta = result.asset_materializations_for_node("signals_day")[0].metadata
-    assert meta["days_without_data"].value == 1 and meta["conversations"].value == 6
+    metas = {m.partition: m.metadata for m in result.asset_materializations_for_node("signals_day")}
+    assert sorted(metas) == [(DAY + dt.timedelta(days=k)).isoformat() for k in range(3)]
+    assert [metas[k]["days_without_data"].value for k in sorted(metas)] == [0, 1, 0]
+    assert [metas[k]["conversations"].value for k in sorted(metas)] == [3, 0, 3]
     logged = [e.user_message for e in instance.all_logs(result.run_id)]
     assert any("no transcripts for 1 day(s): 2026-01-06" in m for m in logged)
+    assert any("totals over 3 day(s): conversations=6," in m and "days_without_data=1" in m for m in logged)
     paths = store_paths(store)
     written = sorted(p.parent.name for p in (paths.parts / "signals").glob("*/*.parquet"))
     assert written == ["date=2026-01-05", "date=2026-01-07"]
+
+
+def test_each_day_of_a_backfill_carries_its_own_metadata(tmp_path):
+    """A 2-day range is one run (single-run backfill policy) but two materializations; each day's
+    metadata is that day's own counts, read back from the instance, not the pair's total."""
+    import dagster as dg
+
+    from assets.signals import signals_day
+    from pipelines.resources import ConvocausalSettings
+
+    day2 = DAY + dt.timedelta(days=1)
+    raw_dir = tmp_path / "raw"
+    write_hive(raw_dir, with_value(conversations(n_conv=2), "role", "c1", 3, "robot"))
+    write_hive(raw_dir, conversations(n_conv=5, start=T0 + dt.timedelta(days=1), prefix="d"), day=day2)
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(
+        [signals_day], instance=instance,
+        resources={"settings": ConvocausalSettings(raw_dir=str(raw_dir), store=str(tmp_path / "s.duckdb"))},
+        tags={"dagster/asset_partition_range_start": DAY.isoformat(),
+              "dagster/asset_partition_range_end": day2.isoformat()},
+    )
+    assert result.success and len(result.get_step_success_events()) == 1  # one run, one step
+
+    for day in (DAY, day2):
+        stored = pl.read_parquet(raw_dir / "transcripts" / f"date={day.isoformat()}" / "*.parquet")
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("signals_day"), asset_partitions=[day.isoformat()]), limit=10
+        ).records
+        assert len(records) == 1
+        meta = records[0].asset_materialization.metadata
+        assert meta["conversations"].value == stored["conversation_id"].n_unique()
+        robots = stored.filter(pl.col("role") == "robot").height
+        assert meta["messages_quarantined"].value == robots
+        assert meta["messages_accepted"].value == stored.height - robots
+        assert meta["quarantined_by_reason"].value == (
+            {"role not in {user, assistant, tool, system}": robots} if robots else {}
+        )
+        assert meta["days_without_data"].value == 0
+    logged = "\n".join(e.user_message for e in instance.all_logs(result.run_id))
+    assert "signals_day totals over 2 day(s): conversations=7, messages_accepted=27, messages_quarantined=1" in logged
 
 
 def test_kept_but_imperfect_rows_are_reported_by_the_run(tmp_path):

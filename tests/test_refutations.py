@@ -13,7 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from checks.refutations import (
+from methods.psm import PSMEstimator, estimate_psm
+from methods.psm.propensity import Atoms, cell_stats, prepare
+from methods.psm.refuters import (
     data_subset,
     evalue,
     evalue_sensitivity,
@@ -23,8 +25,6 @@ from checks.refutations import (
     random_common_cause,
     random_subset,
 )
-from methods.propensity import Atoms, cell_stats, prepare
-from methods.psm import PSMEstimator, estimate_psm
 from tests.test_psm import COVARIATES, simulate
 
 T, Y = "asked_email_first", "resolved"
@@ -161,7 +161,7 @@ def test_draws_preserve_rows():
 
 
 def test_strongest_measured_confounder_benchmark():
-    from checks.refutations import strongest_measured_confounder
+    from methods.psm.refuters import strongest_measured_confounder
 
     # two cells: level present / absent; treatment rate .8 vs .2, control outcome .6 vs .3
     Z = np.array([[1.0], [0.0]])

@@ -16,8 +16,8 @@ N_CONVERSATIONS = 1_000_000
 
 @pytest.mark.slow
 def test_one_million_conversations_end_to_end(tmp_path):
-    from convocausal.runner import run_pipeline
     from data_fixtures.generator import generate
+    from pipelines.runner import run_pipeline
 
     raw, store = tmp_path / "raw", tmp_path / "store.duckdb"
     info = generate(raw, n_conversations=N_CONVERSATIONS, seed=2)

@@ -15,8 +15,8 @@ import pytest
 from scipy.optimize import minimize, nnls
 
 from methods.result import MethodRefusal
-from methods.sc_weights import fit_weights, objective
-from methods.synthetic_control import estimate_sc
+from methods.sc.estimate import estimate_sc
+from methods.sc.weights import fit_weights, objective
 
 
 def factor_panel(seed: int = 0, n_donors: int = 20, n_periods: int = 30, launch: int = 20, effect: float = 1.0,

@@ -43,8 +43,8 @@ def _graphql(port: int, query: str, variables: dict | None = None) -> dict:
 def served(tmp_path_factory):
     import dagster as dg
 
-    from convocausal.runner import run_pipeline
     from data_fixtures.generator import generate
+    from pipelines.runner import run_pipeline
 
     root = tmp_path_factory.mktemp("e2e")
     raw, store, home = root / "raw", root / "store.duckdb", root / "dagster_home"

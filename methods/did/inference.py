@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from methods.did_compress import CellDesign, CellFit, cr1_factor, gram, group_matrix, scale_rows
+from methods.did.compress import CellDesign, CellFit, cr1_factor, gram, group_matrix, scale_rows
 
 FEW_CLUSTERS = 30  # below this many clusters the wild cluster bootstrap replaces CR1 t inference
 WEBB = np.array([-np.sqrt(1.5), -1.0, -np.sqrt(0.5), np.sqrt(0.5), 1.0, np.sqrt(1.5)])

@@ -1,4 +1,4 @@
-"""`convocausal run`: materialize the same Dagster Definitions in-process.
+"""`convocausal run`: materialize the same Dagster Definitions in-process (Dagster wiring, so it lives here).
 
 The file settings are checked before anything else (``convocausal.file_settings``: no traversal,
 no URLs, expected suffixes and sizes, allowed roots). Configs are validated next (questions
@@ -18,11 +18,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from configs.questions import ConfigError, load_questions, validate_against_catalog
+from configs.questions import ConfigError, validate_against_catalog
+from configs.signals import load_signals_config
 from convocausal.file_settings import FileSettingError, check_file_settings
+from convocausal.questions.registry import load_registry, question_columns
 from convocausal.store import connect, store_paths
 from extract.catalog import build_catalog
-from extract.config import load_signals_config
 from extract.raw import RawInputError, list_transcript_days
 from pipelines.partitions import START_DATE, questions, transcript_days
 
@@ -44,17 +45,17 @@ def run_pipeline(raw_dir: str | Path, store: str | Path, signals_config=None, qu
     except FileSettingError as exc:
         raise (RawInputError if exc.setting == "raw_dir" else ConfigError)(str(exc)) from exc
     stage = _Stopwatch(timings)
-    from assets.questions import question_report, question_results
+    from assets.questions import question_results
     from assets.signals import analysis_store, signals_day
     from pipelines.resources import ConvocausalSettings
 
     config = load_signals_config(str(signals_config) if signals_config else None)
-    qset = load_questions(questions_config)
+    qset = load_registry(questions_config)
     catalog = build_catalog(config).to_dicts()
     for q in qset.questions:
-        validate_against_catalog(q, catalog)
+        validate_against_catalog(q, catalog, question_columns(q))
     last_partition = date.fromisoformat(transcript_days.get_last_partition_key())
-    days = [d for d in list_transcript_days(raw_dir, ConvocausalSettings.reader_mode(on_unreadable))
+    days = [d for d in list_transcript_days(raw_dir, on_unreadable)
             if d <= last_partition]  # today is not complete yet
     if not days:
         raise RawInputError(f"{Path(raw_dir) / 'transcripts'}: no transcript files found")
@@ -85,18 +86,13 @@ def run_pipeline(raw_dir: str | Path, store: str | Path, signals_config=None, qu
     rows = []
     for q in qset.questions:
         with stage(f"question:{q.id}"):
-            # A failed blocking check is a finding, not a crash: it is reported, and the run goes on.
-            result = dg.materialize([question_results, question_report], instance=instance, resources=resources,
+            # A failed blocking check is a finding, not a crash: it is reported (the memo is written in
+            # the same step before the checks), and the run goes on.
+            result = dg.materialize([question_results], instance=instance, resources=resources,
                                     partition_key=q.id, raise_on_error=False, run_config=quiet)
-            if not result.success:
-                if not _only_check_failures(result):
-                    raise RuntimeError(f"question {q.id} failed: {_first_failure(result)}")
-                # a blocking check stopped the memo: write it anyway, it explains the failure
-                dg.materialize([*question_results.to_source_assets(), question_report], instance=instance,
-                               resources=resources, partition_key=q.id, run_config=quiet,
-                               selection=[question_report])
-        checks = {e.check_name: bool(e.passed) for e in result.get_asset_check_evaluations()}
-        rows.append(_estimate_row(store, result.run_id, q.id, checks))
+            if not result.success and not _only_check_failures(result):
+                raise RuntimeError(f"question {q.id} failed: {_first_failure(result)}")
+        rows.append(_estimate_row(store, result.run_id, q.id))
     return rows
 
 
@@ -127,9 +123,12 @@ class _Stopwatch:
             self.sink[name] = {"seconds": round(time.perf_counter() - start, 2), "peak_rss_mib": round(peak_mib)}
 
 
-def _estimate_row(store, run_id: str, question_id: str, checks: dict) -> dict:
+def _estimate_row(store, run_id: str, question_id: str) -> dict:
+    """The stored estimate row plus ``checks``: check name → state, as the store's ``checks`` table says."""
     with connect(store_paths(store).db, read_only=True) as con:
         df = con.execute("SELECT * FROM estimates WHERE run_id = ? AND question_id = ?", [run_id, question_id]).df()
+        checks = con.execute("SELECT check_name, state FROM checks WHERE run_id = ? AND question_id = ?",
+                             [run_id, question_id]).fetchall()
     row = {k: (None if math.isnan(v) else v) if isinstance(v, float) else v for k, v in df.iloc[0].to_dict().items()}
-    row["checks"] = checks
+    row["checks"] = dict(checks)
     return row

@@ -93,11 +93,13 @@ def check_sample_size(n_treated: int, n_control: int, treatment: str,
             f"conversations with a known outcome are logged, then re-run."
         )
     return Diagnostic(
-        name="sample_size",
+        name="matching_sample_size",
         value=float(min(n_treated, n_control)),
         threshold=float(min_group),
         passed=True,
-        message=f"{n_treated} treated and {n_control} control conversations (minimum {min_group} each).",
+        message=(f"{n_treated} treated and {n_control} control conversations enter the matching after rows "
+                 f"without a treatment, outcome or numeric covariate are excluded (minimum {min_group} each)."),
+        check="sample_size",
     )
 
 
@@ -141,6 +143,7 @@ def overlap_diagnostics(eta: np.ndarray, n1: np.ndarray, n0: np.ndarray, estiman
                 f"the range where both groups exist [{_expit(lo):.3f}, {_expit(hi):.3f}]; "
                 f"pass if at most {OUTSIDE_SUPPORT_MAX:.0%}."
             ),
+            check="overlap",
         ),
         Diagnostic(
             name="propensity_auc",
@@ -151,6 +154,7 @@ def overlap_diagnostics(eta: np.ndarray, n1: np.ndarray, n0: np.ndarray, estiman
                 f"The propensity model tells treated from control with AUC {auc:.3f} "
                 f"(0.5 = groups alike, 1 = no overlap); pass if at most {AUC_MAX}."
             ),
+            check="overlap",
         ),
     ]
     for grp, has in (("treated", has1), ("control", has0)):

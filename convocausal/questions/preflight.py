@@ -5,16 +5,24 @@ itself controls (gameable), too few conversations (small samples), outcomes miss
 one group than the other (survivorship), and signals known at conversation start that push
 the treatment but were left out of the covariates (hidden-confounder risk). All queries run
 in DuckDB with identifiers quoted and values passed as parameters.
+
+Which pre-flight a question gets is its method's registry entry (``registry.py``): matching
+designs get ``matching_preflight``, rollout designs (a launch date and a treated selector)
+``rollout_preflight``; both start with the outcome check every question gets.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import duckdb
 
 from configs.questions import Question
 from methods.result import Diagnostic
+from methods.sql import date_window_sql, quote_ident, treated_selector_sql
+
+q = quote_ident
 
 MIN_GROUP = 50  # conversations per arm below which matching is refused
 MIN_COVERAGE = 0.5  # share of conversations where the treatment is defined
@@ -23,30 +31,15 @@ CONFOUNDER_GAP = 0.10  # treatment-rate spread across a left-out signal's levels
 NOT_CONFOUNDERS = {"conversation_id", "customer_key", "started_at", "date", "week", "day_of_week"}
 
 
-def q(name: str) -> str:
-    """Quote an identifier (names were validated as plain identifiers already)."""
-    return '"' + name.replace('"', '""') + '"'
+def window_sql(question: Question) -> tuple[str, list]:
+    """The question's date window as SQL (both bounds optional)."""
+    w = question.window
+    return date_window_sql(w.start if w else None, w.end if w else None)
 
 
 def treated_sql(question: Question) -> tuple[str, list]:
-    """SQL boolean for the question's treated selector, values bound as parameters."""
-    parts, params = [], []
-    for col, values in (question.treated or {}).items():
-        parts.append(f"CAST({q(col)} AS VARCHAR) IN (SELECT unnest(?))")
-        params.append([str(v).lower() if isinstance(v, bool) else str(v) for v in values])
-    return (" AND ".join(parts) or "FALSE"), params
-
-
-def window_sql(question: Question) -> tuple[str, list]:
-    w = question.window
-    parts, params = ["TRUE"], []
-    if w and w.start:
-        parts.append("date >= ?")
-        params.append(w.start)
-    if w and w.end:
-        parts.append("date <= ?")
-        params.append(w.end)
-    return " AND ".join(parts), params
+    """The question's treated selector as SQL (never NULL: see ``methods.sql``)."""
+    return treated_selector_sql(question.treated)
 
 
 @dataclass
@@ -59,15 +52,15 @@ class Preflight:
         return self.refusal is None
 
 
+PreflightFn = Callable[[duckdb.DuckDBPyConnection, Question, dict, str], tuple[list[Diagnostic], "str | None"]]
+
+
 def run_preflight(con: duckdb.DuckDBPyConnection, question: Question, catalog: list[dict],
-                  relation: str = "signals") -> Preflight:
+                  specific: PreflightFn, relation: str = "signals") -> Preflight:
+    """The outcome check every question gets, then the method's own pre-flight (``specific``)."""
     by_name = {row["name"]: row for row in catalog}
-    diags = [_agent_controlled(question, by_name)]
-    if question.resolved_method == "propensity_matching":
-        more, refusal = _matching_checks(con, question, by_name, relation)
-    else:
-        more, refusal = _rollout_checks(con, question, relation)
-    return Preflight(diags + more, refusal)
+    more, refusal = specific(con, question, by_name, relation)
+    return Preflight([_agent_controlled(question, by_name)] + more, refusal)
 
 
 def _agent_controlled(question: Question, by_name: dict) -> Diagnostic:
@@ -78,10 +71,12 @@ def _agent_controlled(question: Question, by_name: dict) -> Diagnostic:
         if controlled else f"`{question.outcome}` comes from {by_name.get(question.outcome, {}).get('source', 'a downstream system')}, "
         "which the agent cannot set."
     )
-    return Diagnostic("outcome_not_agent_controlled", float(controlled), 0.0, not controlled, msg, "warn")
+    return Diagnostic("outcome_not_agent_controlled", float(controlled), 0.0, not controlled, msg, "warn",
+                      check="outcome_not_agent_controlled")
 
 
-def _matching_checks(con, question: Question, by_name: dict, relation: str):
+def matching_preflight(con, question: Question, by_name: dict, relation: str):
+    """Two behaviours coexist: coverage, sample size per arm, survivorship, hidden confounders."""
     t, y = q(question.treatment), q(question.outcome)
     where, params = window_sql(question)
     total, defined, n1, n0, miss1, miss0 = con.execute(
@@ -109,14 +104,15 @@ def _matching_checks(con, question: Question, by_name: dict, relation: str):
                    f"matching needs at least {MIN_GROUP} in each group, so wait for more traffic.")
     diags.append(Diagnostic(
         "sample_size", float(smallest), float(MIN_GROUP), smallest >= MIN_GROUP,
-        refusal or f"{n1} treated and {n0} control conversations with an outcome.", "error",
+        refusal or f"{n1} treated and {n0} control conversations with an outcome.", "error", check="sample_size",
     ))
     diags.append(_survivorship(miss1, miss0, "treated", "control", question.outcome))
     diags.append(_hidden_confounders(con, question, by_name, relation, where, params))
     return diags, refusal
 
 
-def _rollout_checks(con, question: Question, relation: str):
+def rollout_preflight(con, question: Question, by_name: dict, relation: str):
+    """A change reached a selected group at a launch date: data after and before it, survivorship."""
     y = q(question.outcome)
     sel, sel_params = treated_sql(question)
     where, params = window_sql(question)
@@ -139,7 +135,7 @@ def _rollout_checks(con, question: Question, relation: str):
     diags.append(Diagnostic(
         "sample_size", float(n_treated_post), 1.0, refusal is None,
         refusal or f"{n_treated_post} treated conversations after launch; {pre_days} days of data before it.",
-        "error",
+        "error", check="sample_size",
     ))
     diags.append(_survivorship(miss_post, miss_pre, "after launch", "before launch", question.outcome))
     return diags, refusal
@@ -152,7 +148,8 @@ def _survivorship(miss_a, miss_b, label_a: str, label_b: str, outcome: str) -> D
     msg = (f"`{outcome}` is missing for {miss_a:.1%} of conversations {label_a} and {miss_b:.1%} {label_b}. "
            + ("" if ok else "Customers with bad experiences may leave before they are measured "
               "(survivorship): compare only with an outcome recorded for everyone, or model the missingness."))
-    return Diagnostic("survivorship_missing_outcome_gap", gap, MAX_MISSING_GAP, ok, msg.strip(), "warn")
+    return Diagnostic("survivorship_missing_outcome_gap", gap, MAX_MISSING_GAP, ok, msg.strip(), "warn",
+                      check="survivorship")
 
 
 def _hidden_confounders(con, question: Question, by_name: dict, relation, where, params) -> Diagnostic:
@@ -180,7 +177,8 @@ def _hidden_confounders(con, question: Question, by_name: dict, relation, where,
         msg = (f"none of the {len(candidates)} start-of-conversation signals outside the covariates predicts the "
                "treatment once the covariates are accounted for; unlogged reasons can still confound: see the "
                "sensitivity refuter.")
-    return Diagnostic("hidden_confounder_risk", worst, CONFOUNDER_GAP, not flagged, msg, "warn")
+    return Diagnostic("hidden_confounder_risk", worst, CONFOUNDER_GAP, not flagged, msg, "warn",
+                      check="hidden_confounder_risk")
 
 
 MAX_LEVELS = 30

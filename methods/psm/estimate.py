@@ -6,7 +6,7 @@ stale propensity. We keep its estimator as the reference (``propensity_model="sk
 match_on="propensity", caliper=None`` reproduces its number exactly; tests/test_psm.py checks it
 against a stored DoWhy output) and build the rest ourselves:
 
-* propensity: unpenalised logistic regression fitted on covariate cells (methods/propensity.py);
+* propensity: unpenalised logistic regression fitted on covariate cells (``propensity.py``);
 * matching on the logit of the propensity, caliper = ``caliper`` × SD of the logit (Austin 2011),
   1-NN with or without replacement. All units of a cell share one propensity, so a treated unit
   whose own cell holds controls is matched exactly within the cell (ties use every tied control,
@@ -16,14 +16,11 @@ against a stored DoWhy output) and build the rest ourselves:
 * interval: bootstrap over rows (a multinomial draw over atoms), propensity refitted each
   replicate; normal interval from the bootstrap SE;
 * cross-checks in ``extras``: IPW and doubly robust AIPW with bootstrap SEs;
-* balance, overlap and sample-size checks (checks/balance.py), four refutations
-  (checks/refutations.py).
+* balance, overlap and sample-size diagnostics (``balance.py``), four refutations
+  (``refuters.py``); matching itself in ``matching.py``, the cross-checks in ``crosschecks.py``.
 """
 
 from __future__ import annotations
-
-import io
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -31,21 +28,17 @@ from scipy import stats
 from scipy.special import expit
 from threadpoolctl import threadpool_limits
 
-from checks.balance import (
+from methods.psm.balance import (
     MIN_GROUP,
     UNMATCHED_MAX,
     balance_rows,
     check_sample_size,
     overlap_diagnostics,
 )
-from checks.refutations import (
-    data_subset,
-    evalue_sensitivity,
-    placebo_treatment,
-    random_common_cause,
-    strongest_measured_confounder,
-)
-from methods.propensity import (
+from methods.psm.crosschecks import ipw_aipw
+from methods.psm.matching import Matched, matched_estimate
+from methods.psm.plots import _love_png, _overlap_png
+from methods.psm.propensity import (
     Atoms,
     CellStats,
     Prepared,
@@ -55,187 +48,20 @@ from methods.propensity import (
     fit_sklearn_default,
     prepare,
 )
+from methods.psm.refuters import (
+    data_subset,
+    evalue_sensitivity,
+    placebo_treatment,
+    random_common_cause,
+    strongest_measured_confounder,
+)
 from methods.result import Diagnostic, EstimateResult
 
 METHOD = "propensity_matching"
-TIE_DECIMALS = 10  # propensity logits equal to this many decimals count as one (tied) value
-
-
-# ----------------------------------------------------------------------------- matching
-
-
-@dataclass
-class Side:
-    """Targets (e.g. treated) matched to a pool (e.g. controls), per cell."""
-
-    k: np.ndarray  # target units matched per cell
-    w_pool: np.ndarray  # weight carried by pool units per cell (times used)
-    diff_sum: float  # Σ over matched targets of (target outcome − matched pool outcome)
-    n_target: float
-    n_matched: float
-
-
-def match_side(coord: np.ndarray, nt: np.ndarray, st: np.ndarray, npool: np.ndarray, spool: np.ndarray,
-               width: float, replace: bool) -> Side:
-    """1-NN matching of target units to pool units on ``coord`` (logit or propensity).
-
-    Pool cells with the same coordinate form one group whose units are used together (tie
-    averaging). A target is matched only if its nearest group is within ``width``. Without
-    replacement, exact (same-coordinate) matches are made first, then the remaining targets are
-    served greedily from the highest coordinate down, each taking the nearest unused units.
-    """
-    n_cells = len(coord)
-    pool_cells = np.flatnonzero(npool > 0)
-    key = np.round(coord[pool_cells], TIE_DECIMALS)
-    G, inv = np.unique(key, return_inverse=True)
-    Ng = np.bincount(inv, weights=npool[pool_cells], minlength=len(G))
-    Sg = np.bincount(inv, weights=spool[pool_cells], minlength=len(G))
-    ybar = Sg / Ng
-    tcells = np.flatnonzero(nt > 0)
-    ct = np.round(coord[tcells], TIE_DECIMALS)
-    m = len(G)
-    k = np.zeros(n_cells)
-    Wg = np.zeros(m)
-    if m == 0 or len(tcells) == 0:
-        return Side(k, np.zeros(n_cells), 0.0, float(nt.sum()), 0.0)
-    pos = np.searchsorted(G, ct)
-    if replace:
-        left = np.clip(pos - 1, 0, m - 1)
-        right = np.clip(pos, 0, m - 1)
-        dl = np.where(pos - 1 >= 0, ct - G[left], np.inf)
-        dr = np.where(pos < m, G[right] - ct, np.inf)
-        tie = np.isclose(dl, dr, rtol=0, atol=10.0 ** -TIE_DECIMALS) & np.isfinite(dl)
-        sl = np.where(tie, 0.5, (dl < dr).astype(float))
-        sr = 1.0 - sl
-        ok = np.minimum(dl, dr) <= width
-        kk = np.where(ok, nt[tcells], 0.0)
-        mu = sl * ybar[left] + sr * ybar[right]
-        diff = float(np.sum(np.where(ok, st[tcells] - kk * mu, 0.0)))
-        Wg = np.bincount(left, weights=kk * sl, minlength=m) + np.bincount(right, weights=kk * sr, minlength=m)
-        k[tcells] = kk
-    else:
-        k_t, msum, Wg = _greedy_without_replacement(G, Ng, ybar, ct, pos, nt[tcells], width)
-        k[tcells] = k_t
-        diff = float(np.sum(np.where(k_t > 0, st[tcells] / nt[tcells] * k_t, 0.0)) - msum.sum())
-    w_pool = np.zeros(n_cells)
-    w_pool[pool_cells] = Wg[inv] * npool[pool_cells] / Ng[inv]
-    return Side(k, w_pool, diff, float(nt.sum()), float(k.sum()))
-
-
-def _greedy_without_replacement(G, Ng, ybar, ct, pos, need0, width):
-    """Matching without replacement at the cell level; loops over cells, not rows."""
-    m = len(G)
-    cap = Ng.astype(float).copy()
-    need = need0.astype(float).copy()
-    msum = np.zeros(len(ct))
-    W = np.zeros(m)
-    # phase 1: exact matches, capacity of a group shared pro rata among its targets
-    exact = (pos < m) & (G[np.clip(pos, 0, m - 1)] == ct)
-    if exact.any():
-        g = pos[exact]
-        demand = np.bincount(g, weights=need[exact], minlength=m)
-        take_g = np.minimum(demand, cap)
-        frac = np.divide(take_g, demand, out=np.zeros(m), where=demand > 0)
-        take = need[exact] * frac[g]
-        need[exact] -= take
-        msum[exact] += take * ybar[g]
-        W += take_g
-        cap -= take_g
-    # phase 2: greedy nearest available, highest coordinate first. Union-find pointers skip
-    # exhausted groups: pr[i] leads to the next group ≥ i with capacity (m = none), pl[i+1] to
-    # the next group ≤ i (0 = none).
-    eps = 1e-9
-    idx = np.arange(m + 1)
-    pr = np.where(np.append(cap > eps, True), idx, idx + 1)
-    pl = np.where(np.insert(cap > eps, 0, True), idx, idx - 1)
-
-    def find(parent, i):
-        root = i
-        while parent[root] != root:
-            root = parent[root]
-        while parent[i] != root:
-            parent[i], i = root, parent[i]
-        return root
-
-    for j in np.argsort(-ct, kind="stable"):
-        c = ct[j]
-        while need[j] > eps:
-            lo, hi = find(pl, pos[j]) - 1, find(pr, pos[j])
-            dl = c - G[lo] if lo >= 0 else np.inf
-            dr = G[hi] - c if hi < m else np.inf
-            if min(dl, dr) > width:
-                break
-            g = lo if dl <= dr else hi
-            take = min(need[j], cap[g])
-            cap[g] -= take
-            need[j] -= take
-            msum[j] += take * ybar[g]
-            W[g] += take
-            if cap[g] <= eps:
-                pr[g], pl[g + 1] = g + 1, g
-    return need0 - need, msum, W
-
-
-@dataclass
-class Matched:
-    estimate: float
-    w1: np.ndarray  # matched weight of treated units per cell
-    w0: np.ndarray
-    att: Side
-    atc: Side | None
-    mean_treated: float  # matched-treated mean outcome (for the E-value)
-
-
-def matched_estimate(coord: np.ndarray, st: CellStats, estimand: str, width: float, replace: bool) -> Matched:
-    att = match_side(coord, st.n1, st.s1, st.n0, st.s0, width, replace)
-    ybar1 = np.divide(st.s1, st.n1, out=np.zeros_like(st.s1), where=st.n1 > 0)
-    if estimand == "ATT":
-        est = att.diff_sum / att.n_matched if att.n_matched > 0 else float("nan")
-        w1, w0, atc = att.k, att.w_pool, None
-    else:
-        atc = match_side(coord, st.n0, st.s0, st.n1, st.s1, width, replace)
-        tot = att.n_matched + atc.n_matched
-        est = (att.diff_sum - atc.diff_sum) / tot if tot > 0 else float("nan")
-        w1, w0 = att.k + atc.w_pool, att.w_pool + atc.k
-    mean_treated = float(w1 @ ybar1 / w1.sum()) if w1.sum() > 0 else float("nan")
-    return Matched(float(est), w1, w0, att, atc, mean_treated)
-
-
-# ----------------------------------------------------------------------------- cross-checks
 
 
 def _expit(x):
     return expit(x)
-
-
-def _wls(X: np.ndarray, n: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """Row-level OLS of y on X from cell counts and sums, predictions per cell."""
-    A = (X * n[:, None]).T @ X
-    b = X.T @ s
-    beta = np.linalg.lstsq(A, b, rcond=None)[0]
-    return X @ beta
-
-
-def ipw_aipw(eta: np.ndarray, st: CellStats, X: np.ndarray, estimand: str) -> tuple[float, float]:
-    """Hájek IPW and doubly robust AIPW (linear outcome model per arm on the propensity design).
-
-    ATT weights controls by p/(1−p) = exp(logit); ATE uses 1/p and 1/(1−p). Weights are not
-    trimmed: extreme ones show up as a wide bootstrap interval, not as a silent change.
-    """
-    m1 = _wls(X, st.n1, st.s1)
-    m0 = _wls(X, st.n0, st.s0)
-    if estimand == "ATT":
-        odds = np.exp(eta)
-        mu1 = st.s1.sum() / st.n1.sum()
-        ipw = mu1 - (odds @ st.s0) / (odds @ st.n0)
-        aipw = ((st.s1 - st.n1 * m0).sum() - odds @ (st.s0 - st.n0 * m0)) / st.n1.sum()
-    else:
-        inv1 = 1 + np.exp(-eta)  # 1/p
-        inv0 = 1 + np.exp(eta)  # 1/(1-p)
-        ipw = (inv1 @ st.s1) / (inv1 @ st.n1) - (inv0 @ st.s0) / (inv0 @ st.n0)
-        n = st.n1 + st.n0
-        aipw = (n @ (m1 - m0) + inv1 @ (st.s1 - st.n1 * m1) - inv0 @ (st.s0 - st.n0 * m0)) / n.sum()
-    return float(ipw), float(aipw)
 
 
 # ----------------------------------------------------------------------------- estimator
@@ -499,6 +325,7 @@ def _matching_diagnostics(m: Matched, st: CellStats, estimand: str, caliper: flo
             message=(f"Matched {pool}s ({'with' if replace else 'without'} replacement) count as "
                      f"{ess:.0f} independent conversations (Kish ESS of the matching weights); "
                      f"pass if at least {min_group}."),
+            check="sample_size",
         ))
     return out
 
@@ -524,51 +351,3 @@ def _outcome_sd(st: CellStats) -> float:
     n = st.n1.sum() + st.n0.sum()
     mu = (st.s1.sum() + st.s0.sum()) / n
     return float(np.sqrt(max((st.q1.sum() + st.q0.sum()) / n - mu * mu, 0.0)))
-
-
-def _overlap_png(eta: np.ndarray, n1: np.ndarray, n0: np.ndarray, treatment: str) -> bytes:
-    """Histogram of propensities by group (unit-weighted), the picture behind the overlap checks."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    p = _expit(eta)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    bins = np.linspace(0, 1, 41)
-    ax.hist(p, bins=bins, weights=n1 / max(n1.sum(), 1), alpha=0.5, label=f"{treatment}=1")
-    ax.hist(p, bins=bins, weights=n0 / max(n0.sum(), 1), alpha=0.5, label=f"{treatment}=0")
-    ax.set_xlabel("propensity score")
-    ax.set_ylabel("share of group")
-    ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def _love_png(rows) -> bytes:
-    """Love plot: |SMD| of every covariate level before and after matching, with the 0.1 line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [b.covariate for b in rows]
-    before = [abs(b.smd_before) for b in rows]
-    after = [abs(b.smd_after) for b in rows]
-    fig, ax = plt.subplots(figsize=(6, 0.18 * len(rows) + 1.2))
-    y = np.arange(len(rows))
-    ax.scatter(before, y, marker="o", facecolors="none", edgecolors="grey", label="before matching")
-    ax.scatter(after, y, marker="o", color="C0", label="after matching")
-    ax.axvline(0.1, color="C3", linestyle="--", linewidth=1)
-    ax.set_yticks(y)
-    ax.set_yticklabels(names, fontsize=6)
-    ax.set_xlabel("|standardised mean difference|")
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
-    return buf.getvalue()

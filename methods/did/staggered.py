@@ -35,9 +35,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from methods.did_compress import coarsen, compress, design_from_cells, fit_cells
-from methods.did_plots import event_study_png, group_means_png
-from methods.event_study import DIVERGE_MESSAGE, PRE_TREND_ALPHA, comparable, fmt_period
+from methods.did.compress import coarsen, compress, design_from_cells, fit_cells
+from methods.did.event_study import DIVERGE_MESSAGE, PRE_TREND_ALPHA, comparable, fmt_period
+from methods.did.plots import event_study_png, group_means_png
 from methods.result import Diagnostic, EstimateResult, MethodRefusal
 
 ESTIMAND = "ATT (treated × post)"
@@ -161,7 +161,7 @@ def staggered_from_cells(cells: pd.DataFrame, outcome: str, fe_roles: Sequence[s
 
     diagnostics = [Diagnostic("n_clusters", float(U), 2.0, True,
                               f"{U} {cluster_name} units: {n_treated_units} treated in {len(cohorts)} cohort(s), "
-                              f"{n_never} never treated within the window"),
+                              f"{n_never} never treated within the window", check="sample_size"),
                    Diagnostic("inference", float(U), None, True,
                               f"Bayesian cluster bootstrap over {U} units ({n_boot} draws, seed {seed}), "
                               f"t({df_t}) interval", "warn")]
@@ -176,10 +176,12 @@ def staggered_from_cells(cells: pd.DataFrame, outcome: str, fe_roles: Sequence[s
         ok = p_pre >= PRE_TREND_ALPHA
         diagnostics.append(Diagnostic("pre_trend", p_pre, PRE_TREND_ALPHA, bool(ok),
                                       (f"pre-launch trajectories parallel ({test}; p={p_pre:.3g})" if ok
-                                       else f"{DIVERGE_MESSAGE} ({test}; p={p_pre:.3g})"), "warn" if ok else "error"))
+                                       else f"{DIVERGE_MESSAGE} ({test}; p={p_pre:.3g})"), "warn" if ok else "error",
+                                      check="pre_trend"))
     else:
         diagnostics.append(Diagnostic("pre_trend", None, PRE_TREND_ALPHA, False,
-                                      "pre-trend not testable: no cohort has two pre-launch periods", "warn"))
+                                      "pre-trend not testable: no cohort has two pre-launch periods", "warn",
+                                      check="pre_trend"))
 
     twfe, twfe_se = _twfe(cells, fe_roles)
     diff = abs(twfe - est)

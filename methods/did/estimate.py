@@ -4,16 +4,16 @@
 feature reached a subset of units (skills, queues, regions) at a known date. The model is
 ``outcome ~ treated + post + treated:post + fixed-effect dummies``; the interaction is the ATT.
 
-How it scales: rows are compressed to cells in DuckDB (``methods.did_compress``: count, sum y,
+How it scales: rows are compressed to cells in DuckDB (``methods.did.compress``: count, sum y,
 sum y² by treated × period × fixed effects × cluster) and the model is fit by WLS on the cells;
 point estimates and CR1/HC1 standard errors are exactly those of row-level OLS. Only the cell
 table is pulled into Python.
 
 How it is checked: clusters counted (refusal below two treated or two control clusters, or
 without pre- and post-launch data in both groups); inference by the wild cluster bootstrap below
-30 clusters (``methods.did_inference``); an event study with a joint pre-trend test and a placebo
-launch (``methods.event_study``); staggered rollouts via Callaway–Sant'Anna group-time ATTs with
-a TWFE comparison (``methods.staggered``).
+30 clusters (``methods.did.inference``); an event study with a joint pre-trend test and a placebo
+launch (``methods.did.event_study``); staggered rollouts via Callaway–Sant'Anna group-time ATTs with
+a TWFE comparison (``methods.did.staggered``).
 """
 
 from __future__ import annotations
@@ -24,17 +24,14 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from methods.did_compress import (
+from methods.did.compress import (
     EFFECT,
     compress,
     fit_cells,
-    relation_columns,
     two_by_two_design,
     validate_columns,
 )
-from methods.did_inference import FEW_CLUSTERS, infer
-from methods.did_plots import event_study_png, group_means_png
-from methods.event_study import (
+from methods.did.event_study import (
     DIVERGE_MESSAGE,
     PRE_TREND_ALPHA,
     period_index,
@@ -42,7 +39,10 @@ from methods.event_study import (
     relative_magnitudes,
     run_event_study,
 )
+from methods.did.inference import FEW_CLUSTERS, infer
+from methods.did.plots import event_study_png, group_means_png
 from methods.result import Diagnostic, EstimateResult, MethodRefusal
+from methods.sql import relation_columns
 
 ESTIMAND = "ATT (treated × post)"
 
@@ -81,7 +81,7 @@ def estimate_did(data, outcome: str, treated: str, post: str | None = None, time
                  "cluster": cluster, "cohort": cohort, **{f"fixed_effect[{i}]": f for i, f in enumerate(fixed_effects)}}
         validate_columns(relation_columns(con, relation), roles)
         if cohort is not None:
-            from methods.staggered import estimate_staggered
+            from methods.did.staggered import estimate_staggered
 
             if time is None and event_time is None:
                 raise ValueError("a staggered rollout (cohort=) needs time= (the period column)")
@@ -146,14 +146,15 @@ def _estimate_from_cells(cells: pd.DataFrame, outcome: str, treated: str, launch
         es = run_event_study(cells, launch, fe_roles, cluster_role, seed=seed, n_boot=n_boot, weights=weights)
         if es is None or es.p_value is None:
             diagnostics.append(Diagnostic("pre_trend", None, PRE_TREND_ALPHA, False,
-                                          "pre-trend not testable: fewer than two pre-launch periods", "warn"))
+                                          "pre-trend not testable: fewer than two pre-launch periods", "warn",
+                                          check="pre_trend"))
         else:
             ok = es.p_value >= PRE_TREND_ALPHA
             diagnostics.append(Diagnostic(
                 "pre_trend", es.p_value, PRE_TREND_ALPHA, bool(ok),
                 (f"pre-launch trajectories parallel ({es.test}; p={es.p_value:.3g})" if ok
                  else f"{DIVERGE_MESSAGE} ({es.test}; p={es.p_value:.3g})"),
-                "warn" if ok else "error",
+                "warn" if ok else "error", check="pre_trend",
             ))
             extras["event_study"] = es.table
             extras["pre_trend_wald"] = es.wald
@@ -168,7 +169,8 @@ def _estimate_from_cells(cells: pd.DataFrame, outcome: str, treated: str, launch
         plots["group_means"] = group_means_png(_period_means(cells), launch, outcome)
     else:
         diagnostics.append(Diagnostic("pre_trend", None, PRE_TREND_ALPHA, False,
-                                      "pre-trend not testable without a time column (only post given)", "warn"))
+                                      "pre-trend not testable without a time column (only post given)", "warn",
+                                      check="pre_trend"))
         m = cells.groupby(["post", "treated"], as_index=False)[["n", "sum_y"]].sum()
         m = m.assign(period=m["post"], mean=m["sum_y"] / m["n"],
                      group=np.where(m["treated"] == 1, "treated", "control"))
@@ -215,7 +217,7 @@ def _cluster_diagnostics(cells, cluster_role, cluster, inf, design) -> list[Diag
         n_t, n_c = cells.loc[tr, cluster_role].nunique(), cells.loc[~tr, cluster_role].nunique()
         g = cells[cluster_role].nunique()
         out.append(Diagnostic("n_clusters", float(g), 2.0, True,
-                              f"{g} {cluster} clusters ({n_t} treated, {n_c} control)"))
+                              f"{g} {cluster} clusters ({n_t} treated, {n_c} control)", check="sample_size"))
         mixed = int((cells.groupby(cluster_role)["treated"].nunique() > 1).sum())
         if mixed:
             out.append(Diagnostic("assignment_level", float(mixed), 0.0, False,

@@ -1,5 +1,8 @@
 """Typed loader for ``configs/signals.yaml``: the declarative recipe for turning transcripts into signals.
 
+It lives in ``configs/`` beside ``questions.py`` so every config has one home and one file
+reader (``configs.safe_yaml``); extraction imports the typed models from here.
+
 Why a typed loader: the config is user-edited, and a typo in a section name or a regex that the
 polars (Rust) engine cannot compile would otherwise surface deep inside a nightly run. Every model
 forbids unknown keys, every name is checked as a SQL/Python-safe identifier (the names become
@@ -17,14 +20,12 @@ combined regex, which is what extraction runs), not once per pattern.
 from __future__ import annotations
 
 import re
-import stat
 from importlib import resources
 from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Literal
 
 import polars as pl
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -36,7 +37,7 @@ from pydantic import (
     model_validator,
 )
 
-from configs.questions import MAX_CONFIG_BYTES  # one file-size limit for every config
+from configs.safe_yaml import load_yaml  # the one file reader and size limit (MAX_CONFIG_BYTES)
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 ROLES = ("user", "assistant", "tool", "system")
@@ -340,26 +341,11 @@ def parse_signals_config(data: object, source: str = "<dict>") -> SignalsConfig:
 
 
 def load_signals_config(path: str | Path | None = None) -> SignalsConfig:
-    """Load and validate a signals config (``yaml.safe_load`` only); ``None`` → the packaged default.
+    """Load and validate a signals config; ``None`` → the packaged default.
 
-    The size is checked before the file is read, so an absurd file is never parsed.
+    Read by the shared safe loader (``configs.safe_yaml``: regular file, size checked before
+    reading, UTF-8, ``yaml.safe_load`` only, errors with line and column).
     """
     p = Path(path) if path is not None else default_config_path()
-    try:
-        st = p.stat()
-        if not stat.S_ISREG(st.st_mode):  # a directory, a FIFO or /dev/zero would block or never end
-            raise SignalsConfigError(f"{p}: not a regular file")
-        if st.st_size > MAX_CONFIG_BYTES:
-            raise SignalsConfigError(
-                f"{p}: {st.st_size} bytes is too large for a signals config (max {MAX_CONFIG_BYTES})"
-            )
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SignalsConfigError(f"{p}: cannot read signals config ({exc.strerror or exc})") from None
-    except UnicodeDecodeError as exc:
-        raise SignalsConfigError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SignalsConfigError(f"{p}: not valid YAML ({exc})") from None
+    data = load_yaml(p, "signals config", SignalsConfigError)
     return parse_signals_config(data, source=str(p))

@@ -23,25 +23,10 @@ from typing import Any
 import duckdb
 import pandas as pd
 
+from methods.sql import date_window_sql, quote_ident, relation_columns, relation_sql, treated_selector_sql
+
 TIME_BUCKETS = ("week", "date", "hour")
 REACH_TREATED = 0.5  # share of a cohort's post-launch conversations the selector must cover
-
-
-def quote_ident(name: str) -> str:
-    """Double-quote an identifier for DuckDB (embedded quotes doubled)."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def relation_columns(con: duckdb.DuckDBPyConnection, relation: str) -> list[str]:
-    """Column names of ``relation`` (a table or view name, optionally schema-qualified)."""
-    return [d[0] for d in con.execute(f"SELECT * FROM {_relation_sql(relation)} LIMIT 0").description]
-
-
-def _relation_sql(relation: str) -> str:
-    parts = relation.split(".")
-    if not relation or any(not p or not (p.replace("_", "").isalnum()) for p in parts):
-        raise ValueError(f"relation {relation!r} is not a plain (optionally schema-qualified) table name")
-    return ".".join(quote_ident(p) for p in parts)
 
 
 def _check_columns(columns: list[str], names: dict[str, list[str]]) -> None:
@@ -70,14 +55,15 @@ def build_sc_panel(con: duckdb.DuckDBPyConnection, relation: str, outcome: str, 
         raise ValueError("unit_by is empty: name the columns that define a cohort (e.g. [channel, intent])")
     if not treated:
         raise ValueError("treated selector is empty: give column -> allowed values")
-    rel = _relation_sql(relation)
+    rel = relation_sql(relation)
     cols = relation_columns(con, relation)
     time_cols = ["date"] + (["started_at"] if time_bucket == "hour" else [])
     _check_columns(cols, {"outcome": [outcome], "unit_by": list(unit_by), "treated selector": list(treated),
                           "time": time_cols})
     launch_ts = pd.Timestamp(launch)
-    sel_sql, sel_params = _selector_sql(treated)
-    where_sql, where_params = _window_sql(window)
+    sel_sql, sel_params = treated_selector_sql(treated)
+    where_sql, where_params = date_window_sql(
+        *(pd.Timestamp(window[k]).date() if window and window.get(k) is not None else None for k in ("start", "end")))
     y = quote_ident(outcome)
     unit_sql = "concat_ws('|', " + ", ".join(
         f"coalesce(CAST({quote_ident(c)} AS VARCHAR), 'null')" for c in unit_by) + ")"
@@ -115,28 +101,6 @@ def build_sc_panel(con: duckdb.DuckDBPyConnection, relation: str, outcome: str, 
 def _ts_sql(time_bucket: str) -> str:
     """Timestamp the launch is compared with (day resolution unless hours are asked for)."""
     return "CAST(\"started_at\" AS TIMESTAMP)" if time_bucket == "hour" else "CAST(CAST(\"date\" AS DATE) AS TIMESTAMP)"
-
-
-def _selector_sql(treated: dict[str, list]) -> tuple[str, list]:
-    parts, params = [], []
-    for col, values in treated.items():
-        if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-            values = [values]
-        parts.append(f"coalesce(CAST({quote_ident(col)} AS VARCHAR) IN (SELECT unnest(?)), FALSE)")
-        params.append([str(v).lower() if isinstance(v, bool) else str(v) for v in values])
-    return " AND ".join(parts), params
-
-
-def _window_sql(window: dict | None) -> tuple[str, list]:
-    parts, params = ["TRUE"], []
-    if window:
-        if window.get("start") is not None:
-            parts.append("CAST(\"date\" AS DATE) >= ?")
-            params.append(pd.Timestamp(window["start"]).date())
-        if window.get("end") is not None:
-            parts.append("CAST(\"date\" AS DATE) <= ?")
-            params.append(pd.Timestamp(window["end"]).date())
-    return " AND ".join(parts), params
 
 
 def _bucket_sql(time_bucket: str) -> str:

@@ -32,21 +32,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 import statsmodels.api as sm
 
-
-def quote_ident(name: str) -> str:
-    """A DuckDB identifier literal: double quotes, embedded quotes doubled."""
-    return '"' + str(name).replace('"', '""') + '"'
-
-
-def relation_columns(con: duckdb.DuckDBPyConnection, relation: str) -> list[str]:
-    """Column names of ``relation`` (a table or view name; quoted, never pasted raw)."""
-    if not isinstance(relation, str) or not relation:
-        raise ValueError("relation must be a non-empty table or view name")
-    try:
-        desc = con.execute(f"DESCRIBE {quote_ident(relation)}").fetchall()
-    except duckdb.Error as exc:
-        raise ValueError(f"no table or view named {relation!r} in the DuckDB connection") from exc
-    return [row[0] for row in desc]
+from methods.sql import quote_ident, relation_columns
 
 
 def validate_columns(available: Sequence[str], wanted: dict[str, str | None]) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from methods.propensity import Atoms
+from methods.psm.propensity import Atoms
 from methods.result import Refutation
 
 # refit(atoms, extra_codes_per_atom_or_None) -> effect estimate with the propensity refitted

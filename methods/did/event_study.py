@@ -31,8 +31,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from methods.did_compress import EFFECT, CellFit, coarsen, design_from_cells, fit_cells, two_by_two_design
-from methods.did_inference import FEW_CLUSTERS, cluster_wald_test, infer, wild_wald_test
+from methods.did.compress import EFFECT, CellFit, coarsen, design_from_cells, fit_cells, two_by_two_design
+from methods.did.inference import FEW_CLUSTERS, cluster_wald_test, infer, wild_wald_test
 from methods.result import Refutation
 
 PRE_TREND_ALPHA = 0.05

@@ -1,0 +1,53 @@
+"""The check catalogue: every check a question can carry, declared once.
+
+A check is a yes/no verdict a user acts on ("is the design sound enough to use the number?").
+Severity is deliberate: ERROR means the number must not be used (too few conversations,
+covariates still unbalanced after matching, diverging pre-trends, a synthetic control that never
+tracked the treated series); WARN means "read with care" (a refuter moved the estimate, weak
+placebo rank, gameable outcome, missing outcomes, possible hidden confounders). The three that
+mean "a number exists but is wrong" (balance, pre-trend, pre-period fit) also *block*: Dagster
+stops downstream consumers of the estimate. Sample size does not block: a refusal has no number
+to consume.
+
+Where a check's evidence comes from is declared here too (``source``): diagnostics that name it
+(``Diagnostic.check``), the balance table, or the refutations. Which checks apply to a question
+is the method registry's business (``convocausal/questions/registry.py``), not this file's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+PASSED, FAILED, NOT_APPLICABLE, NOT_RUN = "passed", "failed", "not_applicable", "not_run"
+STATES = (PASSED, FAILED, NOT_APPLICABLE, NOT_RUN)
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    name: str
+    severity: Literal["ERROR", "WARN"]
+    blocking: bool
+    description: str
+    source: Literal["diagnostics", "balance", "refutations"] = "diagnostics"
+
+
+CATALOG: dict[str, CheckSpec] = {c.name: c for c in (
+    CheckSpec("sample_size", "ERROR", False, "Enough conversations to estimate anything"),
+    CheckSpec("outcome_not_agent_controlled", "WARN", False, "Outcome comes from a system the agent cannot set"),
+    CheckSpec("survivorship", "WARN", False, "Outcome missing at similar rates in the compared groups"),
+    CheckSpec("refuters_passed", "WARN", False, "Every refutation test passed", source="refutations"),
+    CheckSpec("balance", "ERROR", True, "Every covariate |SMD| < 0.1 after matching", source="balance"),
+    CheckSpec("overlap", "WARN", False, "Treated and control propensities overlap"),
+    CheckSpec("hidden_confounder_risk", "WARN", False, "No left-out start signal predicts the treatment"),
+    CheckSpec("pre_trend", "ERROR", True, "Pre-launch trajectories are parallel (joint Wald test)"),
+    CheckSpec("pre_period_fit", "ERROR", True, "Synthetic control tracks the treated series before launch"),
+    CheckSpec("placebo_rank", "WARN", False, "The treated unit's post/pre RMSPE ratio stands out from placebos"),
+)}
+
+
+def check_spec(name: str) -> CheckSpec:
+    try:
+        return CATALOG[name]
+    except KeyError:
+        raise KeyError(f"no check named {name!r} in the catalogue; known: {', '.join(CATALOG)}") from None

@@ -1,0 +1,308 @@
+"""The method registry: one declaration per method, and the only list of methods there is.
+
+An entry says everything the rest of the project needs to know about a method: its name, the
+design alias a question may use instead, why it fits that design (for the memo), which question
+fields it needs and which of them name signals columns, how its data is pulled from the signals
+relation, its pre-flight, the checks it carries, and its ``convocausal estimate`` arguments.
+The question loader, the router, the Dagster asset checks, the store, the memo and the command
+line all read this table; nothing else spells out the method list.
+
+Adding a method (say instrumental variables) is a subpackage ``methods/iv/`` with its pure
+numerics and one ``MethodSpec`` here with its small adapters; a method that needs a question
+field outside the shared vocabulary of ``configs/questions.py`` also adds that field there.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from checks.catalog import CATALOG
+from configs.questions import ConfigError, Question, QuestionSet, load_questions, parse_questions
+from convocausal.questions.cli_values import coerce_like, split_list
+from convocausal.questions.preflight import (
+    PreflightFn,
+    matching_preflight,
+    rollout_preflight,
+    treated_sql,
+    window_sql,
+)
+from methods.result import EstimateResult
+from methods.sql import quote_ident as q
+
+# (con, question, relation, seed) -> (result, info); info carries design notes for the memo
+RunFn = Callable[[duckdb.DuckDBPyConnection, Question, str, int], tuple[EstimateResult, dict]]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str  # the store's and the JSON's `method` value
+    design: str  # the alias a question may give as `design:`
+    cli_name: str  # `convocausal estimate <cli_name>`
+    why: str  # why this method fits the design, in words for the memo
+    required: tuple[str, ...]  # question fields that must be set
+    column_fields: tuple[str, ...]  # question fields whose values are signals columns
+    preflight: PreflightFn
+    run: RunFn
+    checks: tuple[str, ...]  # catalogue checks this method carries
+    add_cli_arguments: Callable[[argparse.ArgumentParser], None]
+    estimate_from_args: Callable[[pd.DataFrame, argparse.Namespace], EstimateResult]
+    validate: Callable[[Question], None] | None = None  # shape rules beyond `required`
+    cli_help: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+# ============================================================================ propensity matching
+def _run_psm(con, question: Question, relation: str, seed: int):
+    from methods.psm import estimate_psm
+
+    cols = [question.treatment, question.outcome, *question.covariates]
+    where, params = window_sql(question)
+    select = ", ".join(
+        f"CAST({q(c)} AS DOUBLE) AS {q(c)}" if c in (question.treatment, question.outcome) else q(c)
+        for c in dict.fromkeys(cols)
+    )
+    df = con.execute(
+        f"SELECT {select} FROM {relation} WHERE {q(question.treatment)} IS NOT NULL "
+        f"AND {q(question.outcome)} IS NOT NULL AND {where}",
+        params,
+    ).df()
+    result = estimate_psm(df, treatment=question.treatment, outcome=question.outcome,
+                          covariates=list(question.covariates), estimand=question.estimand,
+                          caliper=question.caliper, seed=seed)
+    return result, {"rows": len(df)}
+
+
+def _psm_cli(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--treatment", required=True)
+    p.add_argument("--outcome", required=True)
+    p.add_argument("--covariates", required=True)
+    p.add_argument("--estimand", choices=["ATT", "ATE"], default="ATT")
+
+
+def _psm_from_args(df: pd.DataFrame, args) -> EstimateResult:
+    from methods.psm import estimate_psm
+
+    return estimate_psm(df, treatment=args.treatment, outcome=args.outcome,
+                        covariates=split_list(args.covariates), estimand=args.estimand, seed=args.seed)
+
+
+# ============================================================================ synthetic control
+def _run_sc(con, question: Question, relation: str, seed: int):
+    from methods.sc import estimate_sc
+    from methods.sc.panel import build_sc_panel
+
+    panel, info = build_sc_panel(
+        con, relation, outcome=question.outcome, unit_by=list(question.unit_by), treated=dict(question.treated),
+        launch=question.launch, time_bucket=question.time_bucket, min_volume=question.min_volume,
+        window=question.window.model_dump() if question.window else None,
+    )
+    result = estimate_sc(panel, unit=info["unit_col"], time=info["time_col"], outcome=info["value_col"],
+                         treated_units=info["treated_units"], launch=info["launch"], weight=info.get("weight_col"))
+    result.outcome = question.outcome
+    return result, info
+
+
+def _sc_validate(question: Question) -> None:
+    if not question.unit_by:
+        raise ValueError("synthetic control needs `unit_by` (the columns that define cohorts)")
+
+
+def _sc_cli(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--unit", required=True)
+    p.add_argument("--time", required=True)
+    p.add_argument("--outcome", required=True)
+    p.add_argument("--treated", required=True, help="treated unit(s), comma-separated")
+    p.add_argument("--launch", required=True)
+    p.add_argument("--weight", default=None, help="optional volume column")
+
+
+def _sc_from_args(df: pd.DataFrame, args) -> EstimateResult:
+    from methods.sc import estimate_sc
+
+    treated = coerce_like(df[args.unit], split_list(args.treated))
+    launch = coerce_like(df[args.time], [args.launch])[0]
+    return estimate_sc(df, unit=args.unit, time=args.time, outcome=args.outcome,
+                       treated_units=treated, launch=launch, weight=args.weight)
+
+
+# ============================================================================ diff-in-diff
+def _run_did(con, question: Question, relation: str, seed: int):
+    from methods.did import estimate_did
+
+    sel, sel_params = treated_sql(question)
+    where, params = window_sql(question)
+    period = "week" if question.time_bucket == "week" else "date"
+    keep = list(dict.fromkeys([*question.fixed_effects, *([question.cluster] if question.cluster else [])]))
+    extra = "".join(f", {q(c)}" for c in keep if c not in (question.outcome, period))
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _did_rows AS SELECT CAST({q(question.outcome)} AS DOUBLE) AS {q(question.outcome)}, "
+        f"CAST({sel} AS INTEGER) AS _treated, {q(period)} AS _period{extra} "
+        f"FROM {relation} WHERE {q(question.outcome)} IS NOT NULL AND {where}",
+        sel_params + params,
+    )
+    try:
+        result = estimate_did((con, "_did_rows"), outcome=question.outcome, treated="_treated", time="_period",
+                              launch=question.launch, fixed_effects=list(question.fixed_effects),
+                              cluster=question.cluster, seed=seed)
+    finally:
+        con.execute("DROP TABLE IF EXISTS _did_rows")
+    return result, {"period": period}
+
+
+def _did_validate(question: Question) -> None:
+    if question.time_bucket == "hour":
+        raise ValueError("diff-in-diff takes time_bucket `week` or `date`")
+
+
+def _did_cli(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--outcome", required=True)
+    p.add_argument("--treated", required=True)
+    p.add_argument("--post", default=None)
+    p.add_argument("--time", default=None)
+    p.add_argument("--launch", default=None)
+    p.add_argument("--fixed-effects", default="")
+    p.add_argument("--cluster", default=None)
+
+
+def _did_from_args(df: pd.DataFrame, args) -> EstimateResult:
+    from methods.did import estimate_did
+
+    if not args.post and not (args.time and args.launch is not None):
+        raise ConfigError("did needs --post COL, or --time COL with --launch VALUE")
+    launch = coerce_like(df[args.time], [args.launch])[0] if args.time and args.launch is not None else None
+    return estimate_did(df, outcome=args.outcome, treated=args.treated, post=args.post, time=args.time,
+                        launch=launch, fixed_effects=split_list(args.fixed_effects), cluster=args.cluster,
+                        seed=args.seed)
+
+
+# ============================================================================ the registry
+_ROLLOUT_REQUIRED = ("treated", "launch")
+_COMMON_CHECKS = ("sample_size", "outcome_not_agent_controlled", "survivorship", "refuters_passed")
+
+REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in (
+    MethodSpec(
+        name="propensity_matching", design="coexisting_variants", cli_name="psm",
+        why=("two behaviours coexist in the logs, so conversations that were alike on everything that pushed "
+             "the agent one way or the other can be compared (propensity matching)"),
+        required=("treatment", "covariates"), column_fields=("treatment", "covariates"),
+        preflight=matching_preflight, run=_run_psm,
+        checks=(*_COMMON_CHECKS, "balance", "overlap", "hidden_confounder_risk"),
+        add_cli_arguments=_psm_cli, estimate_from_args=_psm_from_args,
+        cli_help="propensity score matching on a table with a 0/1 treatment column",
+    ),
+    MethodSpec(
+        name="synthetic_control", design="shipped_change", cli_name="sc",
+        why=("a change shipped at a known date to some cohorts, so a weighted mix of cohorts it never reached "
+             "gives the counterfactual trajectory (synthetic control)"),
+        required=(*_ROLLOUT_REQUIRED, "unit_by"), column_fields=("treated", "unit_by"),
+        preflight=rollout_preflight, run=_run_sc, validate=_sc_validate,
+        checks=(*_COMMON_CHECKS, "pre_period_fit", "placebo_rank"),
+        add_cli_arguments=_sc_cli, estimate_from_args=_sc_from_args,
+        cli_help="synthetic control on a long unit x period panel",
+    ),
+    MethodSpec(
+        name="diff_in_diff", design="partial_rollout", cli_name="did",
+        why=("a feature reached a subset at a known date, so the treated group's change is compared with the "
+             "untouched groups' change over the same weeks (difference-in-differences)"),
+        required=_ROLLOUT_REQUIRED, column_fields=("treated", "fixed_effects", "cluster"),
+        preflight=rollout_preflight, run=_run_did, validate=_did_validate,
+        checks=(*_COMMON_CHECKS, "pre_trend"),
+        add_cli_arguments=_did_cli, estimate_from_args=_did_from_args,
+        cli_help="difference-in-differences on rows with a 0/1 treated column",
+    ),
+)}
+DESIGNS: dict[str, MethodSpec] = {spec.design: spec for spec in REGISTRY.values()}
+BY_CLI_NAME: dict[str, MethodSpec] = {spec.cli_name: spec for spec in REGISTRY.values()}
+
+for _spec in REGISTRY.values():  # a typo in an entry fails at import, not in a nightly run
+    _unknown = [c for c in _spec.checks if c not in CATALOG]
+    if _unknown:
+        raise RuntimeError(f"method {_spec.name} names checks missing from checks/catalog.py: {_unknown}")
+    _fields = set(Question.model_fields)
+    if not set(_spec.required) | set(_spec.column_fields) <= _fields:
+        raise RuntimeError(f"method {_spec.name} names question fields that do not exist: "
+                           f"{sorted((set(_spec.required) | set(_spec.column_fields)) - _fields)}")
+
+
+# ============================================================================ questions through the registry
+def spec_for(question: Question) -> MethodSpec:
+    """The method a question runs: its explicit `method`, else its `design`'s method."""
+    if question.method:
+        if question.method not in REGISTRY:
+            raise ConfigError(f"question {question.id}: `method`: unknown method `{question.method}`; "
+                              f"known: {', '.join(REGISTRY)}")
+        return REGISTRY[question.method]
+    if question.design:
+        if question.design not in DESIGNS:
+            raise ConfigError(f"question {question.id}: `design`: unknown design `{question.design}`; "
+                              f"known: {', '.join(DESIGNS)}")
+        return DESIGNS[question.design]
+    raise ConfigError(f"question {question.id}: a question needs a `design` ({', '.join(DESIGNS)}) "
+                      "or an explicit `method`")
+
+
+def why_method(question: Question) -> str:
+    spec = spec_for(question)
+    how = (f"design `{question.design}`" if question.design and not question.method
+           else f"method `{question.method}` set explicitly")
+    return f"{spec.why}; chosen from {how}."
+
+
+def question_columns(question: Question) -> dict[str, list[str]]:
+    """Every signals column the question names, by role (for validation against the catalog)."""
+    out = {"outcome": [question.outcome]}
+    for name in spec_for(question).column_fields:
+        value = getattr(question, name)
+        out[name] = [] if value is None else [value] if isinstance(value, str) else list(value)
+    return out
+
+
+def check_shape(question: Question, source: str = "<questions>") -> None:
+    """Raise ConfigError when the question lacks a field its method needs (names the field)."""
+    spec = spec_for(question)
+    missing = [f for f in spec.required if getattr(question, f) in (None, [], {}, "")]
+    if missing:
+        raise ConfigError(f"{source}: question {question.id}: {spec.name} needs "
+                          + ", ".join(f"`{f}`" for f in missing) + _FIELD_HINTS.get(missing[0], ""))
+    for col, values in (question.treated or {}).items():
+        if not values or len(values) > 1000:
+            raise ConfigError(f"{source}: question {question.id}: `treated.{col}` needs between 1 and 1000 values")
+    if spec.validate:
+        try:
+            spec.validate(question)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: question {question.id}: {exc}") from exc
+
+
+_FIELD_HINTS = {
+    "treatment": " (a behaviour column)",
+    "covariates": " (pre-treatment signals)",
+    "treated": " (column: [values]) to pick the treated group",
+    "launch": " (the date the change shipped)",
+    "unit_by": " (the columns that define cohorts)",
+}
+
+
+def load_registry(path: str | Path | None = None) -> QuestionSet:
+    """Read the questions config once and check every question against its method's needs."""
+    qs = load_questions(path)
+    for question in qs.questions:
+        check_shape(question, str(path) if path else "questions.yaml")
+    return qs
+
+
+def parse_registry(text: str, source: str = "<questions>") -> QuestionSet:
+    qs = parse_questions(text, source=source)
+    for question in qs.questions:
+        check_shape(question, source)
+    return qs
+
+
+def method_names() -> Sequence[str]:
+    return tuple(REGISTRY)

@@ -1,0 +1,164 @@
+"""Raw reader, stage 4: from files to one :class:`RawBatch` — read many, finish, merge.
+
+Why a module of its own: every table (transcripts, outcomes, customers) goes through the same
+frame: read and cast each file (stopping at, or listing, an unreadable one), apply the table's
+rules as reasons, then split into ``accepted`` and ``quarantine`` and check that
+``raw = accepted + quarantined`` holds. Only the rules differ per table; this is the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandera.polars as pa
+import polars as pl
+
+from extract.quarantine import quarantine_frame
+from extract.raw_cast import add_reason, normalize
+from extract.raw_contract import (
+    QUARANTINE_SCHEMA,
+    REASON_COL,
+    REASON_CONFLICTING_KEY,
+    REASON_DUPLICATE_KEY_COPY,
+    REPAIR_TEXT_UTF8,
+    OnUnreadable,
+    RawBatch,
+    check_on_unreadable,
+)
+from extract.raw_files import Unreadable, read_file, unreadable_error
+
+
+# ============================================================================ shared helpers
+def empty_batch(dtypes: dict[str, pl.DataType], table: str, **extra) -> RawBatch:
+    accepted = pl.DataFrame(schema={**dtypes, "source_file": pl.String()})
+    counts = {
+        "table": table,
+        "files": 0,
+        "raw_rows": 0,
+        "accepted": 0,
+        "quarantined": 0,
+        "quarantined_by_reason": {},
+        "unreadable_files": [],
+        "missing_optional_columns": {},
+        "repaired": {},
+        **extra,
+    }
+    return RawBatch(accepted, pl.DataFrame(schema=QUARANTINE_SCHEMA), counts)
+
+
+def read_many(
+    files: list[Path],
+    dtypes: dict[str, pl.DataType],
+    required: Iterable[str],
+    on_unreadable: OnUnreadable,
+    row_filter=None,
+) -> tuple[pl.DataFrame | None, dict[str, pl.DataFrame], dict]:
+    """Read + normalize files; ``row_filter(stored_df) -> bool mask`` narrows rows before casting."""
+    check_on_unreadable(on_unreadable)
+    frames, originals = [], {}
+    info = {"files": 0, "unreadable_files": [], "missing_optional_columns": {}, "repaired": 0}
+    for path in files:
+        try:
+            stored, optional_missing = read_file(path, dtypes, required)
+        except Unreadable as exc:
+            if on_unreadable == "stop":
+                raise unreadable_error(path, exc) from None
+            info["unreadable_files"].append({"file": str(path), "error": str(exc)})
+            continue
+        if row_filter is not None:
+            stored = stored.filter(row_filter(stored))
+        src = str(path)
+        norm, n_rep = normalize(stored, dtypes, required, src)
+        info["files"] += 1
+        info["repaired"] += n_rep
+        if optional_missing:
+            info["missing_optional_columns"][src] = optional_missing
+        originals[src] = stored
+        frames.append(norm)
+    if not frames:
+        return None, originals, info
+    return pl.concat(frames, how="vertical"), originals, info
+
+
+def _validate_accepted(schema: type[pa.DataFrameModel], accepted: pl.DataFrame, table: str) -> None:
+    """Schema failure after the row rules ran is a bug in the rules, not bad input."""
+    try:
+        schema.validate(accepted, lazy=True)
+    except (pa.errors.SchemaErrors, pa.errors.SchemaError) as exc:
+        raise RuntimeError(
+            f"internal error: accepted {table} rows fail {schema.__name__} after quarantine rules: {exc}"
+        ) from exc
+
+
+def finish(
+    df: pl.DataFrame,
+    originals: dict[str, pl.DataFrame],
+    info: dict,
+    dtypes: dict[str, pl.DataType],
+    schema: type[pa.DataFrameModel],
+    table: str,
+    sort_by: list[str],
+    extra_counts: dict | None = None,
+) -> RawBatch:
+    good = df.filter(pl.col(REASON_COL).is_null())
+    bad = df.filter(pl.col(REASON_COL).is_not_null())
+    accepted = good.select(*dtypes.keys(), "source_file").sort(sort_by, maintain_order=True)
+    _validate_accepted(schema, accepted, table)
+    quarantine = quarantine_frame(bad, originals, table)
+    by_reason = dict(
+        bad.group_by(REASON_COL).len().sort(["len", REASON_COL], descending=[True, False]).iter_rows()
+    )
+    counts = {
+        "table": table,
+        "files": info["files"],
+        "raw_rows": df.height,
+        "accepted": accepted.height,
+        "quarantined": quarantine.height,
+        "quarantined_by_reason": by_reason,
+        "unreadable_files": info["unreadable_files"],
+        "missing_optional_columns": info["missing_optional_columns"],
+        "repaired": {REPAIR_TEXT_UTF8: info["repaired"]} if info["repaired"] else {},
+        **(extra_counts or {}),
+    }
+    if counts["raw_rows"] != counts["accepted"] + counts["quarantined"]:  # invariant of CONTRACT §1
+        raise RuntimeError(f"internal error: {table} rows do not reconcile: {counts}")
+    return RawBatch(accepted, quarantine, counts)
+
+
+def key_duplicates(df: pl.DataFrame, key: list[str], compare: list[str], label: str) -> pl.DataFrame:
+    """Among rows without a reason: exact copies → quarantine the copies; same key with
+    different content → quarantine every row of that key."""
+    ok = pl.col(REASON_COL).is_null()
+    # exact copy: not the first occurrence of the full content among currently-ok rows
+    first = pl.struct(compare).is_first_distinct().over(ok)
+    copy_reason = REASON_DUPLICATE_KEY_COPY.format(key=label)
+    df = df.with_columns(add_reason(pl.col(REASON_COL), ok & ~first, copy_reason).alias(REASON_COL))
+    ok = pl.col(REASON_COL).is_null()
+    conflict = ok & (ok.sum().over(key) > 1)
+    conflict_reason = REASON_CONFLICTING_KEY.format(key=label)
+    return df.with_columns(add_reason(pl.col(REASON_COL), conflict, conflict_reason).alias(REASON_COL))
+
+
+def merge_batches(batches: list[RawBatch]) -> RawBatch:
+    """Concatenate batches (e.g. several days) and sum their counts."""
+    accepted = pl.concat([b.accepted for b in batches], how="vertical")
+    quarantine = pl.concat([b.quarantine for b in batches], how="vertical")
+    counts: dict = {"table": batches[0].counts.get("table")}
+    for b in batches:
+        for k, v in b.counts.items():
+            if k == "table":
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, dict, list)):
+                counts[k] = v
+            elif isinstance(v, int):
+                counts[k] = counts.get(k, 0) + v
+            elif isinstance(v, list):
+                counts[k] = counts.get(k, []) + [x for x in v if x not in counts.get(k, [])]
+            else:
+                acc = dict(counts.get(k, {}))
+                for kk, vv in v.items():
+                    acc[kk] = acc.get(kk, 0) + vv if isinstance(vv, int) else vv
+                counts[k] = acc
+    counts["days"] = sorted(set(counts.get("days", [])))
+    return RawBatch(accepted, quarantine, counts)

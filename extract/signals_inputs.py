@@ -1,0 +1,95 @@
+"""Signal extraction, inputs: the transcript, side tables and history as typed polars frames.
+
+Why a module of its own: extraction accepts whatever the caller has (an eager frame from the raw
+reader, a ``LazyFrame`` over parquet, side tables missing optional columns, history keyed by
+``customer_id`` or ``customer_key``) and every later step assumes one shape. Normalising at the
+door — only the transcript columns, timestamps as UTC microseconds, null keys dropped — keeps the
+sub-queries free of defensive casts and lets a lazy scan read only the columns it needs.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from extract.catalog import UTC_TS
+
+MESSAGE_COLUMNS: tuple[str, ...] = (
+    "conversation_id", "turn", "ts", "role", "text", "tool_name",
+    "channel", "agent_version", "customer_id", "skill", "memory_items",
+)
+Frame = pl.DataFrame | pl.LazyFrame
+
+CID = pl.col("conversation_id")
+TURN = pl.col("turn")
+ROLE = pl.col("role")
+TEXT = pl.col("text")
+TOOL = pl.col("tool_name")
+
+
+# --------------------------------------------------------------------------- inputs
+def utc(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """Timestamps as Datetime(us, UTC): naive values are taken as UTC (CONTRACT §1)."""
+    if isinstance(dtype, pl.Datetime):
+        expr = expr.dt.replace_time_zone("UTC") if dtype.time_zone is None else expr.dt.convert_time_zone("UTC")
+        return expr.dt.cast_time_unit("us")
+    if dtype == pl.Date:
+        return expr.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    return expr.str.to_datetime(time_zone="UTC", time_unit="us") if dtype == pl.String else expr.cast(UTC_TS)
+
+
+def typed_messages(messages: Frame) -> pl.DataFrame:
+    """The transcript columns only, typed; a LazyFrame is collected with projection pushdown."""
+    lf = messages.lazy()
+    schema = lf.collect_schema()
+    missing = [c for c in MESSAGE_COLUMNS if c not in schema]
+    if missing:
+        raise ValueError(f"messages frame lacks transcript column(s) {missing} (CONTRACT §1)")
+    lf = lf.select(
+        CID.cast(pl.String),
+        TURN.cast(pl.Int32),
+        utc(pl.col("ts"), schema["ts"]).alias("ts"),
+        ROLE.cast(pl.String),
+        TEXT.cast(pl.String),
+        TOOL.cast(pl.String),
+        pl.col("channel", "agent_version", "customer_id", "skill").cast(pl.String),
+        pl.col("memory_items").cast(pl.Int32),
+    )
+    if isinstance(messages, pl.LazyFrame):
+        return lf.collect(engine="streaming")
+    return lf.collect()
+
+
+def side_table(frame: Frame | None, key: str, columns: dict[str, pl.DataType]) -> pl.DataFrame | None:
+    """An optional side table: key + wanted columns (missing ones as nulls), null keys dropped."""
+    if frame is None:
+        return None
+    lf = frame.lazy()
+    schema = lf.collect_schema()
+    if key not in schema:
+        raise ValueError(f"side table lacks key column `{key}`")
+    exprs = [pl.col(key).cast(pl.String)]
+    for name, dtype in columns.items():
+        exprs.append(pl.col(name).cast(dtype) if name in schema else pl.lit(None, dtype=dtype).alias(name))
+    return lf.select(exprs).filter(pl.col(key).is_not_null()).collect()
+
+
+def join_side(out: pl.DataFrame, side: pl.DataFrame, key: str) -> pl.DataFrame:
+    """Left-join a side table that should have one row per key; duplicates keep the first row."""
+    try:
+        return out.join(side, on=key, how="left", validate="m:1")
+    except pl.exceptions.ComputeError:  # duplicated keys: never multiply conversations
+        return out.join(side.unique(subset=key, keep="first", maintain_order=True), on=key, how="left")
+
+
+def history_rows(history: Frame | None) -> pl.DataFrame | None:
+    """Earlier conversation starts: (customer_id or customer_key, started_at as UTC), nulls dropped."""
+    if history is None:
+        return None
+    lf = history.lazy()
+    schema = lf.collect_schema()
+    who = "customer_id" if "customer_id" in schema else "customer_key"
+    if who not in schema or "started_at" not in schema:
+        raise ValueError("history frame needs started_at and customer_id (or customer_key)")
+    return lf.select(
+        pl.col(who).cast(pl.String), utc(pl.col("started_at"), schema["started_at"]).alias("started_at")
+    ).drop_nulls().collect()
