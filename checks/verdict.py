@@ -81,6 +81,9 @@ def _outcome(spec: CheckSpec, state: str, message: str) -> CheckOutcome:
 def _diagnostics(fed: list[Diagnostic]) -> tuple[str, str]:
     if not fed:
         return NOT_RUN, "not run: the method produced no diagnostic for this check"
+    if not any(d.tested for d in fed):  # the data could not test the assumption at all
+        return NOT_RUN, "not run: " + " ".join(d.message for d in fed if d.message)
+    fed = [d for d in fed if d.tested]
     failed = [d for d in fed if not d.passed]
     shown = failed or fed
     return (FAILED if failed else PASSED), " ".join(d.message for d in shown if d.message)

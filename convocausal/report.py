@@ -117,17 +117,28 @@ def _memo_body(question: Question, row: dict, refs, diags, bal, checks) -> str:
     refused = row.get("status") == "refused"
     failed = diags[~diags["passed"].astype(bool)] if not diags.empty else diags
     failed_refs = refs[~refs["passed"].astype(bool)] if not refs.empty else refs
-    # "do not act" follows the check catalogue: a failed ERROR check, or one that could not run
-    errors = checks[(checks["severity"] == "ERROR") & (checks["state"].isin(["failed", "not_run"]))]
-    blocking = list(errors["check_name"]) if not checks.empty else []
+    def _names(severity: str, state: str) -> list[str]:
+        if checks.empty:
+            return []
+        return list(checks[(checks["severity"] == severity) & (checks["state"] == state)]["check_name"])
+
+    # the decision follows the check catalogue: a failed ERROR check, or one the data could not run,
+    # means do not act; failed WARN checks are caveats, and the sentence never says "checks passed"
+    failed_errors, unrun_errors, caveats = _names("ERROR", "failed"), _names("ERROR", "not_run"), _names("WARN", "failed")
+    blocking = failed_errors + unrun_errors
     if refused:
         decision = f"**No decision yet.** The question was refused: {row.get('message')}"
     elif row["ci_low"] is not None and (row["ci_low"] > 0 or row["ci_high"] < 0) and not blocking:
         direction = "raises" if row["estimate"] > 0 else "lowers"
-        decision = (f"The change {direction} `{question.outcome}` by {row['estimate']:+.3f} "
-                    f"(95% CI {row['ci_low']:+.3f} to {row['ci_high']:+.3f}); checks passed.")
+        decision = (f"The change {direction} `{question.outcome}` by {abs(row['estimate']):.3f} "
+                    f"(estimate {row['estimate']:+.3f}, 95% CI {row['ci_low']:+.3f} to {row['ci_high']:+.3f}); "
+                    + ("every check passed." if not caveats else
+                       "no ERROR check failed; read with care, these WARN checks failed: " + ", ".join(caveats) + "."))
     elif blocking:
-        decision = ("**Do not act on this number yet**: failed checks: " + ", ".join(blocking) + ".")
+        decision = "**Do not act on this number yet**: " + "; ".join(
+            part for part in (("failed checks: " + ", ".join(failed_errors)) if failed_errors else "",
+                              ("checks the data could not run: " + ", ".join(unrun_errors)) if unrun_errors else "")
+            if part) + "."
     else:
         decision = "No effect distinguishable from zero at this sample size."
     lines = [

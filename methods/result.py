@@ -45,7 +45,9 @@ class Diagnostic:
 
     ``check`` names the catalogue check this diagnostic feeds (``checks/catalog.py``), e.g.
     ``"pre_trend"``; None for a note that feeds no check (a count, an inference remark). Checks
-    find their diagnostics by this name only, never by matching parts of ``name``.
+    find their diagnostics by this name only, never by matching parts of ``name``. ``tested`` is
+    False when the data could not test the assumption at all (e.g. no pre-launch periods): the
+    check it feeds is then ``not_run``, not ``failed``.
     """
 
     name: str
@@ -55,6 +57,7 @@ class Diagnostic:
     message: str = ""
     severity: str = "warn"  # "warn" | "error": error means the estimate must not be trusted
     check: str | None = None
+    tested: bool = True
 
 
 @dataclass

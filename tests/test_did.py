@@ -97,6 +97,9 @@ def test_diverging_pre_trends_fail_the_pre_trend_check():
     assert not pre.passed
     assert pre.message.startswith("pre-launch trajectories diverge: consider synthetic control")
     assert pre.severity == "error"
+    from convocausal.questions.answer import result_checks
+
+    assert {c.name: c.state for c in result_checks(r)}["pre_trend"] == "failed"
 
 
 def test_null_effect_interval_covers_zero():
@@ -112,8 +115,13 @@ def test_post_column_without_time_and_many_clusters_uses_cr1():
     assert r.ci_low < 0.06 < r.ci_high
     assert "CR1" in r.ci_method and "t(59)" in r.ci_method
     pre = {d.name: d for d in r.diagnostics}["pre_trend"]
-    assert not pre.passed and "without a time column" in pre.message
+    assert not pre.passed and not pre.tested and "without a time column" in pre.message
     assert "group_means" in r.plots
+    # untestable is not the same as diverging: the check did not run, it did not fail
+    from convocausal.questions.answer import result_checks
+
+    check = {c.name: c for c in result_checks(r)}["pre_trend"]
+    assert check.state == "not_run" and "without a time column" in check.message
 
 
 def test_no_cluster_uses_hc1_with_a_warning():

@@ -147,7 +147,7 @@ def _estimate_from_cells(cells: pd.DataFrame, outcome: str, treated: str, launch
         if es is None or es.p_value is None:
             diagnostics.append(Diagnostic("pre_trend", None, PRE_TREND_ALPHA, False,
                                           "pre-trend not testable: fewer than two pre-launch periods", "warn",
-                                          check="pre_trend"))
+                                          check="pre_trend", tested=False))
         else:
             ok = es.p_value >= PRE_TREND_ALPHA
             diagnostics.append(Diagnostic(
@@ -170,7 +170,7 @@ def _estimate_from_cells(cells: pd.DataFrame, outcome: str, treated: str, launch
     else:
         diagnostics.append(Diagnostic("pre_trend", None, PRE_TREND_ALPHA, False,
                                       "pre-trend not testable without a time column (only post given)", "warn",
-                                      check="pre_trend"))
+                                      check="pre_trend", tested=False))
         m = cells.groupby(["post", "treated"], as_index=False)[["n", "sum_y"]].sum()
         m = m.assign(period=m["post"], mean=m["sum_y"] / m["n"],
                      group=np.where(m["treated"] == 1, "treated", "control"))

@@ -181,7 +181,7 @@ def staggered_from_cells(cells: pd.DataFrame, outcome: str, fe_roles: Sequence[s
     else:
         diagnostics.append(Diagnostic("pre_trend", None, PRE_TREND_ALPHA, False,
                                       "pre-trend not testable: no cohort has two pre-launch periods", "warn",
-                                      check="pre_trend"))
+                                      check="pre_trend", tested=False))
 
     twfe, twfe_se = _twfe(cells, fe_roles)
     diff = abs(twfe - est)
