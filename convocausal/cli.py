@@ -169,14 +169,12 @@ def _read_table(path: Path):
 
 
 def _require_columns(df, args) -> None:
+    """Every argument the method's registry entry marks as naming columns must name one."""
+    from convocausal.questions.registry import REGISTRY
+
     names = []
-    for attr in ("treatment", "outcome", "unit", "time", "post", "cluster", "weight"):
-        if getattr(args, attr, None):
-            names.append(getattr(args, attr))
-    if args.method == "did":  # did's --treated is a column; sc's names units
-        names.append(args.treated)
-    for attr in ("covariates", "fixed_effects"):
-        names.extend(_split(getattr(args, attr, "") or ""))
+    for attr in REGISTRY[args.method_spec].cli_column_args:
+        names.extend(_split(getattr(args, attr, None) or ""))  # a single name or a comma list
     missing = [n for n in names if n not in df.columns]
     if missing:
         raise UsageError(

@@ -52,6 +52,7 @@ class MethodSpec:
     checks: tuple[str, ...]  # catalogue checks this method carries
     add_cli_arguments: Callable[[argparse.ArgumentParser], None]
     estimate_from_args: Callable[[pd.DataFrame, argparse.Namespace], EstimateResult]
+    cli_column_args: tuple[str, ...] = ()  # CLI arguments that name columns of --data (checked first)
     validate: Callable[[Question], None] | None = None  # shape rules beyond `required`
     cli_help: str = ""
     extra: dict = field(default_factory=dict)
@@ -194,6 +195,7 @@ REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in (
         preflight=matching_preflight, run=_run_psm,
         checks=(*_COMMON_CHECKS, "balance", "overlap", "hidden_confounder_risk"),
         add_cli_arguments=_psm_cli, estimate_from_args=_psm_from_args,
+        cli_column_args=("treatment", "outcome", "covariates"),
         cli_help="propensity score matching on a table with a 0/1 treatment column",
     ),
     MethodSpec(
@@ -204,6 +206,7 @@ REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in (
         preflight=rollout_preflight, run=_run_sc, validate=_sc_validate,
         checks=(*_COMMON_CHECKS, "pre_period_fit", "placebo_rank"),
         add_cli_arguments=_sc_cli, estimate_from_args=_sc_from_args,
+        cli_column_args=("unit", "time", "outcome", "weight"),  # --treated names units, not a column
         cli_help="synthetic control on a long unit x period panel",
     ),
     MethodSpec(
@@ -214,6 +217,7 @@ REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in (
         preflight=rollout_preflight, run=_run_did, validate=_did_validate,
         checks=(*_COMMON_CHECKS, "pre_trend"),
         add_cli_arguments=_did_cli, estimate_from_args=_did_from_args,
+        cli_column_args=("outcome", "treated", "post", "time", "cluster", "fixed_effects"),
         cli_help="difference-in-differences on rows with a 0/1 treated column",
     ),
 )}
