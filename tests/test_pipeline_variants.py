@@ -101,3 +101,12 @@ def test_memo_written_after_a_blocking_failure_in_a_plain_materialize(diverging_
     assert len(reports) == 1  # ... and the memo was materialized in that same run
     text = memo.read_text()
     assert "Do not act on this number yet" in text and "pre_trend" in text
+
+
+def test_a_true_null_does_not_fail_the_refuters(null_run):
+    """The E-value refuter used to fail whenever the interval included 0, so every null result
+    failed `refuters_passed` by construction (issue 13)."""
+    rows, _ = null_run
+    r = rows["email_early_vs_late"]
+    assert r["ci_low"] <= 0.0 <= r["ci_high"]
+    assert r["checks"]["refuters_passed"] == "passed", r["checks"]

@@ -219,9 +219,11 @@ def evalue_sensitivity(estimate: float, ci_low: float, ci_high: float, mean_trea
     treated; continuous outcome: RR ≈ exp(0.91 · effect / sd) (VanderWeele & Ding 2017). The
     E-value is the minimum risk ratio a hidden confounder needs with both treatment and outcome
     (beyond the measured covariates) to pull the point estimate (or the interval limit closest
-    to 0) to zero. Pass rule: E-value of the interval limit ≥ ``threshold``. ``new_effect`` is the
-    estimate corrected for a hidden confounder of exactly that strength (bias factor
-    B = t²/(2t − 1)).
+    to 0) to zero. Pass rule: E-value of the interval limit ≥ ``threshold``. An interval that
+    already includes 0 passes: there is no effect for a hidden confounder to explain away, and a
+    refuter that failed every null result would fail by construction on sound designs (the
+    fragile null is the interval's business, not sensitivity's). ``new_effect`` is the estimate
+    corrected for a hidden confounder of exactly that strength (bias factor B = t²/(2t − 1)).
     """
     def to_rr(effect: float) -> float:
         if binary:
@@ -241,7 +243,7 @@ def evalue_sensitivity(estimate: float, ci_low: float, ci_high: float, mean_trea
     bias = threshold * threshold / (2 * threshold - 1)
     rr = to_rr(estimate)
     adj = from_rr(rr / bias if estimate > 0 else rr * bias) if np.isfinite(rr) else float("nan")
-    passed = bool(np.isfinite(e_ci) and e_ci >= threshold)
+    passed = bool(crosses or (np.isfinite(e_ci) and e_ci >= threshold))
     yardstick = ""
     if benchmark is not None:
         name, rr_t, rr_y, b = benchmark
@@ -263,10 +265,9 @@ def evalue_sensitivity(estimate: float, ci_low: float, ci_high: float, mean_trea
             f"closest to 0 — a hidden confounder would need a risk ratio of at least that with both "
             f"the treatment and the outcome, beyond the measured covariates, to explain the effect "
             f"away. A confounder of strength {threshold} would move the estimate to {adj:+.4f}. "
-            f"Pass rule: interval E-value ≥ {threshold}. "
-            + ("Passed." if passed else
-               ("FAILED: the interval already includes 0." if crosses else
-                "FAILED: a weak hidden confounder could explain the effect away."))
+            f"Pass rule: interval E-value ≥ {threshold}, or an interval that includes 0. "
+            + ("Passed: the interval includes 0, so there is no effect to explain away." if crosses else
+               "Passed." if passed else "FAILED: a weak hidden confounder could explain the effect away.")
             + yardstick
         ),
     )
