@@ -118,6 +118,12 @@ def _question_id_at(raw: dict, loc: tuple) -> str | None:
     return None
 
 
+# Question fields a design conditions on (adjusts for, groups or selects by), with their names in
+# messages. A signal measured during or after the conversation may be moved by the treatment.
+ADJUSTED_ROLES = {"covariates": "covariate", "fixed_effects": "fixed effect", "unit_by": "cohort column (unit_by)",
+                  "cluster": "cluster", "treated": "treated selector column"}
+
+
 def validate_against_catalog(question: Question, catalog: list[dict], columns: dict[str, list[str]]) -> list[str]:
     """Check every name against the signals catalog; raise ConfigError, return warnings.
 
@@ -141,13 +147,14 @@ def validate_against_catalog(question: Question, catalog: list[dict], columns: d
         t = by_name[question.treatment]
         if t["kind"] not in ("behaviour", "tool"):
             warnings.append(f"treatment `{question.treatment}` is a {t['kind']} signal, not a configured behaviour")
-    for cov in question.covariates:
-        when = by_name[cov]["measured_at"]
-        if when != "start":
-            raise ConfigError(
-                f"question {question.id}: covariate `{cov}` is measured "
-                f"{'at the end of the conversation' if when == 'end' else 'during the conversation'}, "
-                "possibly after the treatment: adjusting for it would control for a mediator or collider. "
-                "Use signals known at conversation start."
-            )
+    for role, label in ADJUSTED_ROLES.items():  # everything the design conditions on must be known at conversation start
+        for name in columns.get(role, []):
+            when = by_name[name]["measured_at"]
+            if when != "start":
+                raise ConfigError(
+                    f"question {question.id}: {label} `{name}` is measured "
+                    f"{'at the end of the conversation' if when == 'end' else 'during the conversation'}, "
+                    "possibly after the treatment: adjusting for it would control for a mediator or collider. "
+                    "Use signals known at conversation start."
+                )
     return warnings

@@ -107,3 +107,20 @@ def test_fingerprint_changes_only_when_content_changes():
     b = parse_questions(_psm()).questions[0]
     c = parse_questions(_psm(covariates="[intent]")).questions[0]
     assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("fixed_effects", "[intent, n_turns]", "fixed effect `n_turns` is measured at the end"),
+    ("fixed_effects", "[tool_lookup_order]", "fixed effect `tool_lookup_order` is measured during"),
+    ("cluster", "n_turns", "cluster `n_turns`"),
+])
+def test_post_treatment_names_refused_in_every_role(field, value, words):
+    """A rollout that adjusts for the very tool it rolled out (or a count of turns) is refused (issue 13)."""
+    base = {"id": "q1", "design": "partial_rollout", "outcome": "resolved", "treated": "{channel: [chat]}",
+            "launch": "2026-03-30", "fixed_effects": "[intent]", field: value}
+    text = "questions:\n  - " + "\n".join(f"    {k}: {v}" for k, v in base.items()).lstrip()
+    q = parse_questions(text).questions[0]
+    with pytest.raises(ConfigError, match=words):
+        validate_against_catalog(q, CATALOG, question_columns(q))
+    clean = parse_questions(text.replace(f"{field}: {value}", f"{field}: {'[intent]' if field != 'cluster' else 'channel'}"))
+    assert validate_against_catalog(clean.questions[0], CATALOG, question_columns(clean.questions[0])) == []
