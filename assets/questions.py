@@ -13,7 +13,9 @@ from pathlib import Path
 import dagster as dg
 
 from checks.catalog import CATALOG, NOT_APPLICABLE, NOT_RUN, PASSED
+from configs.questions import validate_against_catalog
 from convocausal.questions.answer import answer_question
+from convocausal.questions.registry import question_columns
 from convocausal.report import decision_memo, plot_paths
 from convocausal.store import connect, open_signals, write_file_atomic, write_refusal, write_result
 from pipelines.partitions import questions
@@ -56,9 +58,6 @@ def question_results(context: dg.AssetExecutionContext, settings: ConvocausalSet
     paths = settings.store_paths()
     with connect(paths.db, read_only=True) as store_con:
         catalog = store_con.execute("SELECT * FROM signal_catalog").df().to_dict(orient="records")
-    from configs.questions import validate_against_catalog
-    from convocausal.questions.registry import question_columns
-
     for warning in validate_against_catalog(question, catalog, question_columns(question)):
         context.log.warning(warning)
     con = open_signals(paths)

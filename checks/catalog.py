@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 PASSED, FAILED, NOT_APPLICABLE, NOT_RUN = "passed", "failed", "not_applicable", "not_run"
-STATES = (PASSED, FAILED, NOT_APPLICABLE, NOT_RUN)
 
 
 @dataclass(frozen=True)
@@ -44,10 +43,3 @@ CATALOG: dict[str, CheckSpec] = {c.name: c for c in (
     CheckSpec("pre_period_fit", "ERROR", True, "Synthetic control tracks the treated series before launch"),
     CheckSpec("placebo_rank", "WARN", False, "The treated unit's post/pre RMSPE ratio stands out from placebos"),
 )}
-
-
-def check_spec(name: str) -> CheckSpec:
-    try:
-        return CATALOG[name]
-    except KeyError:
-        raise KeyError(f"no check named {name!r} in the catalogue; known: {', '.join(CATALOG)}") from None

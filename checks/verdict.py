@@ -28,11 +28,6 @@ class CheckOutcome:
     description: str
     message: str
 
-    @property
-    def passed(self) -> bool | None:
-        """True / False for a check that ran; None for one that did not run or does not apply."""
-        return {PASSED: True, FAILED: False}.get(self.state)
-
 
 def evaluate_checks(applicable: Sequence[str], diagnostics: Iterable[Diagnostic],
                     balance: Sequence[BalanceRow] | None, refutations: Sequence[Refutation] | None,
@@ -67,11 +62,6 @@ def evaluate_checks(applicable: Sequence[str], diagnostics: Iterable[Diagnostic]
 def states(outcomes: Iterable[CheckOutcome]) -> dict[str, str]:
     """name → state, the shape ``--json`` and the run table use."""
     return {o.name: o.state for o in outcomes}
-
-
-def failed_errors(outcomes: Iterable[CheckOutcome]) -> list[CheckOutcome]:
-    """Failed ERROR-severity checks: with any of them the number must not be acted on."""
-    return [o for o in outcomes if o.state == FAILED and o.severity == "ERROR"]
 
 
 def _outcome(spec: CheckSpec, state: str, message: str) -> CheckOutcome:

@@ -1,4 +1,4 @@
-"""The ``convocausal`` command line (CONTRACT §3).
+"""The ``convocausal`` command line (docs/CONTRACT.md §3).
 
 Exit status: 0 when the run finished (checks may have failed; they are reported), 2 for a
 usage or input error with one line naming what to fix, 1 for an internal failure.

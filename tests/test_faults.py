@@ -101,7 +101,7 @@ def test_kill_and_rerun_matches_uninterrupted(small_raw, clean_snapshot, tmp_pat
 
     db = tmp_path / "store.duckdb"
     script = CHILD.format(root=str(ROOT), target=target, after=after, raw=str(small_raw), db=str(db))
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, timeout=600, check=False)
     assert proc.returncode == 137, proc.stderr.decode()[-2000:]
     run_pipeline(small_raw, db)
     got = _snapshot(db)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
+import duckdb
 import polars as pl
 import pytest
 
@@ -63,7 +64,7 @@ def test_publish_is_one_transaction(tmp_path, monkeypatch):
     write_day(paths, DAY, _signals(9), _quarantine(0))
     bad_catalog = pl.DataFrame({"name": ["x"]})
     monkeypatch.setattr(store, "RESULT_TABLES_DDL", {"estimates": "CREATE TABLE broken ("})
-    with pytest.raises(Exception):
+    with pytest.raises(duckdb.Error):
         publish(paths, catalog=bad_catalog)
     monkeypatch.undo()
     with connect(paths.db, read_only=True) as con:

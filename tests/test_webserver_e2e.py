@@ -55,7 +55,7 @@ def served(tmp_path_factory):
     with dg.DagsterInstance.from_config(str(home)) as instance:
         run_pipeline(raw, store, instance=instance)
     port = _free_port()
-    log = open(root / "webserver.log", "wb")
+    log = open(root / "webserver.log", "wb")  # noqa: SIM115 - the server writes to it until `finally` closes it
     proc = subprocess.Popen(
         [sys.executable, "-m", "dagster_webserver", "-h", "127.0.0.1", "-p", str(port), "-m", "pipelines.definitions"],
         cwd=Path(__file__).resolve().parents[1], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,

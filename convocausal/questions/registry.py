@@ -15,8 +15,8 @@ field outside the shared vocabulary of ``configs/questions.py`` also adds that f
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -55,7 +55,6 @@ class MethodSpec:
     cli_column_args: tuple[str, ...] = ()  # CLI arguments that name columns of --data (checked first)
     validate: Callable[[Question], None] | None = None  # shape rules beyond `required`
     cli_help: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 # ============================================================================ propensity matching
@@ -222,7 +221,6 @@ REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in (
     ),
 )}
 DESIGNS: dict[str, MethodSpec] = {spec.design: spec for spec in REGISTRY.values()}
-BY_CLI_NAME: dict[str, MethodSpec] = {spec.cli_name: spec for spec in REGISTRY.values()}
 
 for _spec in REGISTRY.values():  # a typo in an entry fails at import, not in a nightly run
     _unknown = [c for c in _spec.checks if c not in CATALOG]
@@ -306,7 +304,3 @@ def parse_registry(text: str, source: str = "<questions>") -> QuestionSet:
     for question in qs.questions:
         check_shape(question, source)
     return qs
-
-
-def method_names() -> Sequence[str]:
-    return tuple(REGISTRY)

@@ -256,7 +256,7 @@ def _bootstrap(est: PSMEstimator, X: np.ndarray, atoms: Atoms, n_cells: int, Xcc
                n_bootstrap: int, seed: int) -> np.ndarray:
     """Rows resampled with replacement = multinomial counts over atoms; everything refitted."""
     rng = np.random.default_rng([seed, 0])
-    N = int(round(atoms.n.sum()))
+    N = int(np.rint(atoms.n.sum()))
     pv = atoms.n / atoms.n.sum()
     out = np.full((max(n_bootstrap, 0), 3), np.nan)
     for b in range(n_bootstrap):
@@ -290,7 +290,7 @@ def _sd(x: np.ndarray) -> float:
 def _units_used(n: np.ndarray, w: np.ndarray, replace: bool) -> int:
     """Distinct units carrying matched weight (with replacement every unit of a used cell is
     used; without replacement each unit at most once, so the weights are the count)."""
-    return int(round(n[w > 0].sum() if replace else w.sum()))
+    return int(np.rint(n[w > 0].sum() if replace else w.sum()))
 
 
 def _ess(n: np.ndarray, w: np.ndarray) -> float:

@@ -46,7 +46,7 @@ def permute_treatment(rng: np.random.Generator, atoms: Atoms) -> Atoms:
     sizes = np.bincount(pair, weights=atoms.n).round().astype(np.int64)
     first = np.zeros(len(sizes), dtype=np.int64)
     first[pair[::-1]] = np.arange(len(pair))[::-1]
-    n1 = int(round(atoms.n[atoms.t == 1].sum()))
+    n1 = int(np.rint(atoms.n[atoms.t == 1].sum()))
     drawn = rng.multivariate_hypergeometric(sizes, n1, method="marginals")
     cell, y = atoms.cell[first], atoms.y[first]
     return _drop_empty(
@@ -60,7 +60,7 @@ def permute_treatment(rng: np.random.Generator, atoms: Atoms) -> Atoms:
 def random_subset(rng: np.random.Generator, atoms: Atoms, fraction: float = SUBSET_FRACTION) -> Atoms:
     """A random ``fraction`` of rows without replacement (multivariate hypergeometric on atoms)."""
     sizes = atoms.n.round().astype(np.int64)
-    drawn = rng.multivariate_hypergeometric(sizes, int(round(fraction * sizes.sum())), method="marginals")
+    drawn = rng.multivariate_hypergeometric(sizes, int(np.rint(fraction * sizes.sum())), method="marginals")
     return _drop_empty(atoms.cell, atoms.t, atoms.y, drawn)
 
 
