@@ -3,9 +3,9 @@
 A check is a yes/no verdict a user acts on ("is the design sound enough to use the number?").
 Severity is deliberate: ERROR means the number must not be used (too few conversations,
 covariates still unbalanced after matching, diverging pre-trends, a synthetic control that never
-tracked the treated series); WARN means "read with care" (a refuter moved the estimate, weak
-placebo rank, gameable outcome, missing outcomes, possible hidden confounders). The three that
-mean "a number exists but is wrong" (balance, pre-trend, pre-period fit) also *block*: Dagster
+tracked the treated series, a logged confounder left out); WARN means "read with care" (a refuter moved the estimate, weak
+placebo rank, gameable outcome, missing outcomes, possible hidden confounders). The four that
+mean "a number exists but is wrong" (balance, omitted confounder, pre-trend, pre-period fit) also *block*: Dagster
 stops downstream consumers of the estimate. Sample size does not block: a refusal has no number
 to consume.
 
@@ -39,6 +39,8 @@ CATALOG: dict[str, CheckSpec] = {c.name: c for c in (
     CheckSpec("balance", "ERROR", True, "Every covariate |SMD| < 0.1 after matching", source="balance"),
     CheckSpec("overlap", "WARN", False, "Treated and control propensities overlap"),
     CheckSpec("hidden_confounder_risk", "WARN", False, "No left-out start signal predicts the treatment"),
+    CheckSpec("omitted_confounder", "ERROR", True,
+              "No left-out start signal moves the estimate beyond its interval when adjusted for"),
     CheckSpec("pre_trend", "ERROR", True, "Pre-launch trajectories are parallel (joint Wald test)"),
     CheckSpec("pre_period_fit", "ERROR", True, "Synthetic control tracks the treated series before launch"),
     CheckSpec("placebo_rank", "WARN", False, "The treated unit's post/pre RMSPE ratio stands out from placebos"),

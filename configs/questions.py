@@ -150,11 +150,31 @@ def validate_against_catalog(question: Question, catalog: list[dict], columns: d
     for role, label in ADJUSTED_ROLES.items():  # everything the design conditions on must be known at conversation start
         for name in columns.get(role, []):
             when = by_name[name]["measured_at"]
+            if role == "covariates" and _turn_ordered(question, by_name, name):
+                warnings.append(f"covariate `{name}` is measured during the conversation: it is used only if the "
+                                "data show it before the treatment's turn in every conversation (checked when the "
+                                "question runs)")
+                continue
             if when != "start":
                 raise ConfigError(
                     f"question {question.id}: {label} `{name}` is measured "
                     f"{'at the end of the conversation' if when == 'end' else 'during the conversation'}, "
                     "possibly after the treatment: adjusting for it would control for a mediator or collider. "
-                    "Use signals known at conversation start."
+                    "Use signals known at conversation start"
+                    + (", or a behaviour or tool that happens before the treatment's turn." if when == "turn"
+                       and role == "covariates" else ".")
                 )
     return warnings
+
+
+def _turn_ordered(question: Question, by_name: dict, name: str) -> bool:
+    """A turn-level covariate whose order against a turn-level treatment the data can check.
+
+    Both must carry a turn (``turn_column`` in the catalogue); the question layer then refuses the
+    question unless the covariate comes first in every conversation (``preflight.turn_order_diagnostic``).
+    A signal measured at the end, or a turn-level name in any other role, stays refused here.
+    """
+    row, treatment = by_name[name], by_name.get(question.treatment or "", {})
+    return (row["measured_at"] == "turn" and bool(row.get("turn_column")) and treatment.get("measured_at") == "turn"
+            and bool(treatment.get("turn_column")) and name != question.treatment
+            and row.get("turn_column") != treatment.get("turn_column"))

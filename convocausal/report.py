@@ -19,6 +19,7 @@ from methods.result import EstimateResult
 
 FAILURE_MODES = {
     "hidden_confounder_risk": "hidden confounders",
+    "omitted_confounder": "omitted confounder",
     "sample_size": "small sample",
     "outcome_not_agent_controlled": "gameable outcome",
     "survivorship_missing_outcome_gap": "survivorship",
@@ -159,6 +160,9 @@ def _memo_body(question: Question, row: dict, refs, diags, bal, checks) -> str:
         )
         if row.get("true_effect") is not None and row["true_effect"] == row["true_effect"]:
             lines.append(f"True effect built into the synthetic data: {row['true_effect']:+.4f}.")
+    graph = diags[diags["name"] == "causal_graph"] if not diags.empty else diags
+    if not graph.empty:
+        lines += ["## Causal graph", str(graph.iloc[0]["message"])]
     lines.append("## Checks")
     if not checks.empty:
         lines.append("| check | severity | state | note |\n|---|---|---|---|\n" + "\n".join(
@@ -179,12 +183,20 @@ def _memo_body(question: Question, row: dict, refs, diags, bal, checks) -> str:
     lines.append("## Main risks")
     risks = [f"- **{FAILURE_MODES.get(n, n)}**: {m}" for n, m in zip(failed["name"], failed["message"])] if not failed.empty else []
     risks += [f"- **refuter {r}**: {m}" for r, m in zip(failed_refs["refuter"], failed_refs["message"])] if not failed_refs.empty else []
-    lines.extend(risks or [("- None of the automated checks failed. Unlogged reasons for the agent's choice can "
-                            "still confound: read the sensitivity refuter.")])
+    lines.extend(risks or ["- None of the automated checks failed. " + _residual_risk(question)])
     lines.append("## Decision rule")
     lines.append("Act when the 95% interval excludes zero, every ERROR-severity check passes and the refuters "
                  "hold; otherwise collect more data or fix the failing check first.")
     return "\n\n".join(x for x in lines if x is not None)
+
+
+def _residual_risk(question: Question) -> str:
+    """What no automated check can rule out, per design."""
+    if question.treatment:
+        return ("Unlogged reasons for the agent's choice can still confound: read the unobserved-confounder "
+                "sensitivity refutation for how strong such a reason would have to be.")
+    return ("Anything else that changed for the treated group at the launch (another release, a campaign, a "
+            "routing change) would be read as the change's effect: check the release log for the launch weeks.")
 
 
 def _cell(text) -> str:

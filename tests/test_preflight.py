@@ -76,6 +76,10 @@ def test_survivorship_flags_outcomes_missing_more_in_one_group():
 
 
 def test_hidden_confounder_flagged_only_when_it_predicts_beyond_covariates():
-    pre = run_preflight(_con(), _question(covariates="[intent]"), CATALOG, matching_preflight)
-    d = _diag(pre, "hidden_confounder_risk")
+    """Measured after the estimate now (it shares the cells of the omitted-confounder check)."""
+    from convocausal.questions.confounding import confounding_diagnostics
+
+    d = confounding_diagnostics(_con(), _question(covariates="[intent]"), ["skill", "vip"], "signals", "TRUE", [],
+                                None)[0]
+    assert d.name == "hidden_confounder_risk"
     assert not d.passed and "vip" in d.message and "skill" not in d.message

@@ -52,6 +52,9 @@ def answer_question(con: duckdb.DuckDBPyConnection, question: Question, catalog:
     else:
         try:
             result, info = spec.run(con, question, relation, seed)
+            if spec.after_estimate is not None:
+                by_name = {row["name"]: row for row in catalog}
+                result.diagnostics += spec.after_estimate(con, question, by_name, relation, result)
             answer = QuestionAnswer(question, spec.name, result, pre, info=info)
         except MethodRefusal as exc:
             answer = QuestionAnswer(question, spec.name, None, pre, refusal=str(exc))

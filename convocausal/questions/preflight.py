@@ -27,8 +27,6 @@ q = quote_ident
 MIN_GROUP = 50  # conversations per arm below which matching is refused
 MIN_COVERAGE = 0.5  # share of conversations where the treatment is defined
 MAX_MISSING_GAP = 0.05  # allowed difference in outcome-missing share between groups
-CONFOUNDER_GAP = 0.10  # treatment-rate spread across a left-out signal's levels that flags it
-NOT_CONFOUNDERS = {"conversation_id", "customer_key", "started_at", "date", "week", "day_of_week"}
 
 
 def window_sql(question: Question) -> tuple[str, list]:
@@ -76,7 +74,10 @@ def _agent_controlled(question: Question, by_name: dict) -> Diagnostic:
 
 
 def matching_preflight(con, question: Question, by_name: dict, relation: str):
-    """Two behaviours coexist: coverage, sample size per arm, survivorship, hidden confounders."""
+    """Two behaviours coexist: coverage, sample size per arm, survivorship, turn order of covariates.
+
+    Left-out confounders are measured after the estimate (``confounding.py``): whether one matters
+    is judged against the estimate's own interval."""
     t, y = q(question.treatment), q(question.outcome)
     where, params = window_sql(question)
     total, defined, n1, n0, miss1, miss0 = con.execute(
@@ -107,7 +108,11 @@ def matching_preflight(con, question: Question, by_name: dict, relation: str):
         refusal or f"{n1} treated and {n0} control conversations with an outcome.", "error", check="sample_size",
     ))
     diags.append(_survivorship(miss1, miss0, "treated", "control", question.outcome))
-    diags.append(_hidden_confounders(con, question, by_name, relation, where, params))
+    order = turn_order_diagnostic(con, question, by_name, relation, where, params)
+    if order is not None:
+        diags.append(order)
+        if not order.passed and refusal is None:
+            refusal = order.message
     return diags, refusal
 
 
@@ -152,68 +157,46 @@ def _survivorship(miss_a, miss_b, label_a: str, label_b: str, outcome: str) -> D
                       check="survivorship")
 
 
-def _hidden_confounders(con, question: Question, by_name: dict, relation, where, params) -> Diagnostic:
-    """Start-of-conversation signals left out of the covariates that still predict the treatment.
+def turn_covariates(question: Question, by_name: dict) -> list[str]:
+    """Covariates measured during the conversation (a behaviour or tool at some turn)."""
+    return [c for c in question.covariates if by_name.get(c, {}).get("measured_at") == "turn"]
 
-    "Predict" is conditional on the covariates: the treatment is residualized on covariate
-    dummies (a linear probability model fitted by weighted least squares on covariate ×
-    candidate cells aggregated in DuckDB), and a candidate is flagged when its levels' mean
-    residual spreads by more than ``CONFOUNDER_GAP`` (e.g. `skill` predicting the treatment
-    only through intent is not flagged).
+
+def turn_order_diagnostic(con, question: Question, by_name: dict, relation: str, where: str,
+                          params: list) -> Diagnostic | None:
+    """A turn-level covariate is pre-treatment only if it happens before the treatment's turn.
+
+    The catalogue's static rule (``configs/questions.py``) lets a turn-level covariate through for
+    a treatment that has a turn, on condition that the data show the order: in every conversation
+    where both happen, the covariate's first turn comes before the treatment's. One conversation
+    the other way round and the covariate can be a consequence of the treatment (a mediator), so
+    the question is refused with the count. None when the question has no turn-level covariate.
     """
-    candidates = [
-        n for n, row in by_name.items()
-        if row["measured_at"] == "start" and row["kind"] == "covariate"
-        and n not in question.covariates and n not in NOT_CONFOUNDERS
-    ]
-    flagged = [(n, g) for n in candidates if (g := _conditional_gap(con, question, n, relation, where, params)) > CONFOUNDER_GAP]
-    worst = max((g for _, g in flagged), default=0.0)
-    if flagged:
-        names = ", ".join(f"{n} (shifts the treatment rate by up to {g:.0%} beyond the covariates)" for n, g in flagged)
-        msg = (f"signals known at conversation start but not in the covariates predict the treatment: {names}. "
-               "Add them, or say why they cannot affect the outcome. Reasons not in the logs at all cannot "
-               "be checked here: see the sensitivity refuter for how strong such a confounder would need to be.")
-    else:
-        msg = (f"none of the {len(candidates)} start-of-conversation signals outside the covariates predicts the "
-               "treatment once the covariates are accounted for; unlogged reasons can still confound: see the "
-               "sensitivity refuter.")
-    return Diagnostic("hidden_confounder_risk", worst, CONFOUNDER_GAP, not flagged, msg, "warn",
-                      check="hidden_confounder_risk")
-
-
-MAX_LEVELS = 30
-
-
-def _conditional_gap(con, question: Question, candidate: str, relation, where, params) -> float:
-    import numpy as np
-    import pandas as pd
-
-    t = q(question.treatment)
-    keys = [*question.covariates, candidate]
-    cols = ", ".join(f"CAST({q(k)} AS VARCHAR) AS k{i}" for i, k in enumerate(keys))
-    cells = con.execute(
-        f"SELECT {cols}, count(*) AS n, avg(CAST({t} AS DOUBLE)) AS rate FROM {relation} "
-        f"WHERE {t} IS NOT NULL AND {where} GROUP BY ALL",
-        params,
-    ).df()
-    if cells.empty:
-        return 0.0
-    names = [f"k{i}" for i in range(len(keys))]
-    for name in names:  # pool rare levels so the design stays small
-        counts = cells.groupby(name, dropna=False)["n"].sum().sort_values(ascending=False)
-        keep = set(counts.index[:MAX_LEVELS])
-        cells[name] = cells[name].where(cells[name].isin(keep), "__other").fillna("__null")
-    cand = names[-1]
-    # Residualize the treatment on the covariates, then ask whether the candidate's levels still
-    # differ: robust to a candidate that is a function of the covariates (collinear dummies).
-    design = pd.get_dummies(cells[names[:-1]], drop_first=True, dtype=float)
-    x = np.column_stack([np.ones(len(cells)), design.to_numpy()])
-    n = cells["n"].to_numpy(dtype=float)
-    w = np.sqrt(n)
-    rate = cells["rate"].to_numpy(dtype=float)
-    beta, *_ = np.linalg.lstsq(x * w[:, None], rate * w, rcond=None)
-    cells["resid_sum"] = (rate - x @ beta) * n
-    by_level = cells.groupby(cand)[["resid_sum", "n"]].sum()
-    by_level = by_level[by_level["n"] >= 30]
-    means = by_level["resid_sum"] / by_level["n"]
-    return float(means.max() - means.min()) if len(means) >= 2 else 0.0
+    turn_covs = turn_covariates(question, by_name)
+    if not turn_covs:
+        return None
+    t_turn = by_name.get(question.treatment, {}).get("turn_column")
+    parts, bad, checked = [], [], 0
+    for cov in turn_covs:
+        c_turn = by_name[cov].get("turn_column")
+        if not t_turn or not c_turn:
+            bad.append(f"`{cov}` has no turn to compare with the treatment's")
+            continue
+        after, both = con.execute(
+            f"SELECT count(*) FILTER (WHERE {q(c_turn)} >= {q(t_turn)}), "
+            f"count(*) FILTER (WHERE {q(c_turn)} IS NOT NULL AND {q(t_turn)} IS NOT NULL) "
+            f"FROM {relation} WHERE {q(question.treatment)} IS NOT NULL AND {where}", params,
+        ).fetchone()
+        checked += int(both)
+        if after:
+            bad.append(f"`{cov}` happens at or after the treatment's turn in {after} of {both} conversations "
+                       "where both happen")
+        else:
+            parts.append(f"`{cov}` happens before the treatment's turn in all {both} conversations where both happen")
+    if bad:
+        msg = ("turn-level covariate(s) not measured before the treatment: " + "; ".join(bad)
+               + ". Such a signal can be a consequence of the treatment (a mediator): adjusting for it hides "
+               "part of the effect. Drop it from `covariates`, or use a signal known at conversation start.")
+        return Diagnostic("covariate_turn_order", float(len(bad)), 0.0, False, msg, "error")
+    return Diagnostic("covariate_turn_order", 0.0, 0.0, True,
+                      "turn-level covariates used as pre-treatment signals: " + "; ".join(parts) + ".", "warn")

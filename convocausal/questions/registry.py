@@ -32,11 +32,13 @@ from convocausal.questions.preflight import (
     treated_sql,
     window_sql,
 )
-from methods.result import EstimateResult
+from methods.result import Diagnostic, EstimateResult
 from methods.sql import quote_ident as q
 
 # (con, question, relation, seed) -> (result, info); info carries design notes for the memo
 RunFn = Callable[[duckdb.DuckDBPyConnection, Question, str, int], tuple[EstimateResult, dict]]
+# (con, question, catalog rows by name, relation, result) -> diagnostics judged against the estimate
+AfterFn = Callable[[duckdb.DuckDBPyConnection, Question, dict, str, EstimateResult], list[Diagnostic]]
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class MethodSpec:
     estimate_from_args: Callable[[pd.DataFrame, argparse.Namespace], EstimateResult]
     cli_column_args: tuple[str, ...] = ()  # CLI arguments that name columns of --data (checked first)
     validate: Callable[[Question], None] | None = None  # shape rules beyond `required`
+    after_estimate: AfterFn | None = None  # checks that need the estimate (e.g. omitted confounders)
     cli_help: str = ""
 
 
@@ -76,6 +79,30 @@ def _run_psm(con, question: Question, relation: str, seed: int):
                           covariates=list(question.covariates), estimand=question.estimand,
                           caliper=question.caliper, seed=seed)
     return result, {"rows": len(df)}
+
+
+def _psm_after(con, question: Question, by_name: dict, relation: str, result: EstimateResult) -> list[Diagnostic]:
+    """The causal graph's backdoor set (DoWhy), then the left-out start signals measured against the estimate."""
+    from convocausal.questions.confounding import confounding_diagnostics
+    from convocausal.questions.graph import identify
+    from convocausal.questions.preflight import turn_covariates
+
+    graph = identify(question, list(by_name.values()), frozenset(turn_covariates(question, by_name)))
+    where, params = window_sql(question)
+    out = confounding_diagnostics(con, question, graph.unadjusted, relation, where, params, result)
+    mediators = ", ".join(graph.mediators[:12]) + (" …" if len(graph.mediators) > 12 else "")
+    out.append(Diagnostic(
+        "causal_graph", float(len(graph.unadjusted)), 0.0, True,
+        (f"Causal graph from the signal catalogue: every start signal → {graph.treatment} and → {graph.outcome}; "
+         f"{graph.treatment} → {graph.outcome}; {graph.treatment} → later signals ({mediators or 'none'}) → "
+         f"{graph.outcome}. DoWhy's backdoor adjustment set: {', '.join(graph.backdoor_set) or 'empty'}. "
+         + ("The covariates block every backdoor path." if graph.covariates_valid else
+            f"The covariates leave open the paths through {', '.join(graph.unadjusted)}; "
+            "the omitted_confounder check measures whether they move the estimate.")),
+        "warn",
+    ))
+    result.extras["causal_graph_dot"] = graph.to_dot()
+    return out
 
 
 def _psm_cli(p: argparse.ArgumentParser) -> None:
@@ -192,8 +219,8 @@ REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in (
              "the agent one way or the other can be compared (propensity matching)"),
         required=("treatment", "covariates"), column_fields=("treatment", "covariates"),
         preflight=matching_preflight, run=_run_psm,
-        checks=(*_COMMON_CHECKS, "balance", "overlap", "hidden_confounder_risk"),
-        add_cli_arguments=_psm_cli, estimate_from_args=_psm_from_args,
+        checks=(*_COMMON_CHECKS, "balance", "overlap", "hidden_confounder_risk", "omitted_confounder"),
+        after_estimate=_psm_after, add_cli_arguments=_psm_cli, estimate_from_args=_psm_from_args,
         cli_column_args=("treatment", "outcome", "covariates"),
         cli_help="propensity score matching on a table with a 0/1 treatment column",
     ),
