@@ -131,11 +131,18 @@ def test_no_cluster_uses_hc1_with_a_warning():
     assert "no cluster given" in {d.name: d for d in r.diagnostics}["inference"].message
 
 
-def test_refuses_with_one_treated_cluster():
-    df = simulate(n=5_000, seed=6)
+def test_one_treated_cluster_gets_placebo_inference_not_a_refusal():
+    """Issue 13: one treated skill used to be refused; now the interval comes from space-time placebos
+    (``tests/test_did_launch_and_few_clusters.py`` measures its size and coverage). No treated cluster
+    at all is still refused."""
+    df = simulate(n=20_000, seed=6)
     df["treated"] = (df["skill"] == "tier2-1").astype(int)
-    with pytest.raises(MethodRefusal, match="Only 1 treated and 23 control skill"):
-        _did(df)
+    r = _did(df)
+    assert np.isfinite(r.ci_low) and np.isfinite(r.ci_high) and r.ci_low < r.estimate < r.ci_high
+    assert "space-time placebos" in r.ci_method
+    assert "Conley–Taber" in {d.name: d for d in r.diagnostics}["inference"].message
+    with pytest.raises(MethodRefusal, match="Only 0 treated and 24 control skill"):
+        _did(df.assign(treated=0))
 
 
 def test_refuses_without_post_launch_data():

@@ -54,8 +54,10 @@ def test_interval_covers_true_effect_and_excludes_naive(seed):
     # the before/after trap: a common trend adds to the naive difference
     assert not (res.ci_low <= res.naive_estimate <= res.ci_high)
     assert abs(res.naive_estimate - truth["effect"]) > 0.5
-    # the treated unit's post/pre RMSPE ratio is the most extreme: p = 1 / (donors + 1)
-    assert res.p_value == pytest.approx(1 / 21)
+    # the treated unit's post/pre RMSPE ratio is the most extreme: placebo rank p = 1 / (donors + 1)
+    assert res.extras["placebo_p_value"] == pytest.approx(1 / 21)
+    # the p-value is the conformal test the interval inverts: it rejects 0 as the interval does
+    assert res.p_value == res.extras["conformal"]["p_value_at_zero"] < 0.05
     assert res.std_error == pytest.approx((res.ci_high - res.ci_low) / (2 * 1.959963984540054))
     assert "conformal" in res.ci_method and "Chernozhukov" in res.ci_method
 
@@ -76,7 +78,8 @@ def test_weights_gaps_and_plots_in_result():
     js = res.to_json()
     assert js["weights"] == pytest.approx(w) and js["ci_method"] == res.ci_method
     inference = next(d for d in res.diagnostics if d.name == "sc_inference")
-    assert "placebo-in-space permutation p-value" in inference.message and "2 x 1.96" in inference.message
+    assert "conformal permutation p-value of a zero effect" in inference.message and "2 x 1.96" in inference.message
+    assert "placebo-in-space rank" in inference.message and "p_value = p(0)" in res.ci_method
 
 
 def test_placebo_in_time_shows_no_effect():
@@ -239,7 +242,9 @@ def test_two_runs_are_identical(permutations):
     assert a.plots == b.plots
     assert a.extras["conformal"]["permutations"].startswith("moving-block" if permutations != "iid" else "i.i.d.")
     moved = run(panel, permutations=permutations, seed=1)
-    assert moved.estimate == a.estimate and moved.p_value == a.p_value  # the seed only touches i.i.d. draws
+    # the seed only touches the i.i.d. permutation draws: the conformal p-value moves with it, nothing else
+    assert moved.estimate == a.estimate and moved.extras["placebo_p_value"] == a.extras["placebo_p_value"]
+    assert (moved.p_value == a.p_value) == (permutations == "moving_block")
 
 
 # --------------------------------------------------------------------------- calibration (slow)

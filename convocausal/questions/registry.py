@@ -176,7 +176,7 @@ def _run_did(con, question: Question, relation: str, seed: int):
     try:
         result = estimate_did((con, "_did_rows"), outcome=question.outcome, treated="_treated", time="_period",
                               launch=question.launch, fixed_effects=list(question.fixed_effects),
-                              cluster=question.cluster, seed=seed)
+                              cluster=question.cluster, seed=seed, time_bucket=period)
     finally:
         con.execute("DROP TABLE IF EXISTS _did_rows")
     return result, {"period": period}

@@ -5,18 +5,23 @@ global launch) that tracks the treated series before the launch is the counterfa
 it; the average post-launch gap is the effect. The weight optimisation alone proves little,
 so the estimate comes with the checks that make it readable:
 
-* **placebo-in-space** — every donor in turn plays the treated unit; the p-value is the rank
-  of the treated post/pre RMSPE ratio among all units (treated included, so never 0);
-* **conformal confidence interval** — Chernozhukov, Wüthrich & Zhu (2021, JASA, "An exact
-  and robust conformal inference method for counterfactual and synthetic controls"): for a
-  candidate effect θ the post-launch treated outcomes are shifted by −θ, the weights refit on
-  all periods, and the post residuals compared with their time-permutations (i.i.d. with a
-  fixed seed by default, or moving blocks); the interval is the set of θ not rejected
-  at 5 %, found on a grid and sharpened by bisection;
-* **placebo-in-time** (fake launch at 2/3 of the pre-period), **leave-one-out donors**,
-  **out-of-sample pre-period fit**, and a **pre-period fit gate**: when the synthetic series
-  does not track the treated one before launch, an error diagnostic says no post-launch
-  number should be read as an effect.
+* **conformal p-value and confidence interval, one test** — Chernozhukov, Wüthrich & Zhu
+  (2021, JASA, "An exact and robust conformal inference method for counterfactual and
+  synthetic controls"): for a candidate effect θ the post-launch treated outcomes are shifted
+  by −θ, the weights refit on all periods, and the post residuals compared with their
+  time-permutations (i.i.d. with a fixed seed by default, or moving blocks). ``p_value`` is
+  that test at θ = 0 and the interval is the set of θ with p(θ) ≥ 5 % (grid + bisection), so
+  p < 0.05 exactly when the interval excludes 0. Reporting the placebo rank as the p-value
+  next to a conformal interval let the two disagree (p = 0.053 with an interval excluding 0);
+* **placebo-in-space** — every donor in turn plays the treated unit; the rank of the treated
+  post/pre RMSPE ratio among all units (never below 1/(donors+1)) is the ``placebo_rank``
+  check's evidence (``extras["placebo_p_value"]``), not the p-value;
+* **placebo-in-time** (fake launch at 2/3 of the pre-period), **leave-one-out donors**, and a
+  **pre-period fit gate** (check ``pre_period_fit``, blocking): in-sample RMSPE judged against
+  the treated series' variation around its own trend (or the sampling-noise floor), no drift
+  in the pre-launch gap, and no systematic gap on held-out pre-periods for weights trained on
+  the earlier ones (see ``diagnostics.py``). When any of them fails, no post-launch number
+  should be read as an effect.
 
 Noise: the conversation panels this runs on have cells of a few dozen conversations, so a
 single donor cohort is mostly sampling noise. When a volume column is given, each donor's
@@ -30,7 +35,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from methods.result import EstimateResult
@@ -39,10 +43,12 @@ from methods.sc.diagnostics import (
     _donor_pool,
     _dropped_note,
     _fit_gate,
+    _gap_trend,
     _inference_note,
     _noise_floor,
     _out_of_sample,
     _placebo_rank,
+    _trend_residual_sd,
     _weights_note,
 )
 from methods.sc.inference import _conformal_ci, _placebo_in_space
@@ -54,13 +60,15 @@ from methods.sc.weights import gram, solve_simplex_qp
 
 def estimate_sc(panel: pd.DataFrame, unit: str, time: str, outcome: str, treated_units: list, launch: Any,
                 weight: str | None = None, min_pre_periods: int = 4, min_donors: int = 3, seed: int = 0,
-                min_post_periods: int = 2, alpha: float = ALPHA, permutations: str = "iid") -> EstimateResult:
+                min_post_periods: int = 2, alpha: float = ALPHA, permutations: str = "iid",
+                plots: bool = True) -> EstimateResult:
     """Synthetic-control ATT of the change shipped at ``launch`` to ``treated_units``.
 
     ``panel`` is long (one row per unit and period); periods with ``time >= launch`` are post.
     Several treated units are averaged into one treated series (volume-weighted when
     ``weight`` names a volume column). ``permutations`` picks the conformal interval's
     permutations of time (``"iid"`` or ``"moving_block"``); ``seed`` fixes the i.i.d. draws.
+    ``plots=False`` skips the two PNGs (most of the run time on small panels), for simulations.
     Raises ``MethodRefusal`` when the pre-period or the donor pool is too small to say
     anything, and ``ValueError`` for malformed input.
     """
@@ -85,15 +93,16 @@ def estimate_sc(panel: pd.DataFrame, unit: str, time: str, outcome: str, treated
     width = ci_high - ci_low
     std_error = width / (2 * 1.959963984540054) if math.isfinite(width) else math.inf
 
-    sd_pre = float(np.std(data.y[data.pre], ddof=1)) if T0 > 1 else 0.0
+    s_ref = _trend_residual_sd(data.y[data.pre])  # the gate's yardstick: variation around the trend
     floor_pre = _noise_floor(data, w, data.pre)
     in_time = _placebo_in_time(data, alpha, rng_seed, permutations)
     loo = _leave_one_out(data, w, pen_pre, theta, ci_low, ci_high)
 
     diagnostics = [
         _donor_pool(data, min_donors, min_pre_periods),
-        _fit_gate(rmspe_pre, sd_pre, floor_pre, T0),
-        _out_of_sample(in_time, sd_pre),
+        _fit_gate(rmspe_pre, s_ref, floor_pre, T0),
+        _gap_trend(gap[data.pre]),
+        _out_of_sample(in_time, s_ref),
         _inference_note(placebo, ci_info, alpha),
         _placebo_rank(placebo),
         _weights_note(data, w),
@@ -126,10 +135,11 @@ def estimate_sc(panel: pd.DataFrame, unit: str, time: str, outcome: str, treated
     }
     result = EstimateResult(
         method=METHOD, estimand=ESTIMAND, outcome=outcome, estimate=theta, std_error=float(std_error),
-        ci_low=float(ci_low), ci_high=float(ci_high), p_value=float(placebo["p_value"]),
+        ci_low=float(ci_low), ci_high=float(ci_high), p_value=float(ci_info["p_value_at_zero"]),
         n_treated=round(data.total_treated), n_control=round(data.total_donors),
         naive_estimate=naive, refutations=refutations, diagnostics=diagnostics, extras=extras,
         ci_method=ci_info["method"],
     )
-    result.plots = _plots(data, synth, gap, placebo, rmspe_pre, outcome)
+    if plots:
+        result.plots = _plots(data, synth, gap, placebo, rmspe_pre, outcome)
     return result

@@ -1,7 +1,9 @@
-"""Inference: placebo-in-space ranks and the conformal interval (Chernozhukov, Wüthrich & Zhu 2021).
+"""Inference: placebo-in-space ranks and the conformal test (Chernozhukov, Wüthrich & Zhu 2021).
 
-The interval inverts a permutation test over time of the post-launch residuals after refitting
-the weights with the post outcomes shifted by a candidate effect.
+The conformal test permutes over time the post-launch residuals after refitting the weights with
+the post outcomes shifted by a candidate effect θ. Its p-value at θ = 0 is the estimate's
+``p_value`` and the interval is the set of θ it does not reject, so the two always agree. The
+placebo-in-space rank is a second, coarser test kept as the ``placebo_rank`` check's evidence.
 """
 
 from __future__ import annotations
@@ -54,14 +56,15 @@ class _PermutationTest:
     mean), which on noisy weekly cohorts gives markedly shorter intervals at the same coverage.
     ``kind="iid"`` (default) draws random permutations of time with a fixed seed;
     ``kind="moving_block"`` uses the T cyclic shifts, robust to serial correlation but coarse
-    (it needs T >= 1/alpha periods to reject anything, and loses power when donors trend).
+    (its smallest p-value is 1/T, so it needs T > 1/alpha periods to reject anything with the
+    ``p < alpha`` rule — fewer periods fall back to i.i.d. — and loses power when donors trend).
     """
 
     def __init__(self, T: int, n_post: int, alpha: float, seed: int, kind: str = "iid"):
         if kind not in PERMUTATION_KINDS:
             raise ValueError(f"permutations must be one of {PERMUTATION_KINDS}, got {kind!r}")
         self.T, self.n_post = T, n_post
-        self.moving_block = kind == "moving_block" and T >= math.ceil(1.0 / alpha)
+        self.moving_block = kind == "moving_block" and T * alpha > 1.0 + 1e-12
         if not self.moving_block:
             rng = np.random.default_rng(seed)
             self.perms = np.argsort(rng.random((N_IID_PERMUTATIONS, T)), axis=1)[:, T - n_post:]
@@ -103,7 +106,12 @@ def _conformal_pvalue_fn(X: np.ndarray, y: np.ndarray, post: np.ndarray, data: _
 
 def _conformal_ci(X, y, post, data: _Panel, theta_hat: float, rmspe_pre: float, alpha: float, seed: int,
                   kind: str = "iid"):
-    """Test-inversion interval {θ : p(θ) > α} on an expanding grid, edges refined by bisection."""
+    """Test-inversion interval {θ : p(θ) >= α} on an expanding grid, edges refined by bisection.
+
+    θ is rejected when ``p(θ) < α``, the same rule the reported ``p_value = p(0)`` is read by, so
+    ``p_value < α`` exactly when the interval excludes 0 (up to the bisection tolerance). When the
+    accepted set has holes its hull is reported; if 0 falls in a hole the method text says so.
+    """
     p_of, test = _conformal_pvalue_fn(X, y, post, data, alpha, seed, kind)
     scale = max(rmspe_pre, float(np.std(y)) * 1e-3, 1e-12 * max(1.0, float(np.max(np.abs(y)))))
     half = 4.0 * scale
@@ -116,12 +124,12 @@ def _conformal_ci(X, y, post, data: _Panel, theta_hat: float, rmspe_pre: float, 
 
     for _ in range(8):
         grid = theta_hat + np.linspace(-half, half, 41)
-        acc = np.array([p(t) > alpha for t in grid])
+        acc = np.array([p(t) >= alpha for t in grid])
         if acc.any() and not acc[0] and not acc[-1]:
             break
         if not acc.any():
             grid = theta_hat + np.linspace(-half, half, 401)
-            acc = np.array([p(t) > alpha for t in grid])
+            acc = np.array([p(t) >= alpha for t in grid])
             if acc.any() and not acc[0] and not acc[-1]:
                 break
         half *= 2.0
@@ -129,7 +137,8 @@ def _conformal_ci(X, y, post, data: _Panel, theta_hat: float, rmspe_pre: float, 
             "p_value_at_zero": p(0.0), "alpha": alpha, "grid_half_width": half}
     base = (f"conformal test inversion (Chernozhukov–Wüthrich–Zhu 2021): sharp null of a constant effect θ, "
             f"weights refit on all periods, {test.name} permutations; interval = θ not rejected at "
-            f"{alpha:.0%}, grid + bisection")
+            f"{alpha:.0%} (p(θ) >= {alpha:g}), grid + bisection; p_value = p(0) of the same test, so p < {alpha:g} "
+            "exactly when the interval excludes 0 (the placebo-in-space rank is the placebo_rank check)")
     if not acc.any():
         info["method"] = base + "; every θ was rejected (the model does not describe the data): no interval"
         return math.nan, math.nan, info
@@ -138,6 +147,8 @@ def _conformal_ci(X, y, post, data: _Panel, theta_hat: float, rmspe_pre: float, 
     hi = math.inf if hi_i == len(acc) - 1 else _bisect(p, grid[hi_i + 1], grid[hi_i], alpha)
     holes = not acc[lo_i:hi_i + 1].all()
     info["method"] = base + ("; accepted set not convex, its hull reported" if holes else "")
+    if info["p_value_at_zero"] < alpha and lo <= 0.0 <= hi:
+        info["method"] += "; 0 lies in a hole of the accepted set: rejected although inside the hull"
     if not (math.isfinite(lo) and math.isfinite(hi)):
         info["method"] += "; unbounded: too few periods for the permutations to reject any effect size"
     return lo, hi, info
@@ -148,7 +159,7 @@ def _bisect(p, rejected: float, accepted: float, alpha: float, steps: int = 30) 
     tol = abs(accepted - rejected) * 1e-6
     for _ in range(steps):
         mid = 0.5 * (rejected + accepted)
-        if p(mid) > alpha:
+        if p(mid) >= alpha:
             accepted = mid
         else:
             rejected = mid

@@ -65,12 +65,12 @@ def _leave_one_out(data: _Panel, w: np.ndarray, pen_pre, theta: float, lo: float
 
 
 def _in_time_refutation(theta: float, it: dict, alpha: float) -> Refutation:
-    passed = it["p_value"] > alpha
+    passed = it["p_value"] >= alpha  # the conformal rule: reject a zero fake effect when p < alpha
     msg = (f"fake launch at {it['fake_launch']} (2/3 into the pre-period, {it['train_periods']} training and "
            f"{it['validation_periods']} placebo periods): fake effect {it['effect']:+.4f}, conformal p-value of a "
            f"zero effect {it['p_value']:.3f}"
            + (f" (the fake effect is {abs(it['effect'] / theta):.0%} of the post-launch estimate's size)" if theta else "")
-           + f". Pass rule: p > {alpha:g}, i.e. no effect before the change shipped. "
+           + f". Pass rule: p >= {alpha:g}, i.e. no effect before the change shipped. "
            + ("Passed." if passed else "FAILED: the synthetic control drifts away from the treated series before "
               "launch, so the post-launch gap may be drift rather than effect."))
     return Refutation("placebo_in_time", theta, it["effect"], it["p_value"], passed, msg)
