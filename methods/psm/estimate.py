@@ -16,8 +16,10 @@ against a stored DoWhy output) and build the rest ourselves:
 * interval: bootstrap over rows (a multinomial draw over atoms), propensity refitted each
   replicate; normal interval from the bootstrap SE;
 * cross-checks in ``extras``: IPW and doubly robust AIPW with bootstrap SEs;
-* balance, overlap and sample-size diagnostics (``balance.py``), four refutations
-  (``refuters.py``); matching itself in ``matching.py``, the cross-checks in ``crosschecks.py``.
+* balance, overlap and sample-size diagnostics (``balance.py``), four refutations: placebo,
+  random common cause and data subsets (``refuters.py``) and robustness to a hidden confounder
+  (``sensitivity.py``, Cinelli & Hazlett's partial R² with the E-value as extra information);
+  matching itself in ``matching.py``, the cross-checks in ``crosschecks.py``.
 """
 
 from __future__ import annotations
@@ -50,11 +52,12 @@ from methods.psm.propensity import (
 )
 from methods.psm.refuters import (
     data_subset,
-    evalue_sensitivity,
+    evalue_numbers,
     placebo_treatment,
     random_common_cause,
     strongest_measured_confounder,
 )
+from methods.psm.sensitivity import confounder_robustness, covariate_groups, regression_sensitivity
 from methods.result import Diagnostic, EstimateResult
 
 METHOD = "propensity_matching"
@@ -232,14 +235,21 @@ def _estimate_psm(df, treatment, outcome, covariates, estimand, caliper, replace
     }
     if refute:
         rng = np.random.default_rng([seed, 1])
+        reg = regression_sensitivity(cells.X, covariate_groups(cells.x_names, cells.covariates), st)
+        robustness, sens = confounder_robustness(matched.estimate, se, ci_low, ci_high, reg)
+        # the E-value (VanderWeele & Ding 2017) stays as extra information: it needs no model of
+        # the confounder but also has no benchmark on the outcome's own scale, so it is no longer
+        # a pass/fail refuter (the partial-R² robustness value replaces it, issue 13)
+        binary = _is_binary(atoms.y)
+        sens["evalue"] = evalue_numbers(
+            matched.estimate, ci_low, ci_high, matched.mean_treated, _outcome_sd(st), binary,
+            benchmark=strongest_measured_confounder(cells.Z, cells.z_names, st.n1, st.n0, st.s0) if binary else None)
+        result.extras["sensitivity"] = sens
         result.refutations = [
-            placebo_treatment(est.refit, atoms, matched.estimate, rng, n_refute_sims),
+            placebo_treatment(est.refit, atoms, matched.estimate, rng, n_refute_sims, std_error=se),
             random_common_cause(est.refit, atoms, matched.estimate, se, rng, n_refute_sims),
-            data_subset(est.refit, atoms, matched.estimate, ci_low, ci_high, rng, n_refute_sims),
-            evalue_sensitivity(matched.estimate, ci_low, ci_high, matched.mean_treated,
-                               _outcome_sd(st), _is_binary(atoms.y),
-                               benchmark=strongest_measured_confounder(cells.Z, cells.z_names, st.n1, st.n0, st.s0)
-                               if _is_binary(atoms.y) else None),
+            data_subset(est.refit, atoms, matched.estimate, ci_low, ci_high, rng, n_refute_sims, std_error=se),
+            robustness,
         ]
     result.plots = {"propensity_overlap": _overlap_png(eta, st.n1, st.n0, treatment),
                     "balance_love_plot": _love_png(bal)}
