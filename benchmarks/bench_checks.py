@@ -468,8 +468,8 @@ def estimate_rows(records) -> list[dict]:
 
 
 def verdict_rows(records) -> list[dict]:
-    """What a memo reader is told: refused, blocked (an ERROR check failed or, in a question run, did
-    not run), caveat (only WARN checks failed), clean."""
+    """What a memo reader is told (``convocausal/report.py``): refused, blocked (an ERROR check
+    failed), caveat (a WARN check failed, or an ERROR check the data could not test), clean."""
     out = []
     for arm, rs in _grouped(records).items():
         if arm[1] == "dowhy" or arm[0] not in WORLDS:
@@ -485,11 +485,12 @@ def verdict_rows(records) -> list[dict]:
 def _verdict(r: dict) -> str:
     if r.get("refusal") or r["checks"].get(CONFIG_CHECK) == "failed":
         return "refused"
-    bad = ("failed", "not_run") if r["engine"] == "ours" else ("failed",)
-    if any(r["severity"].get(c) == "ERROR" and s in bad for c, s in r["checks"].items()
-           if c not in (CONFIG_CHECK, REFUSED_CHECK)):
+    checks = {c: s for c, s in r["checks"].items() if c not in (CONFIG_CHECK, REFUSED_CHECK)}
+    if any(r["severity"].get(c) == "ERROR" and s == "failed" for c, s in checks.items()):
         return "blocked"
-    return "caveat" if any(s == "failed" for s in r["checks"].values()) else "clean"
+    untested = r["engine"] == "ours" and any(r["severity"].get(c) == "ERROR" and s == "not_run"
+                                             for c, s in checks.items())
+    return "caveat" if untested or any(s == "failed" for s in checks.values()) else "clean"
 
 
 # ============================================================================ the report
@@ -567,8 +568,9 @@ def report(records: list[dict], meta: dict) -> str:
             + (", ".join(f"{r['arm']} {_pct(r['failed'], r['runs'], False)}" for r in small) or "–") + " |")
 
     lines += ["", "## Verdicts per world", "",
-              ("What a memo reader is told: *refused* (no number), *blocked* (a number, but an ERROR check failed "
-              "or, in a question run, did not run), *caveat* (only WARN checks failed), *clean* (nothing failed)."),
+              ("What a memo reader is told: *refused* (no number), *blocked* (a number, but an ERROR check failed: "
+              "\"do not act\"), *caveat* (a WARN check failed, or an ERROR check the data could not test), "
+              "*clean* (nothing failed)."),
               "", "| world | kind | break | runs | refused | blocked | caveat only | clean |",
               "|---|---|---|---|---|---|---|---|"]
     for v in verdict_rows(records):
@@ -620,8 +622,8 @@ def report(records: list[dict], meta: dict) -> str:
 
     lines += ["", "## Estimates: coverage, null rejection, bias", "",
               ("Coverage: the 95% interval contains the true effect (target 93–97% on valid and null worlds). "
-              "Rejects 0: p < 0.05 with the method's own p-value (synthetic control: the placebo-rank p-value, "
-              "which cannot go below 1/26 with 25 donors). Bias: mean estimate − truth over runs with an "
+              "Rejects 0: p < 0.05 with the method's own p-value (synthetic control: the conformal test's p at 0, "
+              "the test its interval inverts; the placebo rank is the `placebo_rank` check). Bias: mean estimate − truth over runs with an "
               "estimate; expected bias: what the world builds in, where known in closed form. DoWhy's matching "
               "gives no interval."), "",
               ("| world | method | kind | runs | estimated | truth | mean estimate | bias | expected bias | sd | "

@@ -123,25 +123,29 @@ def _memo_body(question: Question, row: dict, refs, diags, bal, checks) -> str:
             return []
         return list(checks[(checks["severity"] == severity) & (checks["state"] == state)]["check_name"])
 
-    # the decision follows the check catalogue: a failed ERROR check, or one the data could not run,
-    # means do not act; failed WARN checks are caveats, and the sentence never says "checks passed"
+    # the decision follows the check catalogue: only a failed ERROR check means do not act; failed
+    # WARN checks and ERROR checks the data could not test (e.g. a pre-trend with too few placebo
+    # groups) are caveats, named; the sentence never says "checks passed" while any check failed
     failed_errors, unrun_errors, caveats = _names("ERROR", "failed"), _names("ERROR", "not_run"), _names("WARN", "failed")
-    blocking = failed_errors + unrun_errors
+    notes = []
+    if caveats:
+        notes.append("these WARN checks failed: " + ", ".join(caveats))
+    if unrun_errors:
+        notes.append("the data could not test: " + ", ".join(unrun_errors))
     if refused:
         decision = f"**No decision yet.** The question was refused: {row.get('message')}"
-    elif row["ci_low"] is not None and (row["ci_low"] > 0 or row["ci_high"] < 0) and not blocking:
+    elif failed_errors:
+        decision = "**Do not act on this number yet**: failed checks: " + ", ".join(failed_errors) + (
+            "; also " + "; ".join(notes) if notes else "") + "."
+    elif row["ci_low"] is not None and (row["ci_low"] > 0 or row["ci_high"] < 0):
         direction = "raises" if row["estimate"] > 0 else "lowers"
         decision = (f"The change {direction} `{question.outcome}` by {abs(row['estimate']):.3f} "
                     f"(estimate {row['estimate']:+.3f}, 95% CI {row['ci_low']:+.3f} to {row['ci_high']:+.3f}); "
-                    + ("every check passed." if not caveats else
-                       "no ERROR check failed; read with care, these WARN checks failed: " + ", ".join(caveats) + "."))
-    elif blocking:
-        decision = "**Do not act on this number yet**: " + "; ".join(
-            part for part in (("failed checks: " + ", ".join(failed_errors)) if failed_errors else "",
-                              ("checks the data could not run: " + ", ".join(unrun_errors)) if unrun_errors else "")
-            if part) + "."
+                    + ("every check passed." if not notes else
+                       "no ERROR check failed; read with care: " + "; ".join(notes) + "."))
     else:
-        decision = "No effect distinguishable from zero at this sample size."
+        decision = "No effect distinguishable from zero at this sample size" + (
+            " (read with care: " + "; ".join(notes) + ")." if notes else ".")
     lines = [
         f"# {question.id}",
         question.description or "",

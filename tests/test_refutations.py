@@ -51,7 +51,7 @@ def test_every_refuter_passes_on_a_correct_model(correct):
     """Every refuter passes on a correct model. The fourth (issue 13: the partial-R² robustness
     value replaced the E-value refuter) reports that a hidden confounder as strong as intent
     (r² ≈ 0.20 with the treatment) would explain an effect of +0.08 away — a true statement about
-    the design, reported, not failed: a confounder explaining ≥ 1% of both is needed to remove
+    the design, reported, not failed: a confounder explaining ≥ 0.5% of both is needed to remove
     significance, so the estimate is not fragile."""
     r = correct
     names = [x.refuter for x in r.refutations]

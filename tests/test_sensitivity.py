@@ -158,7 +158,7 @@ def test_refutation_pass_and_fail_rules():
     assert est - 1.96 * se > 0  # significant ...
     strong, _ = confounder_robustness(est, se, est - 1.96 * se, est + 1.96 * se, reg)
     assert strong.passed and "lies on the other side of 0" in strong.message
-    # a barely significant estimate is fragile: a confounder explaining < 1% of both removes significance
+    # a barely significant estimate is fragile: a confounder explaining < 0.5% of both removes significance
     fragile, ex = confounder_robustness(est, est / 1.99, est - 1.96 * est / 1.99, est + 1.96 * est / 1.99, reg)
     assert ex["matched"]["rv_qa"] < 0.01
     assert not fragile.passed and "FAILED" in fragile.message and "fragile" in fragile.message
