@@ -11,6 +11,8 @@ the order they run:
 * it must decode as **UTF-8**; the error names the byte offset;
 * it is parsed with ``yaml.safe_load`` only, so nothing in it is ever evaluated: a tag such as
   ``!!python/object/apply:os.system`` is refused as a tag, with its line and column;
+* a **key given twice** in one mapping is refused with both lines (plain ``safe_load`` keeps the
+  last one silently, so a second ``covariates:`` under a question would replace the first unseen);
 * a **YAML syntax error** names the file, line and column, e.g.
   ``questions.yaml: line 4, column 7: YAML syntax error: mapping values are not allowed here``.
 
@@ -33,6 +35,26 @@ _UNKNOWN_TAG = re.compile(r"could not determine a constructor for the tag '([^']
 
 class YamlConfigError(ValueError):
     """A config file that cannot be read as plain YAML; the message names the file and the spot."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``SafeLoader`` that refuses a mapping key given twice (YAML 1.2 requires unique keys)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: the base class says so
+                    continue
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key '{key}' appears twice in one mapping (first on line {first}); "
+                        "remove one of them", key_node.start_mark)
+                seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
 
 
 def read_config_text(path: str | Path, what: str, error: type[Exception] = YamlConfigError) -> str:
@@ -60,9 +82,9 @@ def read_config_text(path: str | Path, what: str, error: type[Exception] = YamlC
 
 
 def parse_yaml(text: str, source: str, error: type[Exception] = YamlConfigError) -> object:
-    """``yaml.safe_load(text)``; a failure becomes ``error`` naming ``source``, line and column."""
+    """``yaml.safe_load(text)`` with unique keys; a failure becomes ``error`` naming ``source``, line and column."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: nothing is evaluated
     except yaml.MarkedYAMLError as exc:
         raise error(_describe(exc, source)) from None
     except yaml.reader.ReaderError as exc:  # a control character: a position, not a mark

@@ -337,7 +337,10 @@ def parse_signals_config(data: object, source: str = "<dict>") -> SignalsConfig:
         lines = [
             f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
         ]
-        raise SignalsConfigError(f"{source}: invalid signals config\n  " + "\n  ".join(lines)) from None
+        # the first line names the field: a CLI that prints one line still says what to fix
+        more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
+        raise SignalsConfigError(f"{source}: invalid signals config: {lines[0]}{more}\n  "
+                                 + "\n  ".join(lines)) from None
 
 
 def load_signals_config(path: str | Path | None = None) -> SignalsConfig:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
@@ -88,8 +89,18 @@ def read_file(
 
     Raises RawInputError for missing required columns, Unreadable for bytes that are not
     parquet. String columns holding invalid UTF-8 make polars refuse the file; pyarrow reads
-    them, and they come back as Binary so the UTF-8 rule can see them row by row.
+    them, and they come back as Binary so the UTF-8 rule can see them row by row. A path that is
+    not a regular file (a FIFO named ``stream.parquet``, a device, a socket) is Unreadable before
+    it is opened: opening a FIFO blocks until a writer appears, which hung the nightly run forever.
     """
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise Unreadable(f"cannot stat the file ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else \
+            "a device" if (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) else "not a regular file"
+        raise Unreadable(f"{kind}, not a parquet file: it is never opened (remove it from the landing directory)")
     try:
         file_schema = pq.read_schema(path)
     except Exception as exc:  # noqa: BLE001 - any failure here means unreadable bytes

@@ -597,3 +597,18 @@ def test_kept_but_imperfect_rows_are_reported_by_the_run(tmp_path):
     logged = "\n".join(e.user_message for e in instance.all_logs(result.run_id))
     assert "1 conversation(s) have gaps or out-of-order turns" in logged
     assert "1 message(s) quarantined (role not in" in logged
+
+
+def test_a_fifo_named_parquet_is_unreadable_not_a_hang(tmp_path):
+    """Opening a FIFO blocks until a writer appears: the run hung forever (issue 19, case 8)."""
+    import os
+
+    write_hive(tmp_path, conversations(), name="part-0.parquet")
+    fifo = tmp_path / "transcripts" / f"date={DAY}" / "stream.parquet"
+    os.mkfifo(fifo)
+    with pytest.raises(RawInputError, match="stream.parquet.*cannot be read.*a FIFO"):
+        load_transcripts_day(tmp_path, DAY)
+    batch = load_transcripts_day(tmp_path, DAY, on_unreadable="quarantine")
+    reconciles(batch)
+    assert batch.counts["accepted"] == 12
+    assert [u["file"] for u in batch.counts["unreadable_files"]] == [str(fifo)]

@@ -159,3 +159,25 @@ def test_default_error_type_and_plain_values(tmp_path):
         parse_yaml("? [a]\n: 1\n", "s")
     assert issubclass(YamlConfigError, ValueError)
     assert issubclass(ConfigError, ValueError) and issubclass(SignalsConfigError, ValueError)
+
+
+def test_a_key_given_twice_is_refused_with_both_lines():
+    """Plain safe_load keeps the last value silently (issue 19): a second `covariates:` would win."""
+    from configs.questions import ConfigError, parse_questions
+
+    text = ("questions:\n  - id: q\n    design: coexisting_variants\n    outcome: resolved\n"
+            "    treatment: t\n    covariates: [intent]\n    covariates: [hour_of_day]\n")
+    with pytest.raises(ConfigError, match=r"line 7, column 5: .*key 'covariates' appears twice .*first on line 6"):
+        parse_questions(text, source="questions.yaml")
+    assert parse_yaml("a: 1\nb: {a: 2}\n", "t") == {"a": 1, "b": {"a": 2}}  # same key in another mapping is fine
+
+
+def test_a_signals_config_error_names_the_field_on_its_first_line():
+    """It used to say only "invalid signals config" on the line a CLI prints (issue 19, case 11)."""
+    from configs.signals import parse_signals_config
+
+    with pytest.raises(SignalsConfigError) as err:
+        parse_signals_config({"version": 1, "intent": {"rules": [{"name": "Bad Name", "patterns": ["x"]}]}},
+                             "signals.yaml")
+    first = str(err.value).splitlines()[0]
+    assert first.startswith("signals.yaml: invalid signals config: intent.rules.0.name:") and "Bad Name" in first
