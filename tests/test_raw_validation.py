@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 
 import polars as pl
@@ -286,11 +287,21 @@ def test_several_reasons_on_one_row_are_joined(tmp_path):
 
 
 # --------------------------------------------------------------------------- file-level errors
-def test_corrupt_parquet_raises_naming_file(tmp_path):
+def _corrupt(path):
+    path.write_bytes(b"PAR1 this is not parquet at all")
+
+
+def _fifo(path):
+    os.mkfifo(path)  # opening a FIFO blocks until a writer appears: the run used to hang (issue 19, case 8)
+
+
+@pytest.mark.parametrize(("make", "name", "why"), [(_corrupt, "part-1.parquet", "cannot be read"),
+                                                    (_fifo, "stream.parquet", "cannot be read.*a FIFO")])
+def test_unreadable_file_stops_naming_it_or_is_quarantined(tmp_path, make, name, why):
     write_hive(tmp_path, conversations(), name="part-0.parquet")
-    bad = tmp_path / "transcripts" / f"date={DAY}" / "part-1.parquet"
-    bad.write_bytes(b"PAR1 this is not parquet at all")
-    with pytest.raises(RawInputError, match="part-1.parquet.*cannot be read"):
+    bad = tmp_path / "transcripts" / f"date={DAY}" / name
+    make(bad)
+    with pytest.raises(RawInputError, match=f"{name}.*{why}"):
         load_transcripts_day(tmp_path, DAY)
     batch = load_transcripts_day(tmp_path, DAY, on_unreadable="quarantine")
     reconciles(batch)
@@ -598,17 +609,3 @@ def test_kept_but_imperfect_rows_are_reported_by_the_run(tmp_path):
     assert "1 conversation(s) have gaps or out-of-order turns" in logged
     assert "1 message(s) quarantined (role not in" in logged
 
-
-def test_a_fifo_named_parquet_is_unreadable_not_a_hang(tmp_path):
-    """Opening a FIFO blocks until a writer appears: the run hung forever (issue 19, case 8)."""
-    import os
-
-    write_hive(tmp_path, conversations(), name="part-0.parquet")
-    fifo = tmp_path / "transcripts" / f"date={DAY}" / "stream.parquet"
-    os.mkfifo(fifo)
-    with pytest.raises(RawInputError, match="stream.parquet.*cannot be read.*a FIFO"):
-        load_transcripts_day(tmp_path, DAY)
-    batch = load_transcripts_day(tmp_path, DAY, on_unreadable="quarantine")
-    reconciles(batch)
-    assert batch.counts["accepted"] == 12
-    assert [u["file"] for u in batch.counts["unreadable_files"]] == [str(fifo)]
