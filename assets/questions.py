@@ -15,9 +15,10 @@ import dagster as dg
 from checks.catalog import CATALOG, NOT_APPLICABLE, NOT_RUN, PASSED
 from configs.questions import validate_against_catalog
 from convocausal.questions.answer import answer_question
+from convocausal.questions.history import anytime_interval
 from convocausal.questions.registry import question_columns
-from convocausal.report import decision_memo, plot_paths
-from convocausal.store import connect, open_signals, write_file_atomic, write_refusal, write_result
+from convocausal.report import decision_memo, plot_paths, write_memo
+from convocausal.store import connect, open_signals, refresh_q_values, write_refusal, write_result
 from pipelines.partitions import questions
 from pipelines.resources import ConvocausalSettings
 
@@ -63,19 +64,34 @@ def question_results(context: dg.AssetExecutionContext, settings: ConvocausalSet
     con = open_signals(paths)
     try:
         answer = answer_question(con, question, catalog, seed=settings.seed)
+        data_through = con.execute("SELECT max(date) FROM signals").fetchone()[0]
     finally:
         con.close()
     truth = _truth(settings, qid)
     run_id = context.run_id
     r = answer.result
+    seq = None
     if r is None:
         write_refusal(paths.db, run_id, qid, answer.method, question.outcome, question.estimand,
-                      answer.refusal or "refused", answer.diagnostics, true_effect=truth, checks=answer.checks)
+                      answer.refusal or "refused", answer.diagnostics, true_effect=truth, checks=answer.checks,
+                      data_through=data_through)
     else:
+        with connect(paths.db, read_only=True) as store_con:  # the earlier runs' sequences of this question
+            seq = anytime_interval(store_con, qid, run_id, r.method, r.outcome, r.estimand, r.estimate,
+                                   r.std_error, int(r.n_treated) + int(r.n_control))
         write_result(paths.db, run_id, qid, r, true_effect=truth, extra_diagnostics=answer.preflight.diagnostics,
-                     message=answer.why, checks=answer.checks)
+                     message=answer.why, checks=answer.checks, sequence=(seq.cs_low, seq.cs_high),
+                     data_through=data_through)
         plot_paths(paths, qid, r.plots, write=True)
-    yield dg.MaterializeResult(asset_key=ESTIMATE, metadata=_estimate_metadata(answer, run_id, truth))
+    # q-values over the latest estimate of every registered question: the last question of a run
+    # leaves the whole family consistent
+    refresh_q_values(paths.db, [q.id for q in settings.questions().questions])
+    meta = _estimate_metadata(answer, run_id, truth)
+    if seq is not None:
+        meta["anytime_valid_interval"] = dg.MetadataValue.text(
+            "none" if seq.cs_low is None else f"[{seq.cs_low:+.4f}, {seq.cs_high:+.4f}]")
+        meta["anytime_valid_note"] = dg.MetadataValue.text(seq.note)
+    yield dg.MaterializeResult(asset_key=ESTIMATE, metadata=meta)
     yield dg.MaterializeResult(asset_key=REFUTATIONS, metadata={
         "refuters": dg.MetadataValue.json([vars(x) for x in (r.refutations if r else [])])})
     yield dg.MaterializeResult(asset_key=BALANCE, metadata={
@@ -85,10 +101,10 @@ def question_results(context: dg.AssetExecutionContext, settings: ConvocausalSet
         "diagnostics": dg.MetadataValue.json(json.loads(json.dumps(
             [vars(d) for d in answer.diagnostics], default=str)))})
     memo = decision_memo(paths, question)
-    out = paths.parts / "reports" / f"{qid}.md"
-    write_file_atomic(out, memo.markdown_files.encode("utf-8"))
+    out = write_memo(paths, qid, memo)  # <store>.parts/reports/<question>.md and .html, group-readable
     yield dg.MaterializeResult(asset_key=REPORT, metadata={
-        "memo": dg.MetadataValue.md(memo.markdown_inline), "path": dg.MetadataValue.path(str(out))})
+        "memo": dg.MetadataValue.md(memo.markdown_inline), "path": dg.MetadataValue.path(str(out["md"])),
+        "html": dg.MetadataValue.path(str(out["html"]))})
     for check in answer.checks:
         # Dagster knows passed/failed only; the four states travel in the metadata. A check that does
         # not apply, or did not run, is never an ERROR (so it cannot block): its state says why.

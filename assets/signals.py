@@ -7,9 +7,10 @@ import dagster as dg
 import polars as pl
 
 from configs.signals import load_signals_config
-from convocausal.store import publish, store_paths, write_day
+from convocausal.store import publish, remove_days, stale_days, store_paths, write_day
 from extract.catalog import build_catalog
 from extract.day import ExtractionTotals, extract_days
+from extract.intent import extractor_from_config, models_dir
 from extract.raw import list_transcript_days, load_customers, load_outcomes
 from pipelines.partitions import days_backfill_policy, transcript_days
 from pipelines.resources import ConvocausalSettings
@@ -48,10 +49,18 @@ def signals_day(context: dg.AssetExecutionContext, settings: ConvocausalSettings
         (days if date.fromisoformat(key) in present else empty_days).append(date.fromisoformat(key))
     for day in empty_days:
         context.add_asset_metadata(_metadata(ExtractionTotals(), days_without_data=1), partition_key=day.isoformat())
+    # Extracting a day that has no raw data leaves no part: a deleted day folder leaves the store.
+    removed = remove_days(paths, empty_days)
+    if removed:
+        context.log.warning(_removed_line(removed))
     for result in extract_days(settings.raw_path, days, config, outcomes, customers,
-                               on_unreadable=settings.on_unreadable):
+                               intent_extractor=extractor_from_config(config, models_dir(paths.parts)),
+                               on_unreadable=settings.on_unreadable,
+                               first_day=context.assets_def.partitions_def.start.date()):
         write_day(paths, result.day, result.signals, result.quarantine)
         totals.add(result)
+        if not result.requested:  # a day re-extracted to merge a conversation that continues into this run
+            continue  # its part is rewritten; Dagster takes metadata only for the partitions the run targets
         day_totals = ExtractionTotals()
         day_totals.add(result)
         context.add_asset_metadata(_metadata(day_totals, days_without_data=0), partition_key=result.day.isoformat())
@@ -91,11 +100,21 @@ def _metadata(totals: ExtractionTotals, days_without_data: int) -> dict[str, dg.
     ),
 )
 def analysis_store(context: dg.AssetExecutionContext, settings: ConvocausalSettings) -> dg.MaterializeResult:
+    """Publish the day parts; first drop the parts of days the landing directory no longer has.
+
+    The landing directory is the source of truth: a day folder deleted there (a deletion request)
+    must leave the store and every estimate, also when the day lies outside the days this run
+    extracted (the last day, before a shortened range). ``list_transcript_days`` raises when no
+    transcripts are found at all, so an unmounted landing directory never empties the store.
+    """
     config = load_signals_config(settings.signals_config)
     paths = store_paths(settings.store)
+    removed = remove_days(paths, stale_days(paths, list_transcript_days(settings.raw_path, settings.on_unreadable)))
+    if removed:
+        context.log.warning(_removed_line(removed))
     known = _known_conversations(paths)
     extra_quarantine = pl.concat(
-        [load_outcomes(settings.raw_path, known).quarantine, load_customers(settings.raw_path).quarantine],
+        [load_outcomes(settings.raw_path, known, salt=config.customer_key.salt).quarantine, load_customers(settings.raw_path).quarantine],
         how="diagonal_relaxed",
     )
     counts = publish(paths, catalog=build_catalog(config), extra_quarantine=extra_quarantine)
@@ -105,8 +124,15 @@ def analysis_store(context: dg.AssetExecutionContext, settings: ConvocausalSetti
             "signals_rows": dg.MetadataValue.int(counts.get("signals", 0)),
             "quarantine_rows": dg.MetadataValue.int(counts.get("quarantine", 0)),
             "store": dg.MetadataValue.path(str(paths.db)),
+            "days_removed": dg.MetadataValue.int(len(removed)),
         }
     )
+
+
+def _removed_line(days) -> str:
+    shown = ", ".join(d.isoformat() for d in days[:20]) + (", …" if len(days) > 20 else "")
+    return (f"removed {len(days)} day(s) from the store whose transcripts are no longer in the landing "
+            f"directory: {shown}")
 
 
 def _known_conversations(paths) -> pl.Series | None:

@@ -4,8 +4,9 @@ A check is a yes/no verdict a user acts on ("is the design sound enough to use t
 Severity is deliberate: ERROR means the number must not be used (too few conversations,
 covariates still unbalanced after matching, diverging pre-trends, a synthetic control that never
 tracked the treated series, a logged confounder left out); WARN means "read with care" (a refuter moved the estimate, weak
-placebo rank, gameable outcome, missing outcomes, possible hidden confounders). The four that
-mean "a number exists but is wrong" (balance, omitted confounder, pre-trend, pre-period fit) also *block*: Dagster
+placebo rank, gameable outcome, missing outcomes, possible hidden confounders). The checks that
+mean "a number exists but is wrong" (balance, omitted confounder, pre-trend, pre-period fit, and for
+randomized designs sample ratio, randomization balance, weak instrument) also *block*: Dagster
 stops downstream consumers of the estimate. Sample size does not block: a refusal has no number
 to consume.
 
@@ -44,4 +45,11 @@ CATALOG: dict[str, CheckSpec] = {c.name: c for c in (
     CheckSpec("pre_trend", "ERROR", True, "Pre-launch trajectories are parallel (joint Wald test)"),
     CheckSpec("pre_period_fit", "ERROR", True, "Synthetic control tracks the treated series before launch"),
     CheckSpec("placebo_rank", "WARN", False, "The treated unit's post/pre RMSPE ratio stands out from placebos"),
+    # randomized designs: randomization is what makes the arms comparable, so a sign that it failed
+    # (arm sizes off the design, pre-period covariates differing beyond chance) or that assignment
+    # barely moved uptake (a weak instrument biases the Wald ratio) means the number is wrong: ERROR, blocking
+    CheckSpec("sample_ratio", "ERROR", True, "Arm sizes match the design's shares (chi-square p >= 0.001)"),
+    CheckSpec("randomization_balance", "ERROR", True,
+              "Pre-period covariates alike across arms up to chance (family-wise p >= 0.001)"),
+    CheckSpec("weak_instrument", "ERROR", True, "Assignment moves uptake: first-stage F >= 10"),
 )}

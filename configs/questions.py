@@ -61,6 +61,15 @@ class Question(BaseModel):
     min_volume: int = Field(default=30, ge=1, le=1_000_000)
     fixed_effects: list[Identifier] = Field(default_factory=lambda: ["intent", "hour_of_day"], max_length=20)
     cluster: Identifier | None = None
+    # randomized designs (an A/B test): the arm column, known before the conversation; the column saying
+    # whether the treatment was actually used (1/true; 0, false or null: not used); the arm the others are
+    # compared with (default: 0/false, else the most frequent arm); the design's arm shares for the
+    # sample-ratio check (default equal); further outcomes for the per-arm table
+    assignment: Identifier | None = None
+    uptake: Identifier | None = None
+    baseline: SelectorValue | None = None
+    assignment_shares: dict[SelectorValue, Annotated[float, Field(gt=0)]] | None = Field(default=None, max_length=50)
+    secondary_outcomes: list[Identifier] = Field(default_factory=list, max_length=20)
 
     def fingerprint(self) -> str:
         """Stable hash of the question's content: the sensor re-runs a question when it changes."""

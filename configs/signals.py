@@ -14,7 +14,15 @@ absurd file (megabytes of YAML, thousands of rules, a regex whose compiled progr
 Rust engine's size limit) must be refused with a message at load, not stall or crash a nightly
 run. Each Rust compile of a large pattern costs up to ~0.1 s, so counts and lengths are capped
 *before* any regex is compiled, and intent patterns are compiled once per rule (as the rule's
-combined regex, which is what extraction runs), not once per pattern.
+combined regex, which is what extraction runs), not once per pattern; a behaviour's several
+patterns are likewise compiled once, as their alternation.
+
+Why the intent extractor is a *name*: a team may classify intents with the built-in rules, the
+built-in learned classifier (``extract/intent_classifier.py``) or its own model (an LLM, an
+embedding classifier). The config names that extractor by its registered Python entry point
+(group ``convocausal.intent_extractors``, see ``extract/intent.py``): a validated identifier, never
+an import path or code, so reading a config can never import or run anything it names. Options
+for a plug-in are plain scalars under ``extractor_options``.
 """
 
 from __future__ import annotations
@@ -51,6 +59,7 @@ MAX_RULE_ITEMS = 100  # patterns + keywords of one intent rule
 MAX_LIST_ITEMS = 100  # behaviours, known tools, downstream outcomes, transcript outcomes
 MAX_PATTERN_CHARS = 1_000  # one regex pattern or literal keyword
 MAX_SALT_CHARS = 256
+MAX_EXTRACTOR_OPTIONS = 50  # scalar options handed to a plug-in intent extractor
 
 # Columns that extraction always writes; configured names must not collide with them.
 RESERVED_NAMES: frozenset[str] = frozenset(
@@ -58,7 +67,7 @@ RESERVED_NAMES: frozenset[str] = frozenset(
         "conversation_id", "customer_key", "started_at", "ended_at", "duration_s", "date", "week",
         "hour_of_day", "day_of_week", "channel", "agent_version", "skill", "persona_segment", "intent",
         "n_turns", "n_user_turns", "tools_used", "memory_items", "memory_has_prior_session",
-        "text", "customer_id", "turn", "ts", "role", "tool_name",
+        "text", "customer_id", "turn", "ts", "role", "tool_name", "intent_confidence",
     }
 )
 
@@ -178,11 +187,70 @@ class IntentRule(_Model):
         return case_insensitive(self.patterns, self.keywords)
 
 
+class ClassifierConfig(_Model):
+    """The built-in learned intent classifier: TF-IDF over word and character n-grams, a linear model.
+
+    Trained by ``convocausal signals train`` from a labelled table (``conversation_id, intent``)
+    into a model file beside the store, named by a hash of these settings (except
+    ``min_confidence``, which only acts at classification), so a model trained under other
+    settings is refused at load instead of silently used. The seed is not a setting: it is given
+    at training and recorded in the model's card.
+    """
+
+    word_ngrams: tuple[int, int] | None = (1, 2)  # word n-gram lengths (lowest, highest); null = none
+    char_ngrams: tuple[int, int] | None = (2, 4)  # character (UTF-8 byte) n-grams inside words
+    max_chars: int = Field(500, ge=16, le=10_000)  # the opening text is cut to this many characters
+    min_df: int = Field(1, ge=1, le=1_000)  # keep n-grams seen in at least this many training texts
+    max_features: int = Field(500_000, ge=100, le=5_000_000)  # the most frequent n-grams kept
+    c: float = Field(5.0, gt=0, le=1e6, allow_inf_nan=False)  # inverse regularisation of the model
+    class_weight: Literal["none", "balanced"] = "none"
+    max_iter: int = Field(2_000, ge=10, le=100_000)
+    # Weight of one extra feature per intent rule (1 where the rule's regex matches the opening,
+    # whatever the rules' order): hand-written rules are prior knowledge a small labelled set
+    # lacks. 0 = off. With it on, the rules are part of the model (a rule edit needs a retrain).
+    rule_features: float = Field(0.0, ge=0.0, le=10.0, allow_inf_nan=False)
+    cv_folds: int = Field(5, ge=2, le=20)  # cross-validation reported in the model card
+    max_training_rows: int = Field(200_000, ge=10, le=10_000_000)  # a larger labelled set is sampled by seed
+    # Below this probability the intent is the config's default (its confidence is kept): 0 = never.
+    min_confidence: float = Field(0.0, ge=0.0, le=1.0, allow_inf_nan=False)
+
+    @field_validator("word_ngrams", "char_ngrams")
+    @classmethod
+    def _range(cls, v, info):
+        if v is None:
+            return v
+        hi_max = 3 if info.field_name == "word_ngrams" else 6  # six bytes fit the 48-bit codes
+        lo, hi = v
+        if not 1 <= lo <= hi <= hi_max:
+            raise ValueError(f"{info.field_name} must be [lowest, highest] with 1 <= lowest <= highest <= {hi_max}")
+        return v
+
+    @model_validator(mode="after")
+    def _some_features(self) -> ClassifierConfig:
+        if self.word_ngrams is None and self.char_ngrams is None:
+            raise ValueError("classifier needs word_ngrams or char_ngrams")
+        return self
+
+
+ExtractorOption = Annotated[str, StringConstraints(max_length=MAX_PATTERN_CHARS)] | bool | int | float
+
+
 class IntentConfig(_Model):
-    """Intent from the first ``opening_user_turns`` customer messages; ordered rules, first match wins."""
+    """Intent from the first ``opening_user_turns`` customer messages.
+
+    ``extractor`` names who classifies them: ``rules`` (ordered rules, first match wins, the
+    default), ``classifier`` (the built-in learned model, settings under ``classifier``) or the
+    name of an extractor another package registers in the entry-point group
+    ``convocausal.intent_extractors`` (its options under ``extractor_options``). The rules stay
+    meaningful with any extractor: ``convocausal signals train --labels-from-rules`` labels a
+    seed set with them, and they are the baseline a learned model is compared with.
+    """
 
     opening_user_turns: int = Field(1, ge=1, le=20)
     default: Name = "other"
+    extractor: Name = "rules"
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    extractor_options: dict[Name, ExtractorOption] = Field(default_factory=dict, max_length=MAX_EXTRACTOR_OPTIONS)
     rules: list[IntentRule] = Field(max_length=MAX_INTENT_RULES)
 
     @model_validator(mode="after")
@@ -197,33 +265,94 @@ class IntentConfig(_Model):
 
 
 class PositionRule(_Model):
-    """When a behaviour counts as early: exactly one of an absolute turn or a fraction of the conversation.
+    """When a behaviour counts as early: exactly one of a turn, a fraction, or an assistant-message count.
 
     ``turn_at_most: 3`` → first matching turn ≤ 3 is early. ``fraction_at_most: 0.5`` → first matching
     turn / (n_turns - 1) ≤ 0.5 (0 = first message, 1 = last message) is early.
+    ``assistant_message_at_most: 2`` → early when at most 2 assistant *text* messages (assistant
+    rows with text; a tool call without text does not count) were sent up to and including the
+    first matching row: for an assistant behaviour, "in the agent's first two messages" however
+    many customer turns and tool calls came between them.
     """
 
     turn_at_most: int | None = Field(None, ge=0, le=1_000_000)
     fraction_at_most: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
+    assistant_message_at_most: int | None = Field(None, ge=1, le=1_000_000)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> PositionRule:
-        if (self.turn_at_most is None) == (self.fraction_at_most is None):
-            raise ValueError("early_if needs exactly one of `turn_at_most` or `fraction_at_most`")
+        given = [v for v in (self.turn_at_most, self.fraction_at_most, self.assistant_message_at_most)
+                 if v is not None]
+        if len(given) != 1:
+            raise ValueError("early_if needs exactly one of `turn_at_most`, `fraction_at_most` or "
+                             "`assistant_message_at_most`")
         return self
+
+    def describe(self) -> str:
+        """The rule in words, for the signal catalogue."""
+        if self.turn_at_most is not None:
+            return f"turn <= {self.turn_at_most}"
+        if self.fraction_at_most is not None:
+            return f"turn/(n_turns-1) <= {self.fraction_at_most:g}"
+        return f"within the first {self.assistant_message_at_most} assistant text message(s)"
+
+
+ToolValue = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PATTERN_CHARS)]
+
+
+def _literal_list(v):
+    """``x`` is the short form of ``[x]``; ``None`` of ``[]``."""
+    if v is None:
+        return []
+    return [v] if isinstance(v, str) else v
+
+
+def _combined_regex_error(owner: str, patterns: list[str]) -> None:
+    """One Rust compile of the alternation extraction runs (as for an intent rule's patterns)."""
+    reason = _engine_error(case_insensitive(patterns))
+    if reason:
+        raise ValueError(f"{owner}: regex patterns not supported by the polars engine together: {reason}")
 
 
 class Behaviour(_Model):
-    """A thing the agent (or customer) says: ``<name>`` = 1 early / 0 later / null never, plus ``<name>_turn``."""
+    """A thing the agent (or customer) does: ``<name>`` = 1 early / 0 later / null never, plus ``<name>_turn``.
+
+    A row of ``role`` counts when its text matches any of ``pattern`` / ``patterns`` (regexes,
+    case-insensitive) and, when ``tool_name`` is given, its ``tool_name`` is one of those values
+    (literal). With ``tool_name`` alone no text is read: "the agent called lookup_order" is
+    ``{tool_name: lookup_order}`` (the call is the assistant row that carries the tool name).
+    """
 
     name: Name
     role: Role = "assistant"
-    pattern: Regex
+    pattern: Regex | None = None  # one pattern, checked alone (the original form)
+    patterns: list[RulePattern] = Field(default_factory=list, max_length=MAX_RULE_ITEMS)
+    tool_name: list[ToolValue] = Field(default_factory=list, max_length=MAX_RULE_ITEMS)
     early_if: PositionRule
 
+    @field_validator("tool_name", "patterns", mode="before")
+    @classmethod
+    def _short_lists(cls, v):
+        return _literal_list(v)
+
+    @model_validator(mode="after")
+    def _something_to_match(self) -> Behaviour:
+        if not self.all_patterns and not self.tool_name:
+            raise ValueError(f"behaviour `{self.name}` needs a `pattern`, `patterns` or `tool_name`")
+        if len(self.all_patterns) > MAX_RULE_ITEMS:
+            raise ValueError(f"behaviour `{self.name}` has {len(self.all_patterns)} patterns (max {MAX_RULE_ITEMS})")
+        if self.patterns:  # `pattern` alone was compiled by its field validator
+            _combined_regex_error(f"behaviour `{self.name}`", self.all_patterns)
+        return self
+
     @property
-    def regex(self) -> str:
-        return case_insensitive([self.pattern])
+    def all_patterns(self) -> list[str]:
+        return ([self.pattern] if self.pattern is not None else []) + list(self.patterns)
+
+    @property
+    def regex(self) -> str | None:
+        """One case-insensitive regex for all patterns, or ``None`` for a tool-only behaviour."""
+        return case_insensitive(self.all_patterns) if self.all_patterns else None
 
 
 class Tool(_Model):
@@ -261,15 +390,39 @@ class DownstreamOutcome(_Model):
 
 
 class TranscriptOutcome(_Model):
-    """An outcome read from the transcript itself (e.g. the agent saying it resolved the ticket): agent-controlled."""
+    """An outcome read from the transcript itself (e.g. the agent saying it resolved the ticket): agent-controlled.
+
+    True when any row of ``role`` matches ``pattern`` or any of ``patterns``.
+    """
 
     name: Name
     role: Role = "assistant"
-    pattern: Regex
+    pattern: Regex | None = None
+    patterns: list[RulePattern] = Field(default_factory=list, max_length=MAX_RULE_ITEMS)
+
+    @field_validator("patterns", mode="before")
+    @classmethod
+    def _short_list(cls, v):
+        return _literal_list(v)
+
+    @model_validator(mode="after")
+    def _something_to_match(self) -> TranscriptOutcome:
+        pats = self.all_patterns
+        if not pats:
+            raise ValueError(f"transcript outcome `{self.name}` needs a `pattern` or `patterns`")
+        if len(pats) > MAX_RULE_ITEMS:
+            raise ValueError(f"transcript outcome `{self.name}` has {len(pats)} patterns (max {MAX_RULE_ITEMS})")
+        if self.patterns:
+            _combined_regex_error(f"transcript outcome `{self.name}`", pats)
+        return self
+
+    @property
+    def all_patterns(self) -> list[str]:
+        return ([self.pattern] if self.pattern is not None else []) + list(self.patterns)
 
     @property
     def regex(self) -> str:
-        return case_insensitive([self.pattern])
+        return case_insensitive(self.all_patterns)
 
 
 class OutcomesConfig(_Model):

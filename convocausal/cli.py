@@ -1,7 +1,14 @@
-"""The ``convocausal`` command line (docs/CONTRACT.md §3).
+"""The ``convocausal`` command line: the entry point above every layer (docs/CLI.md, docs/CONTRACT.md §3).
 
-Exit status: 0 when the run finished (checks may have failed; they are reported), 2 for a
-usage or input error with one line naming what to fix, 1 for an internal failure.
+Exit status: 0 when the command finished (a run's checks may have failed; they are reported),
+2 for a usage or input error with one line naming what to fix, 3 for ``run --fail-on-blocking``
+when a blocking check failed, 1 for an internal failure (with its traceback).
+
+Why errors are one line: a user who typed a wrong column, a YAML typo or a corrupt export needs
+the file, the spot and the fix, not the stack of the library that noticed; ``--verbose`` prints
+the traceback too. Why the subcommands live in ``cli_*`` modules: each is a page of its own
+(``cli_init``, ``cli_estimate``, ``cli_questions``), and they sit in the ``convocausal`` layer
+without Dagster; only ``run`` (here) reaches the Dagster runner.
 """
 
 from __future__ import annotations
@@ -10,86 +17,166 @@ import argparse
 import json
 import os
 import sys
+import time
 import traceback
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
+from convocausal.cli_common import DOCS, UsageError, common_options, store_option
 
-class UsageError(Exception):
-    """Bad arguments or bad input: exit 2 with a one-line message."""
+__all__ = ["UsageError", "main", "package_version"]
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_BLOCKING = 0, 1, 2, 3
+# Exceptions (by class name, anywhere in the cause chain) that mean "your input", not "our bug".
+INPUT_ERRORS = frozenset({"RawInputError", "ConfigError", "SignalsConfigError", "YamlConfigError", "ColumnError",
+                          "MethodRefusal", "FileSettingError", "ValueTypeError", "UsageError"})
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Dagster flags the backfill policy API as beta on every import; it is noise for a user.
-    warnings.filterwarnings("ignore", message=".*is currently in (beta|preview).*")
     parser = _parser()
     args = parser.parse_args(argv)
+    verbose = bool(getattr(args, "verbose", False))
     try:
-        return int(args.func(args) or 0)
-    except UsageError as exc:
-        print(f"convocausal: error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # noqa: BLE001 - classify known input errors, else internal
-        if _is_input_error(exc):
-            print(f"convocausal: error: {str(exc).splitlines()[0]}", file=sys.stderr)
-            return 2
-        traceback.print_exc()
-        print(f"convocausal: internal error: {exc}", file=sys.stderr)
-        return 1
+        with _library_warnings(verbose):
+            return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("convocausal: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - classify: input errors are one line, the rest internal
+        if isinstance(exc, UsageError) or _is_input_error(exc):
+            if verbose:
+                traceback.print_exception(exc)
+            print(f"convocausal: error: {_one_line(exc)}", file=sys.stderr)
+            return EXIT_USAGE
+        traceback.print_exception(exc)
+        if getattr(exc, "detail", ""):
+            print(exc.detail, file=sys.stderr)
+        print(f"convocausal: internal error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
-def _is_input_error(exc: Exception) -> bool:
+@contextmanager
+def _library_warnings(verbose: bool):
+    """Library warnings (Dagster's beta notices, pandas/statsmodels deprecations) are for developers:
+    hidden unless ``--verbose``, and restored afterwards (``main`` also runs inside test processes)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore" if not verbose else "default")
+        warnings.filterwarnings("ignore", message=".*is currently in (beta|preview).*")
+        yield
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _is_input_error(exc: BaseException) -> bool:
+    """An input error anywhere in the ``raise … from`` chain: by type (subclasses too, e.g. a store
+    error is a ConfigError) or by class name (a Dagster step reports its chain as names)."""
     from configs.questions import ConfigError
     from convocausal.questions.cli_values import ValueTypeError
     from methods.result import MethodRefusal
 
-    names = {type(e).__name__ for e in _chain(exc)}
-    return isinstance(exc, (ConfigError, MethodRefusal, FileNotFoundError, ValueTypeError)) or bool(
-        names & {"RawInputError", "ConfigError", "SignalsConfigError", "ColumnError", "MethodRefusal",
-                 "FileSettingError"}
-    )
+    if isinstance(exc, FileNotFoundError):
+        return True
+    cur: BaseException | None = exc
+    while cur is not None:
+        if isinstance(cur, (ConfigError, MethodRefusal, ValueTypeError, UsageError)):
+            return True
+        if {type(cur).__name__, *getattr(cur, "error_classes", ())} & INPUT_ERRORS:  # runner.StepFailure
+            return True
+        cur = cur.__cause__
+    return False
 
 
-def _chain(exc: BaseException):
-    while exc is not None:
-        yield exc
-        exc = exc.__cause__
+def package_version() -> str:
+    """The installed distribution's version (pyproject.toml's, once `pip install -e .` has run)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("convocausal")
+    except PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the message and where to look, not the whole usage block."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="convocausal", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
+    from checks.catalog import CATALOG
+    from convocausal.cli_estimate import add_estimate_parser
+    from convocausal.cli_history import add_history_parser
+    from convocausal.cli_init import add_init_parser
+    from convocausal.cli_questions import add_questions_parser
+    from convocausal.cli_signals import add_signals_parser
 
-    f = sub.add_parser("fixtures", help="write a synthetic landing directory with known true effects")
-    f.add_argument("--out", required=True, type=Path)
-    f.add_argument("--conversations", type=int, default=50_000)
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--variant", choices=["standard", "null", "diverging"], default="standard")
+    p = _Parser(
+        prog="convocausal", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Causal answers from AI-agent transcripts: per-conversation signals, registered questions "
+                    "estimated with the method that fits them, and a decision memo per question.",
+        epilog=("Start: convocausal init --raw DIR, then convocausal run --raw DIR --signals signals.yaml "
+                "--questions questions.yaml.\n"
+                f"Reference: {DOCS}; the landing directory (§1), the store (§2) and the command line (§3) "
+                "in docs/CONTRACT.md.\n"
+                "Exit status: 0 finished (checks may have failed), 2 usage or input error, 3 a blocking check "
+                "failed (run --fail-on-blocking), 1 internal error."),
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    add_init_parser(sub)
+
+    f = sub.add_parser("fixtures", parents=[common_options()],
+                       help="write a synthetic landing directory with known true effects",
+                       description="Write a synthetic landing directory (docs/CONTRACT.md §1) plus DIR/truth.json, "
+                                   "with confounding built in so that naive comparisons are wrong.")
+    f.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to write (created if missing)")
+    f.add_argument("--conversations", type=int, default=50_000, metavar="N",
+                   help="conversations to generate, at least 100 (default 50000)")
+    f.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes the same files (default 0)")
+    f.add_argument("--variant", choices=["standard", "null", "diverging"], default="standard",
+                   help="standard: known non-zero effects; null: every true effect 0; diverging: tier2 drifts "
+                        "before the rollout, so diff-in-diff's pre-trend check must fail (default standard)")
     f.set_defaults(func=_cmd_fixtures)
 
-    r = sub.add_parser("run", help="materialize the whole Dagster asset graph in-process")
-    r.add_argument("--raw", required=True, type=Path)
-    r.add_argument("--store", type=Path, default=Path("convocausal.duckdb"))
-    r.add_argument("--signals", type=Path, default=None, help="signals config (default configs/signals.yaml)")
-    r.add_argument("--questions", type=Path, default=None, help="questions config (default configs/questions.yaml)")
-    r.add_argument("--truth", type=Path, default=None, help="truth.json to print beside the estimates")
-    r.add_argument("--json", action="store_true")
+    blocking = ", ".join(c.name for c in CATALOG.values() if c.blocking)
+    r = sub.add_parser("run", parents=[common_options()], help="extract, publish the store and answer every question",
+                       description="Materialize the whole Dagster asset graph in-process: extract the transcript days "
+                                   "found in --raw, publish the store, estimate every registered question and write "
+                                   "its decision memo; print one row per question.")
+    r.add_argument("--raw", required=True, type=Path, metavar="DIR",
+                   help="landing directory: DIR/transcripts/ (parquet, flat or date=YYYY-MM-DD/), optional "
+                        "DIR/outcomes.parquet and DIR/customers.parquet (docs/CONTRACT.md §1); its days set the run's "
+                        "calendar")
+    store_option(r, "analysis store to write (DuckDB; created if missing)")
+    r.add_argument("--signals", type=Path, default=None, metavar="FILE",
+                   help="signals config (default: the packaged configs/signals.yaml; `convocausal init` writes one)")
+    r.add_argument("--questions", type=Path, default=None, metavar="FILE",
+                   help="questions config (default: the packaged configs/questions.yaml)")
+    r.add_argument("--truth", type=Path, default=None, metavar="FILE",
+                   help="truth.json to print beside the estimates (default: DIR/truth.json when it exists)")
+    r.add_argument("--json", action="store_true",
+                   help="print JSON (the estimates columns plus checks: name -> state) instead of the table; "
+                        "no stage lines on stderr unless --progress")
     r.add_argument("--on-unreadable", choices=["stop", "quarantine"], default="stop",
                    help="a transcript file that is not readable parquet: stop the run (default), or "
                         "quarantine it with a warning and estimate from the readable files")
+    r.add_argument("--progress", action="store_true", help="print stage lines on stderr also with --json")
+    r.add_argument("-q", "--quiet", action="store_true", help="no stage lines or warnings on stderr (errors still)")
+    r.add_argument("--fail-on-blocking", action="store_true",
+                   help=f"exit with status 3 when a blocking check ({blocking}) failed, after printing the results "
+                        "(for cron and CI)")
     r.set_defaults(func=_cmd_run)
 
-    from convocausal.questions.registry import REGISTRY
-
-    e = sub.add_parser("estimate", help="run one method on any table")
-    esub = e.add_subparsers(dest="method", required=True)
-    for spec in REGISTRY.values():  # one subcommand per registered method, its arguments from its entry
-        m = esub.add_parser(spec.cli_name, help=spec.cli_help)
-        m.add_argument("--data", required=True, type=Path)
-        m.add_argument("--json", action="store_true")
-        m.add_argument("--seed", type=int, default=0)
-        spec.add_cli_arguments(m)
-        m.set_defaults(func=_cmd_estimate, method_spec=spec.name)
+    add_estimate_parser(sub)
+    add_questions_parser(sub)
+    add_history_parser(sub)
+    add_signals_parser(sub)
     return p
 
 
@@ -107,10 +194,13 @@ def _cmd_fixtures(args) -> int:
 
 
 def _cmd_run(args) -> int:
+    from checks.catalog import CATALOG
+    from convocausal.progress import Progress, elapsed
     from convocausal.report import format_run_table
-    from convocausal.store import unreadable_files
+    from convocausal.store import store_paths
     from pipelines.runner import run_pipeline
 
+    started = time.perf_counter()
     if not args.raw.is_dir():
         raise UsageError(f"--raw {args.raw}: not a directory")
     # Paths typed at the shell are the user's own: made absolute here (so `--raw ../exports`
@@ -118,74 +208,30 @@ def _cmd_run(args) -> int:
     for name in ("raw", "store", "signals", "questions", "truth"):
         if getattr(args, name) is not None:
             setattr(args, name, Path(os.path.abspath(getattr(args, name))))
+    progress = Progress(enabled=not args.quiet and (args.progress or not args.json), warnings=not args.quiet,
+                        bar=False if args.verbose else None)  # Dagster's own log lines would tear a bar
     rows = run_pipeline(args.raw, args.store, signals_config=args.signals, questions_config=args.questions,
-                        truth_file=args.truth, on_unreadable=args.on_unreadable)
-    for path, reason in unreadable_files(args.store):
-        print(f"convocausal: warning: {path}: {reason} (quarantined; its rows are not in the estimates)",
-              file=sys.stderr)
+                        truth_file=args.truth, on_unreadable=args.on_unreadable, progress=progress,
+                        log_level="INFO" if args.verbose else "CRITICAL")
     truth_path = args.truth or (args.raw / "truth.json")
     truth = json.loads(truth_path.read_text()) if truth_path.is_file() else {}
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
-    else:
+    elif rows:
         print(format_run_table(rows, truth))
-    return 0
-
-
-def _cmd_estimate(args) -> int:
-    from checks.verdict import states
-    from convocausal.questions.answer import result_checks
-    from convocausal.questions.registry import REGISTRY
-
-    df = _read_table(args.data)
-    _require_columns(df, args)
-    result = REGISTRY[args.method_spec].estimate_from_args(df, args)
-    checks = result_checks(result)
-    if args.json:
-        out = result.to_json()
-        out["checks"] = states(checks)
-        print(json.dumps(out, indent=2, default=str))
     else:
-        from convocausal.report import format_result
-
-        print(format_result(result))
-        print("  checks: " + ", ".join(f"{c.name} {c.state}" for c in checks if c.state != "not_applicable"))
-    return 0
-
-
-def _read_table(path: Path):
-    import pandas as pd
-
-    if not path.exists():
-        raise UsageError(f"--data {path}: file not found")
-    try:
-        if path.suffix.lower() == ".parquet":
-            return pd.read_parquet(path)
-        if path.suffix.lower() == ".csv":
-            return pd.read_csv(path)
-    except Exception as exc:
-        raise UsageError(f"--data {path}: cannot read it ({type(exc).__name__}: {exc})") from exc
-    raise UsageError(f"--data {path}: expected a .parquet or .csv file")
-
-
-def _require_columns(df, args) -> None:
-    """Every argument the method's registry entry marks as naming columns must name one."""
-    from convocausal.questions.registry import REGISTRY
-
-    names = []
-    for attr in REGISTRY[args.method_spec].cli_column_args:
-        names.extend(_split(getattr(args, attr, None) or ""))  # a single name or a comma list
-    missing = [n for n in names if n not in df.columns]
-    if missing:
-        raise UsageError(
-            f"--data {args.data}: no column {', '.join(missing)}; available: {', '.join(map(str, df.columns))}"
-        )
-
-
-def _split(text: str) -> list[str]:
-    from convocausal.questions.cli_values import split_list
-
-    return split_list(text)
+        print(f"no question registered in {args.questions or 'the packaged configs/questions.yaml'}: the signals are "
+              f"in {args.store}; add a question (questions.yaml has commented examples) and run again")
+    progress.line(f"done in {elapsed(time.perf_counter() - started)}"
+                  + (f"; decision memos in {store_paths(args.store).parts / 'reports'}" if rows else ""))
+    blocked = {r["question_id"]: [k for k, v in (r.get("checks") or {}).items()
+                                  if v == "failed" and k in CATALOG and CATALOG[k].blocking] for r in rows}
+    blocked = {q: names for q, names in blocked.items() if names}
+    if args.fail_on_blocking and blocked:  # said even under --quiet: it is why the status is 3
+        shown = "; ".join(f"{q} ({', '.join(n)})" for q, n in blocked.items())
+        print(f"convocausal: blocking check failed: {shown}; exit status 3 (--fail-on-blocking)", file=sys.stderr)
+        return EXIT_BLOCKING
+    return EXIT_OK
 
 
 if __name__ == "__main__":

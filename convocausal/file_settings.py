@@ -17,8 +17,15 @@ file is read or written. The rules:
   ``os.pathsep``), every setting must resolve inside one of the roots, so an absolute path
   elsewhere or a symlink that escapes a root is refused (the store's ``.parts`` folder too).
   Without roots, absolute paths are accepted: a local CLI user may point anywhere they can read.
+* the roots hold for every file below the settings too, not only for the settings themselves:
+  the raw reader refuses a transcript whose final path (a symlink inside the landing directory)
+  leaves them (``extract.allowed_roots``, checked in ``extract.raw_files.read_file``), and every
+  writer of the store's parts, memos and plots calls :func:`check_write_target` on the final
+  path before it creates a folder or a file, so a symlink such as ``<store>.parts/reports`` ->
+  ``/elsewhere`` is refused instead of written through.
 
-This module is pure (stdlib only) so the CLI runner and the Dagster resource share it.
+This module is pure (stdlib and ``extract.allowed_roots``, itself stdlib only) so the CLI runner
+and the Dagster resource share it.
 """
 
 from __future__ import annotations
@@ -28,7 +35,11 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-ALLOWED_ROOTS_ENV = "CONVOCAUSAL_ALLOWED_ROOTS"
+from extract.allowed_roots import ALLOWED_ROOTS_ENV, allowed_roots_from_env, describe_roots, outside_roots
+
+__all__ = ["ALLOWED_ROOTS_ENV", "FileSettingError", "allowed_roots_from_env", "check_config_file",
+           "check_file_settings", "check_write_target"]
+
 CONFIG_SUFFIXES = (".yaml", ".yml")
 
 # `s3://bucket`, `file:///etc`, `http://host`; also `s3:/bucket` (what `pathlib.Path` makes of
@@ -79,11 +90,18 @@ def check_config_file(name: str, value: PathLike, allowed_roots: Iterable[PathLi
     _check_config(name, value, _allowed_roots(allowed_roots))
 
 
-def allowed_roots_from_env() -> list[Path] | None:
-    """The roots in ``CONVOCAUSAL_ALLOWED_ROOTS`` (``os.pathsep``-separated), or ``None`` when unset."""
-    raw = os.environ.get(ALLOWED_ROOTS_ENV, "")
-    parts = [p for p in raw.split(os.pathsep) if p.strip()]
-    return [Path(p) for p in parts] or None
+def check_write_target(path: PathLike, setting: str = "store",
+                       allowed_roots: Iterable[PathLike] | None = None) -> Path:
+    """The final path of a file about to be written (a day part, a memo, a plot): every symlink on
+    the way resolved, including folders that exist already (so call it before ``mkdir``). With
+    allowed roots set (given, or ``CONVOCAUSAL_ALLOWED_ROOTS``) it must lie inside one of them,
+    else ``FileSettingError`` names the setting, the path and where it leads."""
+    roots = _allowed_roots(allowed_roots)
+    final = outside_roots(path, roots)
+    if final is not None:
+        raise FileSettingError(setting, os.fspath(path), f"resolves to {str(final)!r}, outside the allowed roots "
+                               f"({describe_roots(roots)}); a symlink below the store must not lead elsewhere")
+    return Path(path).resolve()
 
 
 def _allowed_roots(given: Iterable[PathLike] | None) -> list[Path] | None:
@@ -129,8 +147,8 @@ def _inside(name: str, text: str, roots: list[Path] | None) -> Path:
     except (OSError, RuntimeError) as exc:  # RuntimeError: symlink loop on older Pythons
         raise FileSettingError(name, text, f"cannot resolve the path ({exc})") from None
     if roots is not None and not any(resolved == r or resolved.is_relative_to(r) for r in roots):
-        shown = os.pathsep.join(str(r) for r in roots)
-        raise FileSettingError(name, text, f"resolves to {str(resolved)!r}, outside the allowed roots ({shown})")
+        raise FileSettingError(name, text, f"resolves to {str(resolved)!r}, outside the allowed roots "
+                               f"({describe_roots(roots)})")
     return resolved
 
 

@@ -7,16 +7,33 @@ short ``publish`` step rebuilds the DuckDB tables from the parts in a single tra
 Re-running a day replaces its file, so nothing is ever duplicated; a crash mid-write leaves
 the previous file in place. Result tables are written per (run_id, question_id) in one
 transaction that first deletes the same key, so re-running a question is idempotent too.
+
+Store safety (issue 19):
+
+* The file carries a marker, table ``convocausal_meta`` (key/value rows, ``format_version``
+  first), written when this project first writes to it. Every write connection checks it, and
+  runs check it before they start (``inspect_store``): a DuckDB file that has tables but no
+  marker belongs to another program and is refused before anything is written, instead of having
+  its own ``signals`` or ``estimates`` replaced. A store made before the marker existed (no
+  marker, but only this project's tables with this project's columns) is adopted: the marker is
+  added on its first write.
+* The landing directory is the source of truth for which days exist: ``stale_days`` /
+  ``remove_days`` drop the parts of days whose raw folder is gone (a deletion request), and
+  ``publish`` then rebuilds the tables without them (an empty parts folder empties the tables).
+* Opening the file fails with one line naming it (``StoreError``): a lock held past the wait,
+  or a file DuckDB cannot read.
+* One writer identity per store at a time is ``convocausal.store_lease``.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -25,7 +42,16 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from configs.questions import ConfigError
 from methods.result import EstimateResult
+
+
+class StoreError(ConfigError):
+    """A store file that must not or cannot be used: one line naming the file and what to do.
+
+    A ``ConfigError`` because the fix is the user's (another ``--store``, wait for the other run,
+    restore a backup): the CLI exits 2 with the line, not 1 with a traceback."""
+
 
 RESULT_TABLES_DDL = {
     "estimates": """
@@ -58,7 +84,29 @@ RESULT_TABLES_DDL = {
 }
 # Columns added after a table's first release: stores written by an earlier version gain them on
 # the next write instead of failing the insert.
-ADDED_COLUMNS = {"diagnostics": {"check_name": "VARCHAR"}}
+ADDED_COLUMNS = {
+    "diagnostics": {"check_name": "VARCHAR"},
+    # nightly monitoring (issue 15): the anytime-valid interval, the run's q-value, the last signals day
+    "estimates": {"cs_low": "DOUBLE", "cs_high": "DOUBLE", "q_value": "DOUBLE", "data_through": "DATE"},
+}
+ESTIMATE_COLUMNS = ("run_id", "question_id", "method", "estimand", "outcome", "estimate", "std_error", "ci_low",
+                    "ci_high", "p_value", "n_treated", "n_control", "naive_estimate", "computed_at", "ci_method",
+                    "status", "message", "true_effect", "cs_low", "cs_high", "data_through")
+
+META_TABLE = "convocausal_meta"
+# Bumped when a stored table changes incompatibly; a store with a larger number is refused.
+FORMAT_VERSION = 1
+# The day-part tables (``<store>.parts/<table>/date=D/part.parquet``).
+PART_TABLES = ("signals", "quarantine")
+# What a store written before the marker existed may hold: table → columns it must have. Result
+# tables must in addition hold no column outside their DDL here; signals/quarantine/catalog
+# columns follow the signals config, so only their key columns are checked.
+_LEGACY_REQUIRED = {
+    "signals": {"conversation_id", "date"},
+    "quarantine": {"source_file", "reason"},
+    "signal_catalog": {"name", "kind", "measured_at"},
+    **{t: {"run_id", "question_id"} for t in RESULT_TABLES_DDL},
+}
 
 
 @dataclass(frozen=True)
@@ -103,15 +151,38 @@ def write_file_atomic(path: Path, data: bytes) -> None:
 
 
 def _write_atomic(path: Path, suffix: str, write) -> None:
+    """Temp file, then rename, with the mode ``open()`` would give (0644 under umask 022): readers see
+    the old file or the new one, never a half-written or a 0600 one. A symlink on the way that
+    leads outside the allowed roots is refused before anything is created."""
+    from convocausal.file_settings import check_write_target
+
+    check_write_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
-    os.close(fd)
+    try:  # mkstemp makes 0600; parts, memos and plots are for the group too (the umask decides)
+        os.fchmod(fd, 0o666 & ~_umask())
+    finally:
+        os.close(fd)
     try:
         write(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux shows it (``os.umask`` sets it, and
+    another thread creating a file in that instant would get the wrong mode)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_day(paths: StorePaths, day: date, signals: pl.DataFrame, quarantine: pl.DataFrame) -> None:
@@ -130,21 +201,188 @@ def connect(db: str | os.PathLike, read_only: bool = False, retries: int = 60) -
 
     DuckDB lets one process write at a time; Dagster steps that write share the
     ``duckdb_writer`` pool, and this retry covers anything else (a reader during a publish).
+    A write connection first checks the store's marker (``claim_store``), so nothing is written
+    into another program's database. A lock still held after the retries, or a file DuckDB cannot
+    open (corrupt, truncated, another format), raises ``StoreError`` naming the file.
     """
-    last: Exception | None = None
-    for attempt in range(retries):
-        try:
-            con = duckdb.connect(str(db), read_only=read_only)
-            break
-        except duckdb.IOException as exc:  # lock held by another process
-            last = exc
-            time.sleep(min(0.25 * (attempt + 1), 2.0))
-    else:
-        raise RuntimeError(f"could not open the store {db}: {last}") from last
+    con = _open(db, read_only, retries)
     try:
+        if not read_only:
+            claim_store(con, db)
         yield con
     finally:
         con.close()
+
+
+def _open(db: str | os.PathLike, read_only: bool, retries: int) -> duckdb.DuckDBPyConnection:
+    waited, last = 0.0, None
+    for attempt in range(retries):
+        try:
+            return duckdb.connect(str(db), read_only=read_only)
+        except duckdb.Error as exc:
+            if not _is_lock_conflict(exc):
+                raise StoreError(
+                    f"store {db}: DuckDB cannot open it ({_first_line(exc)}); restore it from a backup, "
+                    "or give --store (CONVOCAUSAL_STORE) a new file name") from exc
+            last = exc
+            pause = min(0.25 * (attempt + 1), 2.0)
+            time.sleep(pause)
+            waited += pause
+    raise StoreError(
+        f"store {db}: still locked by another process after {waited:.0f} s ({_first_line(last)}); "
+        "wait for that program to finish or close it, then re-run") from last
+
+
+def _is_lock_conflict(exc: Exception) -> bool:
+    """DuckDB's "Could not set lock on file …: Conflicting lock is held in … (PID n)"."""
+    text = str(exc)
+    return isinstance(exc, duckdb.IOException) and ("Could not set lock" in text or "Conflicting lock" in text)
+
+
+def _first_line(exc: BaseException | None) -> str:
+    if exc is None:
+        return "no attempt made"
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def inspect_store(db: str | os.PathLike) -> str:
+    """What the file at ``db`` is, without writing to it: ``new`` (missing or empty), ``ours``
+    (has the marker), ``legacy`` (an earlier version's store, adopted on first write).
+
+    Raises ``StoreError`` for another program's database, a newer store format, or a file
+    DuckDB cannot open. Runs call it before they start, so a refused store costs nothing."""
+    path = Path(db)
+    if not path.exists() or (path.is_file() and path.stat().st_size == 0):
+        return "new"
+    con = _open(path, read_only=True, retries=60)
+    try:
+        return _classify(con, path)
+    finally:
+        con.close()
+
+
+def claim_store(con: duckdb.DuckDBPyConnection, db: str | os.PathLike) -> None:
+    """Before the first write: refuse a database that is not ours, and add the marker where it
+    is missing (a new file, or an earlier version's store). Idempotent, cheap once marked."""
+    kind = _classify(con, Path(db))
+    if kind == "ours":
+        return
+    created_by = "convocausal " + _version()
+    origin = "created" if kind == "new" else "adopted: written before the store carried this marker"
+    con.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key VARCHAR PRIMARY KEY, value VARCHAR)")
+    con.executemany(
+        f"INSERT OR REPLACE INTO {META_TABLE} VALUES (?, ?)",
+        [["format_version", str(FORMAT_VERSION)], ["created_at", datetime.now(timezone.utc).isoformat()],
+         ["created_by", created_by], ["origin", origin]],
+    )
+
+
+def _classify(con: duckdb.DuckDBPyConnection, db: Path) -> str:
+    tables = con.execute(
+        "SELECT schema_name, table_name FROM duckdb_tables() "
+        "WHERE database_name = current_database() AND NOT temporary AND NOT internal").fetchall()
+    names = {t for s, t in tables if s == "main"}
+    if META_TABLE in names:
+        row = con.execute(f"SELECT value FROM {META_TABLE} WHERE key = 'format_version'").fetchone()
+        version = int(row[0]) if row and str(row[0]).isdigit() else None
+        if version is None:
+            raise StoreError(f"store {db}: its {META_TABLE} table has no valid format_version; "
+                             "give --store (CONVOCAUSAL_STORE) a new file name")
+        if version > FORMAT_VERSION:
+            raise StoreError(f"store {db}: written by a newer convocausal (store format {version}, this "
+                             f"version writes {FORMAT_VERSION}); upgrade convocausal or use another store")
+        return "ours"
+    views = con.execute(
+        "SELECT schema_name, view_name FROM duckdb_views() "
+        "WHERE database_name = current_database() AND NOT temporary AND NOT internal").fetchall()
+    if not tables and not views:
+        return "new"
+    foreign = sorted({f"{s}.{t}" if s != "main" else t for s, t in tables if s != "main" or t not in _LEGACY_REQUIRED}
+                     | {f"view {s}.{t}" if s != "main" else f"view {t}" for s, t in views})  # we make no views
+    columns: dict[str, set[str]] = {}
+    for table, column in con.execute(
+            "SELECT table_name, column_name FROM duckdb_columns() "
+            "WHERE database_name = current_database() AND schema_name = 'main'").fetchall():
+        columns.setdefault(table, set()).add(column)
+    allowed = _result_columns()
+    for table in sorted(names & set(_LEGACY_REQUIRED)):
+        cols = columns.get(table, set())
+        if not _LEGACY_REQUIRED[table] <= cols or (table in allowed and not cols <= allowed[table]):
+            foreign.append(f"{table} (other columns)")
+    if foreign:
+        shown = ", ".join(foreign[:8]) + (", …" if len(foreign) > 8 else "")
+        raise StoreError(
+            f"store {db}: a DuckDB database convocausal did not create (no {META_TABLE} marker; "
+            f"not ours: {shown}); refusing to write into it: give --store (CONVOCAUSAL_STORE) a new file "
+            "name, or move this file away")
+    return "legacy"
+
+
+_RESULT_COLUMNS: dict[str, set[str]] = {}
+
+
+def _result_columns() -> dict[str, set[str]]:
+    """Each result table's columns, read from its DDL by DuckDB itself (one source of truth)."""
+    if not _RESULT_COLUMNS:
+        con = duckdb.connect()
+        try:
+            for table, ddl in RESULT_TABLES_DDL.items():
+                con.execute(ddl)
+                _RESULT_COLUMNS[table] = {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
+        finally:
+            con.close()
+    return _RESULT_COLUMNS
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("convocausal")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def part_days(paths: StorePaths) -> set[date]:
+    """Days that have a signals or quarantine part in the store."""
+    days: set[date] = set()
+    for table in PART_TABLES:
+        for folder in (paths.parts / table).glob("date=*"):
+            try:
+                days.add(date.fromisoformat(folder.name.removeprefix("date=")))
+            except ValueError:
+                continue  # not a folder this module wrote
+    return days
+
+
+def stale_days(paths: StorePaths, present: Iterable[date]) -> list[date]:
+    """Days with parts in the store but no data in the landing directory (``present``), sorted."""
+    return sorted(part_days(paths) - set(present))
+
+
+def remove_days(paths: StorePaths, days: Iterable[date]) -> list[date]:
+    """Delete the signals and quarantine parts of ``days``; returns the days that had a part.
+
+    Why: a day whose raw folder was deleted (a deletion request) must leave the store, not stay
+    in every estimate. Each day folder is first renamed out of the ``date=*`` pattern (atomic),
+    so a reader globbing the parts sees the day whole or not at all, then deleted. The DuckDB
+    tables still hold the rows until the next ``publish``.
+    """
+    removed = []
+    for day in sorted(set(days)):
+        had = False
+        for table in PART_TABLES:
+            folder = paths.parts / table / f"date={day.isoformat()}"
+            if not folder.exists():
+                continue
+            doomed = folder.with_name(f".removed-{day.isoformat()}-{uuid.uuid4().hex[:8]}")
+            os.replace(folder, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
+            had = True
+        if had:
+            removed.append(day)
+    return removed
 
 
 def publish(paths: StorePaths, catalog: pl.DataFrame | None = None,
@@ -165,6 +403,8 @@ def publish(paths: StorePaths, catalog: pl.DataFrame | None = None,
                     "FROM read_parquet(?, hive_partitioning = true, union_by_name = true)",
                     [paths.glob("signals")],
                 )
+            elif _exists(con, "signals"):  # every day removed: no row may outlive its part
+                con.execute("DELETE FROM signals")
             sources = []
             if paths.has_parts("quarantine"):
                 sources.append("SELECT * REPLACE (CAST(date AS VARCHAR) AS date) FROM read_parquet(?, "
@@ -176,6 +416,8 @@ def publish(paths: StorePaths, catalog: pl.DataFrame | None = None,
             if sources:
                 con.execute("CREATE OR REPLACE TABLE quarantine AS " + " UNION ALL BY NAME ".join(sources),
                             [paths.glob("quarantine")] if paths.has_parts("quarantine") else [])
+            elif _exists(con, "quarantine"):
+                con.execute("DELETE FROM quarantine")
             if catalog is not None:
                 con.register("_catalog", catalog.to_arrow())
                 con.execute("CREATE OR REPLACE TABLE signal_catalog AS SELECT * FROM _catalog")
@@ -198,11 +440,13 @@ def ensure_result_tables(con: duckdb.DuckDBPyConnection) -> None:
             con.execute(f'ALTER TABLE {table} ADD COLUMN IF NOT EXISTS "{name}" {dtype}')
 
 
+def _exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    return bool(con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchone()[0])
+
+
 def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
-    exists = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
-    ).fetchone()[0]
-    return int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]) if exists else 0
+    return int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]) if _exists(con, table) else 0
 
 
 def write_result(
@@ -216,11 +460,14 @@ def write_result(
     true_effect: float | None = None,
     extra_diagnostics: list | None = None,
     checks: list | None = None,
+    sequence: tuple[float | None, float | None] = (None, None),
+    data_through: date | None = None,
 ) -> None:
     """Write one question's estimate, refutations, balance, diagnostics and check states atomically.
 
     ``checks``: ``checks.verdict.CheckOutcome``-like objects (name, state, severity, blocking,
-    description, message)."""
+    description, message). ``sequence``: the anytime-valid interval (cs_low, cs_high) where the
+    method has one; ``data_through``: the last signals day the estimate saw."""
     r = result
     row = [r.method, r.estimand, r.outcome, _f(r.estimate), _f(r.std_error), _f(r.ci_low), _f(r.ci_high),
            _f(r.p_value), int(r.n_treated), int(r.n_control), _f(r.naive_estimate)]
@@ -231,20 +478,22 @@ def write_result(
         balance=[[b.covariate, _f(b.smd_before), _f(b.smd_after), bool(b.passed),
                   _f(b.variance_ratio_before), _f(b.variance_ratio_after)] for b in r.balance],
         diagnostics=list(extra_diagnostics or []) + list(r.diagnostics), checks=checks or [],
+        monitoring=[_f(sequence[0]), _f(sequence[1]), data_through],
     )
 
 
 def write_refusal(db, run_id: str, question_id: str, method: str, outcome: str, estimand: str,
                   reason: str, diagnostics: list, true_effect: float | None = None,
-                  checks: list | None = None) -> None:
+                  checks: list | None = None, data_through: date | None = None) -> None:
     """Record a refused question: an estimates row with status 'refused', NULL numbers, the reason."""
     row = [method, estimand, outcome, None, None, None, None, None, 0, 0, None]
     _replace_question_rows(db, run_id, question_id, row, "", "refused", reason, true_effect,
-                           refutations=[], balance=[], diagnostics=diagnostics, checks=checks or [])
+                           refutations=[], balance=[], diagnostics=diagnostics, checks=checks or [],
+                           monitoring=[None, None, data_through])
 
 
 def _replace_question_rows(db, run_id, question_id, estimate_row, ci_method, status, message, true_effect,
-                           *, refutations, balance, diagnostics, checks) -> None:
+                           *, refutations, balance, diagnostics, checks, monitoring) -> None:
     """Delete then insert every row of (run_id, question_id) in one transaction: idempotent."""
     key = [run_id, question_id]
     with connect(db) as con:
@@ -254,8 +503,9 @@ def _replace_question_rows(db, run_id, question_id, estimate_row, ci_method, sta
             for table in RESULT_TABLES_DDL:
                 con.execute(f"DELETE FROM {table} WHERE run_id = ? AND question_id = ?", key)
             con.execute(
-                "INSERT INTO estimates VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                key + estimate_row + [datetime.now(timezone.utc), ci_method, status, message, _f(true_effect)],
+                f"INSERT INTO estimates ({', '.join(ESTIMATE_COLUMNS)}) VALUES ({', '.join('?' * len(ESTIMATE_COLUMNS))})",
+                key + estimate_row + [datetime.now(timezone.utc), ci_method, status, message, _f(true_effect)]
+                + monitoring,
             )
             if refutations:
                 con.executemany("INSERT INTO refutations VALUES (?,?,?,?,?,?,?,?)", [key + r for r in refutations])
@@ -277,6 +527,29 @@ def _replace_question_rows(db, run_id, question_id, estimate_row, ci_method, sta
         except Exception:
             con.execute("ROLLBACK")
             raise
+
+
+def refresh_q_values(db: str | os.PathLike, question_ids: list[str], method: str = "bh") -> dict:
+    """Set ``q_value`` on the latest estimate of every listed question (the run's family); return them.
+
+    Called after each question is written, so the last question of a run leaves every q-value
+    computed over the whole family; a question still running keeps its previous row in the family.
+    """
+    from convocausal.questions.history import latest_q_values
+
+    with connect(db) as con:
+        ensure_result_tables(con)
+        qs = latest_q_values(con, question_ids, method)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for qid, row in qs.items():
+                con.execute("UPDATE estimates SET q_value = ? WHERE question_id = ? AND run_id = ?",
+                            [row["q_value"], qid, row["run_id"]])
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+    return qs
 
 
 def _f(v) -> float | None:

@@ -11,6 +11,13 @@ agent build, the opening message's intent); ``turn`` = happens at some turn, nam
 ``turn_column``; ``end`` = only known once the conversation is over (length, duration, outcomes).
 ``agent_controlled``: the value is decided or written by the agent inside the conversation
 (its behaviours, its tool calls, its own claim that the ticket is resolved).
+
+``kind = extraction`` marks a column that describes how well another signal was *measured*
+(``intent_confidence``), not something that happened in the conversation: it is known at the
+start like the intent it qualifies, but it is no cause of treatment or outcome, so the causal
+graph (``convocausal/questions/graph.py``, which takes start signals of kinds ``covariate`` and
+``time``) and the drift monitor leave it out; it is there to drop or re-weight uncertain
+conversations (issue 14: sensitivity to extraction error).
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ class SignalColumn:
     """One output column of ``signals``."""
 
     name: str
-    kind: str  # id | time | covariate | behaviour | tool | outcome
+    kind: str  # id | time | covariate | extraction | behaviour | tool | outcome
     measured_at: str  # start | turn | end
     source: str  # transcript | outcomes | customers | transcript+history | config
     agent_controlled: bool
@@ -77,7 +84,9 @@ def signal_columns(config: SignalsConfig) -> list[SignalColumn]:
           description="CRM segment; 'unknown' when missing"),
         c("intent", "covariate", "start", "transcript", False, pl.String(), False,
           description=f"from the first {config.intent.opening_user_turns} customer message(s); "
-          f"'{config.intent.default}' when no rule matches"),
+          f"'{config.intent.default}' when {_default_when(config)}"),
+        c("intent_confidence", "extraction", "start", "transcript", False, pl.Float64(), True,
+          description=_confidence_description(config)),
         c("n_turns", "covariate", "end", "transcript", False, pl.Int32(), False, description="messages in the conversation"),
         c("n_user_turns", "covariate", "end", "transcript", False, pl.Int32(), False, description="customer messages"),
         c("tools_used", "tool", "end", "transcript", True, pl.List(pl.String()), False,
@@ -98,13 +107,12 @@ def signal_columns(config: SignalsConfig) -> list[SignalColumn]:
     ]
     for b in config.behaviours:
         turn = f"{b.name}_turn"
-        rule = b.early_if
-        when = (f"turn <= {rule.turn_at_most}" if rule.turn_at_most is not None
-                else f"turn/(n_turns-1) <= {rule.fraction_at_most:g}")
+        when = b.early_if.describe()
+        what = _behaviour_match(b)
         cols.append(c(b.name, "behaviour", "turn", "transcript", True, pl.Int8(), True, turn,
-                      f"1 if first {b.role} match at {when}, 0 if later, null if never"))
+                      f"1 if the first {what} is at {when}, 0 if later, null if never"))
         cols.append(c(turn, "behaviour", "turn", "transcript", True, pl.Int32(), True, turn,
-                      f"first {b.role} turn matching {b.name}; null if never"))
+                      f"turn of the first {what}; null if never"))
     for o in config.outcomes.downstream:
         cols.append(c(o.name, "outcome", "end", "outcomes", False, _OUTCOME_DTYPES[o.dtype], True,
                       description="from the outcomes export (downstream system)"))
@@ -112,6 +120,36 @@ def signal_columns(config: SignalsConfig) -> list[SignalColumn]:
         cols.append(c(o.name, "outcome", "end", "transcript", True, pl.Boolean(), False,
                       description=f"{o.role} text says so (agent-controlled: prefer a downstream outcome)"))
     return cols
+
+
+def _default_when(config: SignalsConfig) -> str:
+    if config.intent.extractor == "rules":
+        return "no rule matches"
+    if config.intent.extractor == "classifier":
+        low = config.intent.classifier.min_confidence
+        return "there is no customer message" + (f" or the model's confidence is below {low:g}" if low > 0 else "")
+    return f"extractor `{config.intent.extractor}` gives none"
+
+
+def _confidence_description(config: SignalsConfig) -> str:
+    """What ``intent_confidence`` means for the configured extractor (it differs by extractor)."""
+    if config.intent.extractor == "rules":
+        return "1.0 when a rule matched the opening text, 0.0 when the default intent was used"
+    if config.intent.extractor == "classifier":
+        return ("the classifier's probability of its most likely intent (0-1); 0.0 when there is no "
+                "customer message")
+    return (f"confidence reported by extractor `{config.intent.extractor}` (0-1); null when it reports none, "
+            "0.0 when there is no customer message")
+
+
+def _behaviour_match(b) -> str:
+    """A behaviour's matching rule in words: role, text patterns and/or tool names."""
+    parts = []
+    if b.all_patterns:
+        parts.append(f"matching {b.name}")
+    if b.tool_name:
+        parts.append("calling " + ", ".join(b.tool_name[:5]) + (" …" if len(b.tool_name) > 5 else ""))
+    return f"{b.role} row " + " and ".join(parts)
 
 
 def signals_dtypes(config: SignalsConfig) -> dict[str, pl.DataType]:

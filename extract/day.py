@@ -5,6 +5,12 @@ validated one by one (each keeps its own quarantine and counts) but extracted in
 consecutive days, because extraction has a fixed cost per call (regex compilation, schema
 validation, joins) that dominates when a day is small; a chunk still has to fit in memory,
 so its size is bounded by ``max_messages``.
+
+A conversation belongs to the UTC date of its first message wherever its rows are filed
+(CONTRACT §1, :mod:`extract.raw_index`), so a run of some days also extracts again every
+earlier (or later) day that owns conversations with rows filed in them: such a result has
+``requested=False`` and replaces that day's part, so a conversation over midnight is one row
+with all its turns whether the days run one at a time (the nightly case) or as one range.
 """
 
 from __future__ import annotations
@@ -22,63 +28,123 @@ from extract.raw import (
     REASON_UNREADABLE_FILE,
     OnUnreadable,
     RawBatch,
+    continued_days,
+    landing_warnings,
     load_transcripts_day,
 )
-from extract.redact import redact_text
+from extract.redact import SHIPPED_SALT, pseudonymize_ids, redact_text
 from extract.signals import extract_signals
 
 DEFAULT_CHUNK_MESSAGES = 2_000_000
+_OWNER = "__owner_day"
 
 
 @dataclass
 class DayResult:
+    """One day's signals and quarantine, ready to replace that day's parts.
+
+    ``requested`` is False for a day the caller did not ask for, extracted again because
+    conversations it owns continue into a requested day (write its parts like the others; in
+    Dagster it is outside the run's partitions, so its metadata cannot be attached to it).
+    ``warnings``: one line each, for the run log: why an unrequested day was extracted, and, on
+    the first result of a run, every input of the landing directory that is not read
+    (:func:`extract.raw.landing_warnings`).
+    """
+
     day: date
     signals: pl.DataFrame
     quarantine: pl.DataFrame
     counts: dict = field(default_factory=dict)
+    requested: bool = True
+    warnings: list[str] = field(default_factory=list)
 
 
 def extract_day(raw_dir: str | Path, day: date, config, outcomes: RawBatch, customers: RawBatch,
                 intent_extractor=None) -> DayResult:
-    """One day on its own (the nightly case)."""
-    return next(extract_days(raw_dir, [day], config, outcomes, customers, intent_extractor))
+    """One day on its own, for a caller that keeps only that day's result. A caller that writes
+    parts uses :func:`extract_days`, which also yields the days whose conversations continue
+    into ``day`` (``requested=False``); this result's ``warnings`` name them."""
+    results = list(extract_days(raw_dir, [day], config, outcomes, customers, intent_extractor))
+    return next(r for r in results if r.day == day)
 
 
 def extract_days(raw_dir: str | Path, days: list[date], config, outcomes: RawBatch, customers: RawBatch,
                  intent_extractor=None, max_messages: int = DEFAULT_CHUNK_MESSAGES,
-                 on_unreadable: OnUnreadable = "stop") -> Iterator[DayResult]:
+                 on_unreadable: OnUnreadable = "stop", today: date | None = None,
+                 first_day: date | None = None) -> Iterator[DayResult]:
     """Yield one DayResult per day, extracting consecutive days together up to ``max_messages``.
+
+    Besides ``days``, every day that owns conversations with rows filed on one of ``days`` is
+    extracted again and yielded with ``requested=False`` (see the module doc). ``today`` and
+    ``first_day`` (the first partition) only shape the landing warnings of the first result
+    (folders for days not over yet, or before the first partition).
 
     ``on_unreadable="quarantine"`` skips a corrupt file and puts one file-level row in the day's
     quarantine (``raw_row`` null: its rows cannot be counted) instead of stopping the run.
     """
+    requested = sorted(set(days))
+    if not requested:
+        return
+    continued = continued_days(raw_dir, requested)
+    notes = {d: [_extracted_again(d, into)] for d, into in continued.items()}
+    first_notes = landing_warnings(raw_dir, today=today, first_day=first_day)
+    if config.customer_key.salt == SHIPPED_SALT:
+        first_notes.append("customer_key.salt is the shipped default of configs/signals.yaml: anyone can rebuild a "
+                           "customer_key by hashing a guessed customer id; set a secret salt of your own in the "
+                           "signals config (`customer_key: {salt: …}`) before sharing the store")
+    wanted = sorted(set(requested) | set(continued))
+    for chunk in _chunks(raw_dir, wanted, max_messages, on_unreadable):
+        for result in _extract_chunk(raw_dir, chunk, config, outcomes, customers, intent_extractor):
+            result.requested = result.day not in continued
+            result.warnings = notes.get(result.day, []) + first_notes
+            first_notes = []
+            yield result
+
+
+def _extracted_again(day: date, into: list[date]) -> str:
+    shown = ", ".join(f"date={x.isoformat()}" for x in into[:5])
+    return (f"date={day.isoformat()} extracted again (not requested): conversations that start on it continue in "
+            f"{shown}; its signals and quarantine parts are replaced")
+
+
+def _chunks(raw_dir, days: list[date], max_messages: int, on_unreadable: OnUnreadable):
+    """Validated days in runs of consecutive days (the memory history is loaded once per run,
+    for the days before its first), each run cut at ``max_messages`` accepted messages."""
     pending: list[tuple[date, RawBatch]] = []
     size = 0
-    for day in sorted(days):
+    for day in days:
+        if pending and (day - pending[-1][0]).days != 1:
+            yield pending
+            pending, size = [], 0
         batch = load_transcripts_day(raw_dir, day, on_unreadable=on_unreadable)
         pending.append((day, batch))
         size += batch.accepted.height
         if size >= max_messages:
-            yield from _extract_chunk(raw_dir, pending, config, outcomes, customers, intent_extractor)
+            yield pending
             pending, size = [], 0
     if pending:
-        yield from _extract_chunk(raw_dir, pending, config, outcomes, customers, intent_extractor)
+        yield pending
 
 
-def redact_signals(signals: pl.DataFrame) -> pl.DataFrame:
+def redact_signals(signals: pl.DataFrame, salt: str | None = None) -> pl.DataFrame:
     """Redact PII from every label column of the signals (tool names, skills, versions…).
 
     Message text never reaches the signals, but labels are free text in the raw export too (a
     tool name logged with its argument, a queue named after a person's email). Done per
     conversation, not per message, so the cost is one regex pass over a few short columns.
-    The conversation id is the join key and is kept as it is.
+    The conversation id is the join key and is kept as it is, unless it looks like PII (an
+    email used as an id): with ``salt`` such ids are hashed like customer ids
+    (:func:`extract.redact.pseudonymize_ids`).
     """
     strings = [c for c, t in signals.schema.items() if t == pl.String and c not in ("conversation_id", "customer_key")]
     lists = [c for c, t in signals.schema.items() if t == pl.List(pl.String)]
-    return signals.with_columns(
+    out = signals.with_columns(
         *[redact_text(pl.col(c)).alias(c) for c in strings],
         *[pl.col(c).list.eval(redact_text(pl.element())).alias(c) for c in lists],
     )
+    if salt is not None and "conversation_id" in out.columns:
+        out = out.with_columns(pseudonymize_ids(out["conversation_id"], salt))
+    return out
 
 
 def _extract_chunk(raw_dir, pending, config, outcomes, customers, intent_extractor) -> Iterator[DayResult]:
@@ -88,12 +154,26 @@ def _extract_chunk(raw_dir, pending, config, outcomes, customers, intent_extract
     signals = extract_signals(messages, outcomes=outcomes.accepted, customers=customers.accepted,
                               history=history, config=config, intent_extractor=intent_extractor)
     signals = redact_signals(signals)
-    by_day = signals.partition_by("date", as_dict=True, include_key=True) if signals.height else {}
+    # Each conversation goes to the day whose batch holds it (the day of its first message as
+    # exported), never to a day outside the chunk: its ``date`` is computed from accepted rows
+    # only, which differs when the first message itself was quarantined.
+    owners = pl.concat(
+        [b.accepted.select(pl.col("conversation_id").unique()).with_columns(pl.lit(d, dtype=pl.Date).alias(_OWNER))
+         for d, b in pending]
+    ).unique("conversation_id", keep="first", maintain_order=True)
+    signals = signals.join(owners, on="conversation_id", how="left", maintain_order="left")
+    signals = signals.with_columns(pl.coalesce(pl.col(_OWNER), pl.col("date")).alias(_OWNER))
+    salt = config.customer_key.salt
+    signals = signals.with_columns(pseudonymize_ids(signals["conversation_id"], salt))  # an email as id
+    by_day = signals.partition_by(_OWNER, as_dict=True, include_key=False) if signals.height else {}
+    empty = signals.drop(_OWNER).clear()
     for day, batch in pending:
-        rows = by_day.get((day,), signals.clear())
+        rows = by_day.get((day,), empty)
+        quarantine = _with_unreadable_files(batch, day)
+        quarantine = quarantine.with_columns(pseudonymize_ids(quarantine["conversation_id"], salt))
         counts = dict(batch.counts)
         counts["conversations"] = rows.height
-        yield DayResult(day, rows, _with_unreadable_files(batch, day), counts)
+        yield DayResult(day, rows, quarantine, counts)
 
 
 def _with_unreadable_files(batch: RawBatch, day: date) -> pl.DataFrame:
@@ -120,7 +200,9 @@ class ExtractionTotals:
     """What a run of days found, summed for the asset's metadata and its warning lines.
 
     Rows that are kept but imperfect (turn gaps, timestamps out of order, repaired UTF-8, absent
-    optional columns) are not quarantined, so this is where a user learns about them.
+    optional columns) are not quarantined, so this is where a user learns about them; so are
+    exact copies dropped across files, days extracted again because their conversations
+    continue into the run, and inputs of the landing directory that are not read.
     """
 
     conversations: int = 0
@@ -129,9 +211,13 @@ class ExtractionTotals:
     conversations_with_turn_gaps: int = 0
     conversations_ts_not_monotonic: int = 0
     texts_repaired: int = 0
+    duplicate_copies: int = 0
     quarantined_by_reason: dict = field(default_factory=dict)
     unreadable_files: list = field(default_factory=list)
     missing_optional_columns: dict = field(default_factory=dict)
+    duplicate_files: list = field(default_factory=list)
+    days_extracted_again: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
 
     def add(self, result: DayResult) -> None:
         c = result.counts
@@ -141,11 +227,16 @@ class ExtractionTotals:
         self.conversations_with_turn_gaps += int(c.get("conversations_with_turn_gaps", 0))
         self.conversations_ts_not_monotonic += int(c.get("conversations_ts_not_monotonic", 0))
         self.texts_repaired += sum(int(v) for v in (c.get("repaired") or {}).values())
+        self.duplicate_copies += int(c.get("duplicate_copies", 0))
         for reason, n in (c.get("quarantined_by_reason") or {}).items():
             self.quarantined_by_reason[reason] = self.quarantined_by_reason.get(reason, 0) + int(n)
         self.unreadable_files += [f["file"] for f in c.get("unreadable_files") or []]
         for file, cols in (c.get("missing_optional_columns") or {}).items():
             self.missing_optional_columns[file] = cols
+        self.duplicate_files += [d for d in c.get("duplicate_files") or [] if d not in self.duplicate_files]
+        if not result.requested:
+            self.days_extracted_again.append(result.day.isoformat())
+        self.notes += [w for w in result.warnings if w not in self.notes]
 
     def warnings(self) -> list[str]:
         """One plain sentence per finding, for the run log."""
@@ -156,6 +247,11 @@ class ExtractionTotals:
         if self.messages_quarantined:
             top = "; ".join(f"{r}: {n}" for r, n in sorted(self.quarantined_by_reason.items(), key=lambda x: -x[1])[:5])
             out.append(f"{self.messages_quarantined} message(s) quarantined ({top}); see the quarantine table")
+        if self.duplicate_copies:
+            pairs = "; ".join(f"{d['file']} repeats {d['rows']} message(s) of {d['copy_of']}"
+                              for d in self.duplicate_files[:5])
+            out.append(f"{self.duplicate_copies} exact duplicate message(s) dropped, one copy of each kept (copies are "
+                       f"in the quarantine table)" + (f": {pairs}" if pairs else ""))
         if self.conversations_with_turn_gaps:
             out.append(f"{self.conversations_with_turn_gaps} conversation(s) have gaps or out-of-order turns; "
                        "kept, sorted by turn")
@@ -168,4 +264,4 @@ class ExtractionTotals:
             first = next(iter(self.missing_optional_columns.items()))
             out.append(f"{len(self.missing_optional_columns)} file(s) lack optional columns, read as null "
                        f"(e.g. {first[0]}: {', '.join(first[1])})")
-        return out
+        return out + self.notes

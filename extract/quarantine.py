@@ -2,7 +2,8 @@
 
 Why a module of its own: this is the one place where raw content leaves the reader for the store,
 so it is where privacy is enforced — every text-like column of ``raw_row`` goes through
-``redact_text`` (only the conversation id is kept plain, as the join key), and values are taken
+``redact_text`` (the conversation id too: an ordinary id passes unchanged and stays the join key,
+an id that is itself an email or a phone number does not reach the store), and values are taken
 from the row *as stored*, before casting, so a user can see what was actually wrong.
 """
 
@@ -18,7 +19,7 @@ from extract.redact import redact_text
 
 
 # ============================================================================ raw_row JSON
-def _json_safe(df: pl.DataFrame, keep_plain: Iterable[str] = ("conversation_id",)) -> pl.DataFrame:
+def _json_safe(df: pl.DataFrame, keep_plain: Iterable[str] = ()) -> pl.DataFrame:
     """Make stored columns JSON-encodable and redact PII in every text-like column."""
     keep = set(keep_plain)
     exprs = []

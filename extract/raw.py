@@ -31,17 +31,31 @@ Decisions (documented here because callers depend on them):
   ``counts["conversations_ts_not_monotonic"]`` for timestamps that go backwards. A missing turn
   still leaves a usable conversation for signal extraction; quarantining it would bias the data
   toward clean exports.
-* **Day assignment**: Hive layout — the partition date; flat layout — the UTC date of the
-  conversation's first message (min ts). Rows with no usable timestamp anywhere in their
-  conversation fall back to the row's own ts date, else to the earliest day, so that a day-by-day
-  pass over ``list_transcript_days`` still sees every row.
+* **Day assignment** (CONTRACT §1, "Which day a conversation belongs to"): a conversation
+  belongs to the UTC date of its first message (smallest ``ts`` over all its rows, in every
+  ``date=`` folder and flat file); all its rows are read and validated with that day, so a
+  conversation filed under two folders is one conversation, and copies or conflicting turns
+  across folders are found like those within a file (an exact copy is quarantined as a copy
+  and counted in ``counts["duplicate_copies"]``, with the file pairs in
+  ``counts["duplicate_files"]``; a conflict names both files in its reason). Rows with no
+  usable timestamp anywhere in their conversation stay with their folder's date (a flat file:
+  their own ts date, else the earliest day), so a day-by-day pass over ``list_transcript_days``
+  still sees every row exactly once. :func:`continued_days` names the days that own
+  conversations continuing into given days (a run of those days extracts them again).
+* **Ranges**: ``turn`` above 2^31-1 and ``memory_items`` outside 0..2^31-1 are quarantined
+  (the signals are 32-bit; such values stopped the run before); a column of a nested type
+  (``text`` as a list) is a cast failure of every non-null row, not a crash.
+* **Inputs not read** are named by :func:`landing_warnings` (folders not named ``date=…``,
+  non-parquet files, temporary folders, days not over yet, unknown entries of ``RAW/``); a
+  file whose final path leaves ``CONVOCAUSAL_ALLOWED_ROOTS`` stops the run (RawInputError).
 
 The reader is split by stage, each module small and single-purpose: :mod:`extract.raw_contract`
 (reason strings, quarantine schema, :class:`RawBatch`, :class:`RawInputError`, the
-``on_unreadable`` vocabulary), :mod:`extract.raw_files` (discovery, reading one file),
+``on_unreadable`` vocabulary), :mod:`extract.raw_files` (discovery, reading one file, inputs not
+read), :mod:`extract.raw_index` (which day owns each conversation),
 :mod:`extract.raw_cast` (casting, per-row reasons), :mod:`extract.quarantine` (redacted
 ``raw_row``), :mod:`extract.raw_batch` (read many files, accept/quarantine split, merge) and
-:mod:`extract.raw_transcripts` (transcript rules, day of flat rows). This module keeps the
+:mod:`extract.raw_transcripts` (transcript rules, one day's batch). This module keeps the
 public loaders and re-exports the public names, which stay importable from ``extract.raw``.
 """
 
@@ -56,7 +70,6 @@ import polars as pl
 from extract.raw_batch import empty_batch, finish, key_duplicates, merge_batches, read_many
 from extract.raw_cast import add_reason
 from extract.raw_contract import (  # the public names are re-exported, see __all__
-    DAY_COL,
     ON_UNREADABLE,
     QUARANTINE_SCHEMA,
     REASON_CAST,
@@ -68,10 +81,12 @@ from extract.raw_contract import (  # the public names are re-exported, see __al
     REASON_DUPLICATE_COPY,
     REASON_DUPLICATE_KEY_COPY,
     REASON_EMPTY,
+    REASON_MEMORY_ITEMS,
     REASON_NEGATIVE_TURN,
     REASON_NULL,
     REASON_ROLE,
     REASON_TS,
+    REASON_TURN_RANGE,
     REASON_UNKNOWN_CONVERSATION,
     REASON_UNREADABLE_FILE,
     REASON_UTF8,
@@ -79,9 +94,12 @@ from extract.raw_contract import (  # the public names are re-exported, see __al
     OnUnreadable,
     RawBatch,
     RawInputError,
+    check_on_unreadable,
 )
-from extract.raw_files import discover_transcripts, optional_table_files
-from extract.raw_transcripts import flat_index, flat_row_day, load_transcript_files
+from extract.raw_files import discover_transcripts, landing_warnings, optional_table_files
+from extract.raw_index import transcript_index
+from extract.raw_transcripts import load_transcript_files
+from extract.redact import pseudonymize_ids
 from extract.schemas import (
     CUSTOMER_DTYPES,
     CUSTOMER_REQUIRED,
@@ -95,39 +113,38 @@ from extract.schemas import (
 
 # ============================================================================ transcripts
 def list_transcript_days(raw_dir: str | os.PathLike, on_unreadable: OnUnreadable = "stop") -> list[date]:
-    """Days present in ``RAW/transcripts``: Hive partition dates, plus, for flat files, the UTC
-    start date (min ts) of every conversation. Sorted ascending."""
-    hive, flat = discover_transcripts(raw_dir)
-    days = set(hive)
-    if flat:
-        idx = flat_index(flat, on_unreadable)
-        days.update(d for d in idx[DAY_COL].unique().to_list() if d is not None)
-    return sorted(days)
+    """Days present in ``RAW/transcripts``: every ``date=`` folder, plus every day that owns a
+    conversation (the UTC date of its first message, see the module doc). Sorted ascending."""
+    check_on_unreadable(on_unreadable)
+    return list(transcript_index(raw_dir).days)
+
+
+def continued_days(raw_dir: str | os.PathLike, days: Iterable[date]) -> dict[date, list[date]]:
+    """Days not in ``days`` that own conversations with rows filed on one of ``days`` (in its
+    ``date=`` folder, or, in a flat file, with a timestamp on it): owner day → those days.
+
+    A run of ``days`` extracts these days again, because their conversations gained rows
+    (the nightly case: a conversation that started before midnight, its later turns exported
+    in the next day's folder)."""
+    return transcript_index(raw_dir).continued(days)
 
 
 def load_transcripts_day(raw_dir: str | os.PathLike, day: date, on_unreadable: OnUnreadable = "stop") -> RawBatch:
-    """Read, cast and validate one day of messages (see module doc for the day rule).
+    """Read, cast and validate the conversations ``day`` owns, wherever their rows are filed.
 
     A day without any files gives an empty batch (``counts["files"] == 0``), not an error: a
-    nightly schedule may ask for a day the platform did not export. Flat files are read whole
-    and narrowed to the conversations that start on ``day`` before casting (the conversation →
-    day index is computed once per set of file versions and cached).
+    nightly schedule may ask for a day the platform did not export. The files read are the
+    day's ``date=`` folder plus every file holding rows of its conversations (from the cached
+    conversation index); each is narrowed to those rows before casting.
     """
-    hive, flat = discover_transcripts(raw_dir)
-    hive_files = list(hive.get(day, []))
-    batches = []
-    if hive_files or not flat:
-        batches.append(load_transcript_files(hive_files, day, None, on_unreadable))
-    if flat:
-        index = flat_index(flat, on_unreadable)
-        known_days = sorted(set(hive) | {d for d in index[DAY_COL].unique().to_list() if d is not None})
-        fallback = known_days[0] if known_days else day
+    check_on_unreadable(on_unreadable)
+    index = transcript_index(raw_dir)
+    wanted = {day}
 
-        def on_day(stored: pl.DataFrame) -> pl.Series:
-            return flat_row_day(stored, index, fallback) == day
+    def owned(path, stored: pl.DataFrame) -> pl.Series:
+        return index.owned_mask(path, stored, wanted)
 
-        batches.append(load_transcript_files(flat, day, on_day, on_unreadable))
-    return batches[0] if len(batches) == 1 else merge_batches(batches)
+    return load_transcript_files(index.files_for(wanted), day, owned, on_unreadable)
 
 
 def load_transcripts(
@@ -147,9 +164,15 @@ def load_outcomes(
     raw_dir: str | os.PathLike,
     known_conversation_ids: pl.Series | None = None,
     on_unreadable: OnUnreadable = "stop",
+    salt: str | None = None,
 ) -> RawBatch:
-    """Optional ``outcomes.parquet`` / ``outcomes/``: conversation_id non-null and unique,
-    csat in 1..5, booleans castable, and (when ids are given) a known conversation."""
+    """Optional ``outcomes.parquet`` / ``outcomes/`` (or a Spark folder ``outcomes.parquet/``):
+    conversation_id non-null and unique, csat in 1..5, booleans castable, and (when ids are given)
+    a known conversation.
+
+    ``salt`` (the signals config's ``customer_key.salt``): the known ids come from the signals,
+    where an id that looks like PII is hashed (:func:`extract.redact.pseudonymize_ids`); with the
+    salt the outcome ids are compared, and quarantined, the same way."""
     files = optional_table_files(raw_dir, "outcomes")
     if not files:
         return empty_batch(OUTCOME_DTYPES, "outcomes")
@@ -163,14 +186,18 @@ def load_outcomes(
     df = key_duplicates(df, ["conversation_id"], list(OUTCOME_DTYPES), "conversation_id")
     if known_conversation_ids is not None:
         known = known_conversation_ids.cast(pl.String).implode()
+        ids = df["conversation_id"] if salt is None else pseudonymize_ids(df["conversation_id"], salt)
         df = df.with_columns(
             add_reason(
                 pl.col(REASON_COL),
-                pl.col(REASON_COL).is_null() & ~pl.col("conversation_id").is_in(known),
+                pl.col(REASON_COL).is_null() & ~pl.lit(ids).is_in(known),
                 REASON_UNKNOWN_CONVERSATION,
             ).alias(REASON_COL)
         )
-    return finish(df, originals, info, OUTCOME_DTYPES, OutcomeSchema, "outcomes", ["conversation_id"])
+    batch = finish(df, originals, info, OUTCOME_DTYPES, OutcomeSchema, "outcomes", ["conversation_id"])
+    if salt is not None and batch.quarantine.height:
+        batch.quarantine = batch.quarantine.with_columns(pseudonymize_ids(batch.quarantine["conversation_id"], salt))
+    return batch
 
 
 def load_customers(raw_dir: str | os.PathLike, on_unreadable: OnUnreadable = "stop") -> RawBatch:
@@ -198,10 +225,12 @@ __all__ = [
     "REASON_DUPLICATE_COPY",
     "REASON_DUPLICATE_KEY_COPY",
     "REASON_EMPTY",
+    "REASON_MEMORY_ITEMS",
     "REASON_NEGATIVE_TURN",
     "REASON_NULL",
     "REASON_ROLE",
     "REASON_TS",
+    "REASON_TURN_RANGE",
     "REASON_UNKNOWN_CONVERSATION",
     "REASON_UNREADABLE_FILE",
     "REASON_UTF8",
@@ -209,6 +238,8 @@ __all__ = [
     "OnUnreadable",
     "RawBatch",
     "RawInputError",
+    "continued_days",
+    "landing_warnings",
     "list_transcript_days",
     "load_customers",
     "load_outcomes",

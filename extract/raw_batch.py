@@ -54,7 +54,7 @@ def read_many(
     on_unreadable: OnUnreadable,
     row_filter=None,
 ) -> tuple[pl.DataFrame | None, dict[str, pl.DataFrame], dict]:
-    """Read + normalize files; ``row_filter(stored_df) -> bool mask`` narrows rows before casting."""
+    """Read + normalize files; ``row_filter(path, stored_df) -> bool mask`` narrows rows before casting."""
     check_on_unreadable(on_unreadable)
     frames, originals = [], {}
     info = {"files": 0, "unreadable_files": [], "missing_optional_columns": {}, "repaired": 0}
@@ -67,7 +67,7 @@ def read_many(
             info["unreadable_files"].append({"file": str(path), "error": str(exc)})
             continue
         if row_filter is not None:
-            stored = stored.filter(row_filter(stored))
+            stored = stored.filter(row_filter(path, stored))
         src = str(path)
         norm, n_rep = normalize(stored, dtypes, required, src)
         info["files"] += 1

@@ -58,6 +58,14 @@ def _cast_expr(col: str, src: pl.DataType, target: pl.DataType) -> tuple[pl.Expr
     cast_reason = REASON_CAST.format(col=col, dtype=target)
     if src == pl.Null:
         return pl.lit(None, dtype=target).alias(col), None
+    if src.is_nested() or src == pl.Object:
+        # A list, struct or array where the contract has a scalar (``text`` exported as a list of
+        # chunks): no value is usable, and polars refuses the cast outright ("cannot cast List
+        # type"), which stopped the whole run. Every non-null row gets the cast reason instead.
+        return pl.lit(None, dtype=target).alias(col), pl.when(c.is_not_null()).then(pl.lit(cast_reason))
+    if isinstance(src, pl.Decimal):  # e.g. NUMERIC(10, 0) from a database export: as a float
+        c = c.cast(pl.Float64, strict=False)
+        src = pl.Float64()
     if target == pl.String:
         if src == pl.String:
             value = c
@@ -172,9 +180,9 @@ def normalize(
     return out.drop("__repaired"), n_repaired
 
 
-def add_reason(current: pl.Expr, cond: pl.Expr, reason: str) -> pl.Expr:
-    """Append ``reason`` to the row's reason where ``cond`` holds."""
-    new = pl.when(cond.fill_null(False)).then(pl.lit(reason))
+def add_reason(current: pl.Expr, cond: pl.Expr, reason: str | pl.Expr) -> pl.Expr:
+    """Append ``reason`` (a string, or a String expression for a per-row text) where ``cond`` holds."""
+    new = pl.when(cond.fill_null(False)).then(reason if isinstance(reason, pl.Expr) else pl.lit(reason))
     return pl.when(current.is_null()).then(new).otherwise(
         pl.when(new.is_null()).then(current).otherwise(current + pl.lit("; ") + new)
     )

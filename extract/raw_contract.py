@@ -15,6 +15,8 @@ from typing import Literal, get_args
 
 import polars as pl
 
+from extract.schemas import INT32_MAX
+
 # ---------------------------------------------------------------------------- reason strings
 REASON_NULL = "null in required column: {col}"
 REASON_CAST = "wrong type: {col} cannot be cast to {dtype}"
@@ -22,8 +24,12 @@ REASON_TS = "unparseable timestamp: {col}"
 REASON_UTF8 = "invalid UTF-8 in {col}"
 REASON_ROLE = "role not in {user, assistant, tool, system}"
 REASON_NEGATIVE_TURN = "negative turn"
+REASON_TURN_RANGE = f"turn above {INT32_MAX}"
+REASON_MEMORY_ITEMS = f"memory_items out of range 0..{INT32_MAX}"
 REASON_DUPLICATE_COPY = "duplicate message: exact copy of (conversation_id, turn)"
 REASON_CONFLICTING_TURN = "conflicting duplicate turn in conversation"
+# appended when the conflicting rows sit in more than one file (a file re-exported with edits)
+REASON_CONFLICT_FILES = " (same turn with different content in {files})"
 REASON_CHANNEL = "channel not constant within conversation"
 REASON_EMPTY = "empty conversation: no user or assistant message"
 REASON_UNREADABLE_FILE = "unreadable file, rows not counted"

@@ -1,54 +1,115 @@
-"""PII redaction for raw transcript text, as vectorized polars expressions.
+"""PII redaction for raw transcript text and labels, as vectorized polars expressions.
 
-Raw exports carry customer emails, phone numbers and, now and then, a pasted card number.
-Nothing that leaves the extract step (the quarantine table, logs, the signals store) may hold
-them, so every string that is written out passes through :func:`redact_text`. The patterns
-are Rust-regex (polars) patterns applied with ``str.replace_all``: no Python per-row work.
+Raw exports carry customer emails, phone numbers and, now and then, a pasted card number, an
+IBAN, a US social security number or a street address. Nothing that leaves the extract step
+(the quarantine table, logs, the signals store and everything drawn from it) may hold them, so
+every string that is written out passes through :func:`redact_text`. The patterns are Rust-regex
+(polars) patterns applied with ``str.replace_all``: no Python per-row work.
 
-Order matters: emails first (they may contain digits), then ``+``-prefixed international
-phone numbers (``+4915112345678`` has 13 digits and would otherwise look like a card), then
-card numbers (13–19 digits, optionally grouped by spaces or dashes — before the US phone
-pattern, which would otherwise eat part of them), then US-format phone numbers. Bare digit runs of 7–12 digits without a ``+`` prefix
-or separators are *not* treated as phone numbers: order and ticket numbers look like that.
+Order matters: emails first — plain, non-ASCII (``jöhn.döe@exämple.de``) and obfuscated
+(``john dot doe at gmail dot com``, ``jane.roe [at] example [dot] org``; a plain `` at `` counts
+only with a spelled-out dot, so "bought it at amazon.com" stays) — because they may contain
+digits; then IBANs (their digits would otherwise look like a card); then ``+``-prefixed
+international phone numbers (8–16 digits, not glued to a word or a dot, so the build suffix of a
+version — ``v2.1+001``, ``1.4.0+20260105`` — is left alone and distinct versions stay distinct);
+then card numbers (13–19 digits, optionally grouped by spaces, dots or dashes, up to two at a
+time); then US social security numbers; then US-format phone numbers, with separators or as a
+bare 10-digit number of the North American shape (area code and exchange not starting with 0/1);
+then street addresses (number + capitalised name + street type, or ``Hauptstraße 5``). Other
+bare digit runs are *not* touched: order and ticket numbers look like that.
+
+Identifiers are not redacted (they are join keys) but a conversation id that itself looks like
+PII is replaced by a salted hash, :func:`pseudonymize_ids`, in the signals and the quarantine.
 """
 
 from __future__ import annotations
 
+import threading
+
+import duckdb
 import polars as pl
+
+# The salt shipped in configs/signals.yaml: with it, anyone can rebuild a customer_key (or a
+# pseudonymized id) by hashing a guessed email, so a run that uses it is warned.
+SHIPPED_SALT = "convocausal-default-salt-change-me"
+PSEUDONYM_PREFIX = "pii-"
 
 EMAIL_TOKEN = "[EMAIL]"
 PHONE_TOKEN = "[PHONE]"
 CARD_TOKEN = "[CARD]"
+IBAN_TOKEN = "[IBAN]"
+SSN_TOKEN = "[SSN]"
+ADDRESS_TOKEN = "[ADDRESS]"
 
-EMAIL_PATTERN = r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}"
-# 13-19 digits, single spaces or dashes allowed between digits (4111 1111 1111 1111).
-CARD_PATTERN = r"\b\d(?:[ \-]?\d){12,18}\b"
-# International: +CC then 6-14 more digits in groups, e.g. +44 20 7946 0958, +4915112345678,
-# +1 (415) 555-0132.
-INTL_PHONE_PATTERN = r"\+\d{1,3}(?:[ .\-]?\(?\d{1,5}\)?){2,6}"
-# North American: (415) 555-0132, 415-555-0132, 415.555.0132, 415 555 0132, 1-800-555-0199.
-US_PHONE_PATTERN = r"(?:\b1[ .\-])?(?:\(\d{3}\)[ .\-]?|\b\d{3}[ .\-])\d{3}[ .\-]\d{4}\b"
+_W = r"[\p{L}\p{N}_%+\-]+"  # one dot-free piece of an address, any script
+_SPELLED_DOT = r"(?:\s*[\[({<]\s*dot\s*[\])}>]\s*|\s+dot\s+)"
+_ANY_DOT = rf"(?:{_SPELLED_DOT}|\.)"
+_TLD = (r"(?:com|org|net|edu|gov|mil|int|info|biz|io|co|me|us|uk|de|fr|es|it|nl|be|ch|at|se|no|dk|fi|pl|"
+        r"pt|ie|cz|eu|ca|au|nz|jp|cn|in|br|ru|mx|za|ai|app|dev)")
 
+EMAIL_PATTERN = r"[\p{L}\p{N}._%+\-]+@[\p{L}\p{N}\-]+(?:\.[\p{L}\p{N}\-]+)*\.\p{L}{2,}"
+# `jane.roe [at] example [dot] org`, `jane (at) example.org`, `jane @ example dot org`
+OBFUSCATED_EMAIL_PATTERN = (
+    rf"(?i)\b{_W}(?:{_ANY_DOT}{_W})*(?:\s*[\[({{<]\s*at\s*[\])}}>]\s*|\s+@\s*|\s*@\s+)"
+    rf"{_W}(?:{_ANY_DOT}{_W})*{_ANY_DOT}{_TLD}\b"
+)
+# `john dot doe at gmail dot com`: a plain ` at ` only with a spelled-out dot in the domain
+SPELLED_EMAIL_PATTERN = rf"(?i)\b{_W}(?:{_ANY_DOT}{_W})*\s+at\s+{_W}(?:{_SPELLED_DOT}{_W})*{_SPELLED_DOT}{_TLD}\b"
+# DE89 3704 0044 0532 0130 00, GB29NWBK60161331926819
+IBAN_PATTERN = r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b"
+# International: + then 8-16 digits, separators allowed, e.g. +44 20 7946 0958, +4915112345678,
+# +1 (415) 555-0132. Group 1 keeps the character before it (not a word character or a dot).
+INTL_PHONE_PATTERN = r"(^|[^\w.+])\+\d(?:[ .\-()]{0,3}\d){7,15}"
+# 13-19 digits, one or two spaces, dots or dashes allowed between digits (4111 1111 1111 1111).
+CARD_PATTERN = r"\b\d(?:[ .\-]{0,2}\d){12,18}\b"
+SSN_PATTERN = r"(?i)\b\d{3}-\d{2}-\d{4}\b|\b\d{3} \d{2} \d{4}\b|\b(?:ssn|social security(?: number)?)\W{0,3}\d{9}\b"
+# North American: (415) 555-0132, 415-555-0132, 415.555.0132, 415 555 0132, 1-800-555-0199,
+# and the bare 4155550132 / 14155550132.
+US_PHONE_PATTERN = (
+    r"(?:\b1[ .\-])?(?:\(\d{3}\)[ .\-]?|\b\d{3}[ .\-])\d{3}[ .\-]\d{4}\b|\b1?[2-9]\d{2}[2-9]\d{6}\b"
+)
+_STREET = (r"(?i:street|st|avenue|ave|road|rd|boulevard|blvd|lane|ln|drive|dr|court|ct|way|place|pl|terrace|"
+           r"parkway|pkwy|highway|hwy|circle|cir|square|sq)")
+ADDRESS_PATTERN = (
+    rf"\b\d{{1,6}}[A-Za-z]?\s+(?:\p{{Lu}}[\p{{L}}'\-]*\s+){{1,3}}{_STREET}\b\.?"
+    r"|\b\p{Lu}[\p{L}\-]*(?i:straße|strasse|weg|gasse|platz|allee)\s+\d{1,5}[a-z]?\b"
+)
+
+# token → pattern, in the order they are applied
 PII_PATTERNS: dict[str, str] = {
     EMAIL_TOKEN: EMAIL_PATTERN,
-    CARD_TOKEN: CARD_PATTERN,
+    "[EMAIL] (obfuscated)": OBFUSCATED_EMAIL_PATTERN,
+    "[EMAIL] (spelled)": SPELLED_EMAIL_PATTERN,
+    IBAN_TOKEN: IBAN_PATTERN,
     PHONE_TOKEN: INTL_PHONE_PATTERN,
+    CARD_TOKEN: CARD_PATTERN,
+    SSN_TOKEN: SSN_PATTERN,
     "[PHONE] (US)": US_PHONE_PATTERN,
+    ADDRESS_TOKEN: ADDRESS_PATTERN,
 }
+_REPLACEMENTS: tuple[tuple[str, str], ...] = (
+    (EMAIL_PATTERN, EMAIL_TOKEN),
+    (OBFUSCATED_EMAIL_PATTERN, EMAIL_TOKEN),
+    (SPELLED_EMAIL_PATTERN, EMAIL_TOKEN),
+    (IBAN_PATTERN, IBAN_TOKEN),
+    (INTL_PHONE_PATTERN, "${1}" + PHONE_TOKEN),
+    (CARD_PATTERN, CARD_TOKEN),
+    (SSN_PATTERN, SSN_TOKEN),
+    (US_PHONE_PATTERN, PHONE_TOKEN),
+    (ADDRESS_PATTERN, ADDRESS_TOKEN),
+)
 
 
 def redact_text(expr: pl.Expr) -> pl.Expr:
-    """Replace emails, card-like numbers and phone numbers in a string expression by tokens.
+    """Replace emails, IBANs, phone, card and social security numbers and street addresses in a
+    string expression by tokens.
 
     Nulls stay null. Tokens are fixed strings so downstream rules can still see *that* the
     customer gave an email (``[EMAIL]``) without seeing which one.
     """
-    return (
-        expr.str.replace_all(EMAIL_PATTERN, EMAIL_TOKEN)
-        .str.replace_all(INTL_PHONE_PATTERN, PHONE_TOKEN)
-        .str.replace_all(CARD_PATTERN, CARD_TOKEN)
-        .str.replace_all(US_PHONE_PATTERN, PHONE_TOKEN)
-    )
+    for pattern, token in _REPLACEMENTS:
+        expr = expr.str.replace_all(pattern, token)
+    return expr
 
 
 def contains_pii(expr: pl.Expr) -> pl.Expr:
@@ -67,3 +128,34 @@ def redact_frame(df: pl.DataFrame, columns: list[str] | None = None) -> pl.DataF
     """Redact every string column of ``df`` (or only ``columns``); other columns are untouched."""
     targets = columns if columns is not None else [c for c, t in df.schema.items() if t == pl.String]
     return df.with_columns([redact_text(pl.col(c)).alias(c) for c in targets])
+
+
+_DUCK: duckdb.DuckDBPyConnection | None = None
+_DUCK_LOCK = threading.Lock()
+
+
+def pseudonymize_ids(ids: pl.Series, salt: str) -> pl.Series:
+    """Ids that look like PII (an email or phone number used as a conversation id) become
+    ``pii-`` + hex sha256(salt + id), like ``customer_key``; every other id is kept as it is, so
+    joins on ordinary ids are unchanged. The hash runs in DuckDB on the distinct PII-looking ids
+    only (usually none)."""
+    flagged = pl.select(contains_pii(pl.lit(ids))).to_series()
+    if not flagged.any():
+        return ids
+    distinct = pl.DataFrame({"id": ids.filter(flagged).unique()}, schema={"id": pl.String})
+    global _DUCK
+    with _DUCK_LOCK:
+        if _DUCK is None:
+            _DUCK = duckdb.connect(":memory:")
+        con = _DUCK.cursor()
+    try:
+        con.register("ids", distinct)
+        rel = con.sql("SELECT id, $prefix || sha256($salt || id) AS pseudo FROM ids",
+                      params={"salt": salt, "prefix": PSEUDONYM_PREFIX})
+        mapping = pl.DataFrame(rel.to_arrow_table())
+    finally:
+        con.unregister("ids")
+        con.close()
+    frame = pl.DataFrame({"id": ids}, schema={"id": pl.String})
+    joined = frame.join(mapping, on="id", how="left", maintain_order="left")
+    return joined.select(pl.coalesce("pseudo", "id")).to_series().alias(ids.name)

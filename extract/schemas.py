@@ -14,6 +14,7 @@ import polars as pl
 from pandera.engines import polars_engine as pe
 
 ROLES: tuple[str, ...] = ("user", "assistant", "tool", "system")
+INT32_MAX = 2**31 - 1  # the signals hold turn numbers and memory_items as Int32
 
 # Canonical polars dtypes of the accepted frames (also used by extract.raw to build empty frames).
 TRANSCRIPT_DTYPES: dict[str, pl.DataType] = {
@@ -51,7 +52,7 @@ class TranscriptSchema(pa.DataFrameModel):
     """One row per message; (conversation_id, turn) unique; channel constant per conversation."""
 
     conversation_id: str = pa.Field(nullable=False)
-    turn: pl.Int64 = pa.Field(nullable=False, ge=0)
+    turn: pl.Int64 = pa.Field(nullable=False, ge=0, le=INT32_MAX)  # 32-bit in the signals
     ts: pe.DateTime(time_zone="UTC", time_unit="us") = pa.Field(nullable=False)  # type: ignore[valid-type]
     role: str = pa.Field(nullable=False, isin=list(ROLES))
     text: str = pa.Field(nullable=True)
@@ -60,7 +61,7 @@ class TranscriptSchema(pa.DataFrameModel):
     agent_version: str = pa.Field(nullable=False)
     customer_id: str = pa.Field(nullable=True)
     skill: str = pa.Field(nullable=True)
-    memory_items: pl.Int64 = pa.Field(nullable=True)
+    memory_items: pl.Int64 = pa.Field(nullable=True, ge=0, le=INT32_MAX)
     source_file: str = pa.Field(nullable=False, required=False)
 
     class Config:

@@ -12,6 +12,9 @@ only the transcript columns are read.
 Privacy: the output never carries text or the raw ``customer_id``; ``customer_key`` is
 ``sha256(salt + customer_id)`` with the salt from the config.
 
+Intent comes with ``intent_confidence`` (what the extractor vouches for it: the rules 1.0 / 0.0,
+a learned model its probability), so later steps can drop or re-weight uncertain conversations.
+
 The steps live in small modules, one per section: :mod:`extract.signals_inputs` (typed inputs),
 :mod:`extract.signals_queries` (message-level sub-queries), :mod:`extract.signals_steps`
 (conversation-level steps) and :mod:`extract.signals_schema` (output columns and schema). This
@@ -27,7 +30,7 @@ import polars as pl
 
 from configs.signals import SignalsConfig, load_signals_config
 from extract.catalog import signals_dtypes
-from extract.intent import IntentExtractor, RuleIntentExtractor
+from extract.intent import IntentExtractor, extractor_from_config
 from extract.signals_inputs import (
     CID,
     MESSAGE_COLUMNS,
@@ -40,11 +43,13 @@ from extract.signals_inputs import (
 from extract.signals_queries import (
     base_facts,
     index_conversations,
+    needs_message_index,
     opening_texts,
     openings_query,
     probe_query,
     probes,
     tools_query,
+    with_message_index,
 )
 from extract.signals_schema import final_exprs, signals_schema
 from extract.signals_steps import classify_intents, customer_keys, prior_session
@@ -68,11 +73,14 @@ def extract_signals(
     customer_id + persona_segment. ``history``: customer_id + started_at of conversations from
     earlier days, so ``memory_has_prior_session`` is right across day partitions; it may carry
     ``customer_key`` instead of ``customer_id`` (e.g. read back from the signals store).
-    ``intent_extractor``: any ``IntentExtractor``; default the config's rules. ``timings``: a dict
-    that receives seconds per stage.
+    ``intent_extractor``: any ``IntentExtractor``; default the one the config names
+    (``extract.intent.extractor_from_config``), never silently the rules for a config that asks for
+    a learned model — that one needs its model folder, so build it with
+    ``extractor_from_config(config, model_dir)`` once and pass it. ``timings``: a dict that
+    receives seconds per stage.
     """
     config = config or load_signals_config()
-    extractor = intent_extractor or RuleIntentExtractor(config)
+    extractor = intent_extractor or extractor_from_config(config)
     lap = _Stopwatch(timings)
     msgs = typed_messages(messages)
     lap("read")
@@ -82,9 +90,10 @@ def extract_signals(
     lap("base")
     lf = msgs.lazy()
     queries = [openings_query(lf, config.intent.opening_user_turns), tools_query(lf, config.tool_names)]
-    queries += [probe_query(lf, roles, pats) for roles, pats in probes(config).items()]
+    probe_lf = with_message_index(lf) if needs_message_index(config) else lf
+    queries += [probe_query(probe_lf, roles, pats) for roles, pats in probes(config).items()]
     openings, tool_rows, *probe_rows = pl.collect_all(queries)
-    del msgs, lf
+    del msgs, lf, probe_lf
     lap("openings_tools_behaviours")
 
     openings_in = openings.select(CID, "opening_text")

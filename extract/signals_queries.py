@@ -10,6 +10,7 @@ caller can collect independent queries together with ``pl.collect_all``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import polars as pl
 
@@ -99,27 +100,81 @@ def opening_texts(messages: Frame, n_user_turns: int = 1) -> pl.DataFrame:
     return openings_query(msgs.lazy(), n_user_turns).collect().drop("__gid")
 
 
-def probes(config: SignalsConfig) -> dict[tuple[str, ...], dict[str, str]]:
-    """Text patterns grouped by the roles they read: roles → {probe column: regex}."""
-    out: dict[tuple[str, ...], dict[str, str]] = {}
+@dataclass(frozen=True)
+class Probe:
+    """What makes a row count for one behaviour, transcript outcome or tool text pattern.
+
+    ``regex``: the text must match (``None``: text is not read). ``tool_names``: the row's
+    ``tool_name`` must be one of them (empty: any). ``message_index``: also report how many
+    assistant text messages were sent up to the first matching row (``early_if:
+    assistant_message_at_most``), as the column ``<probe>__am``.
+    """
+
+    regex: str | None = None
+    tool_names: tuple[str, ...] = ()
+    message_index: bool = False
+
+    def condition(self) -> pl.Expr:
+        cond = pl.lit(True)
+        if self.regex is not None:
+            cond = cond & TEXT.str.contains(self.regex)
+        if self.tool_names:
+            cond = cond & TOOL.is_in(list(self.tool_names))
+        return cond.fill_null(False)
+
+
+AM = "__am"  # assistant text messages so far in the conversation (including this row)
+
+
+def probes(config: SignalsConfig) -> dict[tuple[str, ...], dict[str, Probe]]:
+    """Row conditions grouped by the roles they read: roles → {probe column: Probe}."""
+    out: dict[tuple[str, ...], dict[str, Probe]] = {}
     for b in config.behaviours:
-        out.setdefault((b.role,), {})[f"__b_{b.name}"] = b.regex
+        out.setdefault((b.role,), {})[f"__b_{b.name}"] = Probe(
+            b.regex, tuple(b.tool_name), b.early_if.assistant_message_at_most is not None)
     for o in config.outcomes.transcript:
-        out.setdefault((o.role,), {})[f"__o_{o.name}"] = o.regex
+        out.setdefault((o.role,), {})[f"__o_{o.name}"] = Probe(o.regex)
     for t in config.tools.known:
         if t.regex is not None:
-            out.setdefault(("assistant", "tool"), {})[f"__t_{t.name}"] = t.regex
+            out.setdefault(("assistant", "tool"), {})[f"__t_{t.name}"] = Probe(t.regex)
     return out
 
 
-def probe_query(lf: pl.LazyFrame, roles: tuple[str, ...], patterns: dict[str, str]) -> pl.LazyFrame:
-    """First turn at which each pattern matches, reading only rows of ``roles``."""
-    names = list(patterns)
+def needs_message_index(config: SignalsConfig) -> bool:
+    """Only a behaviour positioned by assistant message needs ``__am`` (a running sum over every row)."""
+    return any(b.early_if.assistant_message_at_most is not None for b in config.behaviours)
+
+
+def with_message_index(lf: pl.LazyFrame) -> pl.LazyFrame:
+    """Add ``__am``: assistant text messages (assistant rows with non-empty text) up to each row.
+
+    Rows are in (conversation, turn) order with ``__start`` on each conversation's first row, so
+    this is a running sum minus its value before the run (no group-by): a tool call without
+    text does not advance it.
+    """
+    is_text = ((ROLE == "assistant") & TEXT.is_not_null() & (TEXT.str.len_bytes() > 0)).cast(pl.Int32)
+    total = is_text.cum_sum()
+    before_run = pl.when(pl.col("__start")).then(total - is_text).forward_fill()
+    return lf.with_columns((total - before_run).alias(AM))
+
+
+def probe_query(lf: pl.LazyFrame, roles: tuple[str, ...], probes_: dict[str, Probe]) -> pl.LazyFrame:
+    """First turn at which each probe's condition holds, reading only rows of ``roles``.
+
+    For probes with ``message_index`` also the assistant-message count at that row (the count
+    only grows along the turns, so its minimum over matching rows is its value at the first).
+    ``lf`` must carry ``__am`` when any probe asks for it (``with_message_index``).
+    """
+    names = list(probes_)
     rows = lf.filter(ROLE == roles[0] if len(roles) == 1 else ROLE.is_in(list(roles)))
-    hits = rows.select(
-        GID, *[pl.when(TEXT.str.contains(rx)).then(TURN).alias(name) for name, rx in patterns.items()]
-    ).filter(pl.any_horizontal(pl.col(names).is_not_null()))
-    return hits.group_by("__gid").agg(pl.col(names).min())
+    cols = []
+    for name, probe in probes_.items():
+        cond = probe.condition()
+        cols.append(pl.when(cond).then(TURN).alias(name))
+        if probe.message_index:
+            cols.append(pl.when(cond).then(pl.col(AM)).alias(f"{name}{AM}"))
+    hits = rows.select(GID, *cols).filter(pl.any_horizontal(pl.col(names).is_not_null()))
+    return hits.group_by("__gid").agg(pl.all().exclude("__gid").min())
 
 
 def tools_query(lf: pl.LazyFrame, tools: Sequence[str]) -> pl.LazyFrame:

@@ -33,6 +33,7 @@ def signals_schema(config: SignalsConfig | None = None) -> pa.DataFrameSchema:
         "n_user_turns": [pa.Check.ge(0)],
         "duration_s": [pa.Check.ge(0)],
         "memory_items": [pa.Check.ge(0)],
+        "intent_confidence": [pa.Check.in_range(0.0, 1.0)],
     }
     for b in config.behaviours:
         checks[b.name] = [pa.Check.isin([0, 1])]
@@ -67,6 +68,9 @@ def final_exprs(config: SignalsConfig, present: Sequence[str]) -> list[pl.Expr]:
         "persona_segment": (pl.col("persona_segment") if "persona_segment" in present else pl.lit(None, pl.String))
         .fill_null("unknown"),
         "intent": pl.col("intent").fill_null(config.intent.default),
+        # no customer message → no opening → the default intent, which nothing vouches for
+        "intent_confidence": pl.when(pl.col("intent").is_null()).then(pl.lit(0.0))
+        .otherwise(pl.col("intent_confidence")),
         "n_turns": n_turns,
         "n_user_turns": pl.col("n_user_turns"),
         "tools_used": pl.col("tools_used").fill_null(pl.lit([], dtype=pl.List(pl.String))),
@@ -84,8 +88,10 @@ def final_exprs(config: SignalsConfig, present: Sequence[str]) -> list[pl.Expr]:
         rule = b.early_if
         if rule.turn_at_most is not None:
             early = turn <= rule.turn_at_most
-        else:
+        elif rule.fraction_at_most is not None:
             early = turn.cast(pl.Float64) / pl.max_horizontal(n_turns - 1, pl.lit(1)) <= rule.fraction_at_most
+        else:  # assistant text messages sent up to the first match (probe column __b_<name>__am)
+            early = pl.col(f"__b_{b.name}__am") <= rule.assistant_message_at_most
         exprs[f"{b.name}_turn"] = turn
         exprs[b.name] = pl.when(turn.is_null()).then(None).when(early).then(1).otherwise(0)
     for o in config.outcomes.downstream:

@@ -4,7 +4,7 @@ Why a module of its own: these steps work on one row per conversation (not on me
 each has a correctness or privacy rule of its own — a prior session is strictly earlier and
 within the window, across day partitions; ``customer_key`` is a salted hash computed once per
 distinct id so the raw id never leaves extraction; a pluggable intent extractor must return one
-intent per conversation.
+intent per conversation, and a confidence in 0..1 when it gives one.
 """
 
 from __future__ import annotations
@@ -73,8 +73,19 @@ def customer_keys(customer_ids: pl.Series, salt: str) -> pl.DataFrame:
 
 
 def classify_intents(extractor: IntentExtractor, openings: pl.DataFrame, default: str) -> pl.DataFrame:
-    """One intent per opening from ``extractor``; a missing intent becomes ``default``."""
+    """One intent (and its confidence) per opening from ``extractor``; a missing intent becomes ``default``.
+
+    ``intent_confidence`` is whatever the extractor reports (null when it reports nothing), and
+    must lie in 0..1 so that every extractor's numbers mean the same to a threshold downstream.
+    """
     out = extractor.classify(openings)
     if not {"conversation_id", "intent"} <= set(out.columns):
         raise ValueError(f"{type(extractor).__name__}.classify must return conversation_id and intent")
-    return out.select(CID.cast(pl.String), pl.col("intent").cast(pl.String).fill_null(default))
+    confidence = (pl.col("intent_confidence").cast(pl.Float64) if "intent_confidence" in out.columns
+                  else pl.lit(None, pl.Float64))
+    out = out.select(CID.cast(pl.String), pl.col("intent").cast(pl.String).fill_null(default),
+                     confidence.alias("intent_confidence"))
+    bad = out.select((~pl.col("intent_confidence").is_between(0.0, 1.0)).sum()).item()
+    if bad:
+        raise ValueError(f"{type(extractor).__name__}.classify gave {bad} intent_confidence value(s) outside 0..1")
+    return out

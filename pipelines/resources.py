@@ -11,6 +11,12 @@ store (connect, open the signals, write results) and ``questions()`` / ``questio
 ``setup_for_execution`` instead of once per asset. One resource, not three, so the launchpad's
 single ``settings`` block stays the one place a path is set (Dagster does not propagate run
 config of a resource into resources that depend on it).
+
+Setting up also takes the store's lease (``convocausal.store_lease``) for the run's writer
+identity (landing directory + signals config), released at teardown: steps of this deployment
+share it (parallel question runs, a multi-run backfill, multiprocess steps), a run from another
+landing directory on the same store fails in setup with one line naming the holder, and another
+program's DuckDB file is refused before any step writes (``store.inspect_store``).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from configs.signals import SignalsConfig, load_signals_config
 from convocausal.file_settings import check_file_settings
 from convocausal.questions.registry import load_registry
 from convocausal.store import StorePaths, store_paths
+from convocausal.store_lease import Lease, acquire_lease
 from extract.raw import OnUnreadable
 
 
@@ -43,6 +50,7 @@ class ConvocausalSettings(dg.ConfigurableResource):
     on_unreadable: OnUnreadable = "stop"
     _questions: QuestionSet | None = PrivateAttr(default=None)
     _signals: SignalsConfig | None = PrivateAttr(default=None)
+    _lease: Lease | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Check the paths once per run (per process), before any step uses them.
@@ -54,6 +62,18 @@ class ConvocausalSettings(dg.ConfigurableResource):
             self.raw_dir, self.store, signals_config=self.signals_config,
             questions_config=self.questions_config, truth_file=self.truth_file,
         )
+        run_id = getattr(context, "run_id", None)
+        self._lease = acquire_lease(
+            self.store, raw_dir=self.raw_dir, signals_config=self.signals_config,
+            purpose=f"dagster run {run_id}" if run_id else "dagster run",
+            warn=context.log.warning if context.log is not None else None,
+        )
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        """Give the lease back (the process may run other runs: ``convocausal run``, tests)."""
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
 
     @property
     def raw_path(self) -> Path:

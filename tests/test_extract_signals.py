@@ -167,6 +167,8 @@ def test_intent_first_match_wins_and_default():
     )
     got = by_id(extract_signals(msgs))
     assert [got[k]["intent"] for k in "abcde"] == ["refund_request", "shipping_address", "other", "other", "other"]
+    # rules: 1.0 when a rule matched, 0.0 for the default (no match, no customer turn, no text)
+    assert [got[k]["intent_confidence"] for k in "abcde"] == [1.0, 1.0, 0.0, 0.0, 0.0]
     two = cfg_with(intent={**CFG.intent.model_dump(), "opening_user_turns": 2})
     assert by_id(extract_signals(msgs, config=two))["c"]["intent"] == "order_status"
 
@@ -317,8 +319,19 @@ def test_custom_intent_extractor_and_empty_input():
             return openings.select("conversation_id", pl.lit("billing_model").alias("intent"))
 
     assert isinstance(Constant(), IntentExtractor)
-    msgs = frame(conv("a", [("user", "hi")]))
-    assert extract_signals(msgs, intent_extractor=Constant())["intent"].to_list() == ["billing_model"]
+    msgs = frame(conv("a", [("user", "hi")]), conv("b", [("assistant", "hello?")]))
+    got = extract_signals(msgs, intent_extractor=Constant()).sort("conversation_id")
+    assert got["intent"].to_list() == ["billing_model", "other"]
+    # an extractor that reports no confidence: null; no customer message: the default with 0.0
+    assert got["intent_confidence"].to_list() == [None, 0.0]
+
+    class OutOfRange:
+        def classify(self, openings: pl.DataFrame) -> pl.DataFrame:
+            return openings.select("conversation_id", pl.lit("x").alias("intent"),
+                                   pl.lit(1.5).alias("intent_confidence"))
+
+    with pytest.raises(ValueError, match="outside 0..1"):
+        extract_signals(msgs, intent_extractor=OutOfRange())
     empty = extract_signals(msgs.clear())
     assert empty.height == 0 and empty.columns == list(signals_schema().columns)
 
@@ -351,7 +364,10 @@ def test_catalog_measured_at_and_agent_controlled():
     assert cat["agent_marked_resolved"]["source"] == "transcript"
     assert (cat["resolved"]["agent_controlled"], cat["resolved"]["source"], cat["resolved"]["kind"]) == (False, "outcomes", "outcome")
     assert cat["intent"]["agent_controlled"] is False
-    assert {r["kind"] for r in cat.values()} <= {"id", "time", "covariate", "behaviour", "tool", "outcome"}
+    # the confidence qualifies the intent's measurement: known at the start, but no cause (kind extraction)
+    assert (cat["intent_confidence"]["kind"], cat["intent_confidence"]["measured_at"]) == ("extraction", "start")
+    assert {r["kind"] for r in cat.values()} <= {"id", "time", "covariate", "extraction", "behaviour", "tool",
+                                                 "outcome"}
 
 
 @pytest.mark.parametrize(

@@ -53,3 +53,42 @@ def test_null_with_caveats_names_them():
     row = {**ROW, "estimate": 0.0, "ci_low": -0.03, "ci_high": 0.03}
     d = _decision(_checks(pre_trend="not_run", sample_size="passed", refuters_passed="passed"), row)
     assert d.startswith("No effect distinguishable") and "could not test: pre_trend" in d
+
+
+def test_negative_effect_is_worded_with_its_sign():
+    """'lowers `escalated` by -0.055' said the direction twice and read as a rise (issue 18)."""
+    q = Question(id="q", design="partial_rollout", outcome="escalated", treated={"skill": ["a"]}, launch="2026-03-02")
+    row = {**ROW, "estimate": -0.055, "ci_low": -0.081, "ci_high": -0.029}
+    text = _memo_body(q, row, REFS, EMPTY, pd.DataFrame(),
+                      _checks(pre_trend="passed", sample_size="passed", refuters_passed="passed"))
+    d = text.split("## Decision\n\n")[1].split("\n\n")[0]
+    assert d.startswith("The change lowers `escalated` by 0.055 ")
+    assert "by -" not in d and "by −" not in d
+    assert "estimate -0.055, 95% CI -0.081 to -0.029" in d  # the signed numbers stay in the bracket
+
+
+def test_p_value_below_a_thousandth_is_not_printed_as_zero():
+    text = _memo_body(Q, {**ROW, "p_value": 4e-7}, REFS, EMPTY, pd.DataFrame(),
+                      _checks(pre_trend="passed", sample_size="passed", refuters_passed="passed"))
+    assert "p < 0.001" in text and "p = 0.000" not in text
+
+
+def test_rollout_memo_points_to_no_sensitivity_refuter():
+    """Synthetic control and DiD run no unobserved-confounder sensitivity: the memo must not send
+    the reader to one (issue 18)."""
+    text = _memo_body(Q, ROW, REFS, EMPTY, pd.DataFrame(),
+                      _checks(pre_trend="passed", sample_size="passed", refuters_passed="passed"))
+    assert "sensitivity" not in text.lower()
+
+
+@pytest.mark.parametrize("refuters, named", [(["placebo_treatment", "unobserved_confounder_robustness"], True),
+                                             (["placebo_treatment"], False)])
+def test_matching_memo_names_the_sensitivity_refuter_only_when_run(refuters, named):
+    q = Question(id="q", design="coexisting_variants", outcome="resolved", treatment="asked_email_first",
+                 covariates=["intent"])
+    refs = pd.DataFrame([{"refuter": r, "new_effect": 0.01, "passed": True, "message": "ok"} for r in refuters])
+    text = _memo_body(q, ROW, refs, EMPTY, pd.DataFrame(),
+                      _checks(pre_trend="passed", sample_size="passed", refuters_passed="passed"))
+    risks = text.split("## Main risks\n\n")[1].split("\n\n## ")[0]
+    assert ("`unobserved_confounder_robustness` refuter" in risks) is named
+    assert named or "no sensitivity analysis was run" in risks

@@ -33,15 +33,17 @@ T0 = dt.datetime(2026, 1, 5, 10, 0, tzinfo=dt.timezone.utc)
 ROLES4 = ["system", "user", "assistant", "user"]
 
 
-def conversations(n_conv: int = 3, n_turns: int = 4, start: dt.datetime = T0, prefix: str = "c") -> pl.DataFrame:
-    """Well-formed messages: n_conv conversations of n_turns turns, plus an ignored extra column."""
+def conversations(n_conv: int = 3, n_turns: int = 4, start: dt.datetime = T0, prefix: str = "c",
+                  every: dt.timedelta = dt.timedelta(minutes=10)) -> pl.DataFrame:
+    """Well-formed messages: n_conv conversations of n_turns turns (one every ``every``, turns a
+    minute apart), plus an ignored extra column."""
     cid = [f"{prefix}{c}" for c in range(n_conv) for _ in range(n_turns)]
     turn = [k for _ in range(n_conv) for k in range(n_turns)]
     return pl.DataFrame(
         {
             "conversation_id": cid,
             "turn": turn,
-            "ts": [start + dt.timedelta(minutes=10 * c + k) for c in range(n_conv) for k in range(n_turns)],
+            "ts": [start + every * c + dt.timedelta(minutes=k) for c in range(n_conv) for k in range(n_turns)],
             "role": [ROLES4[k % 4] for k in turn],
             "text": [f"message {k} from me at jane.roe{c}@example.com" for c, k in zip(cid, turn)],
             "tool_name": pl.Series([None] * len(cid), dtype=pl.String),
@@ -433,7 +435,7 @@ def test_customer_rules(tmp_path):
 # --------------------------------------------------------------------------- size (speed figures: benchmarks/)
 def test_one_day_of_50k_messages(tmp_path):
     n_conv, n_turns = 5_000, 10
-    df = conversations(n_conv, n_turns)
+    df = conversations(n_conv, n_turns, every=dt.timedelta(seconds=5))  # all start on DAY
     df = with_value(df, "role", "c7", 3, "bot")
     write_hive(tmp_path, df)
     batch = load_transcripts_day(tmp_path, DAY)
@@ -444,7 +446,7 @@ def test_one_day_of_50k_messages(tmp_path):
 @pytest.mark.slow
 def test_eight_million_messages_day_by_day(tmp_path):
     """160 Hive days x 50k messages, processed one day at a time (bounded memory)."""
-    template = conversations(5_000, 10).drop("platform_extra")
+    template = conversations(5_000, 10, every=dt.timedelta(seconds=5)).drop("platform_extra")
     for k in range(160):
         day = DAY + dt.timedelta(days=k)
         write_hive(
@@ -609,3 +611,25 @@ def test_kept_but_imperfect_rows_are_reported_by_the_run(tmp_path):
     assert "1 conversation(s) have gaps or out-of-order turns" in logged
     assert "1 message(s) quarantined (role not in" in logged
 
+
+
+# --------------------------------------------------------------------------- column types (issue 19, item 7)
+def test_decimal_memory_items_are_read_as_integers(tmp_path):
+    """A database export's NUMERIC(10, 0) is an integer column, not a wrong type."""
+    df = conversations().with_columns(pl.col("memory_items").cast(pl.Decimal(10, 0)))
+    write_hive(tmp_path, df)
+    batch = load_transcripts_day(tmp_path, DAY)
+    reconciles(batch)
+    assert batch.counts["quarantined"] == 0 and batch.accepted["memory_items"].to_list() == [0] * 12
+
+
+def test_nested_value_in_a_scalar_column_is_a_cast_reason_not_a_crash(tmp_path):
+    pl.DataFrame({"conversation_id": ["c0", "c1"], "csat": [[5], None], "resolved": [{"v": True}, {"v": None}]}
+                 ).write_parquet(tmp_path / "outcomes.parquet")
+    batch = load_outcomes(tmp_path, None)
+    reconciles(batch)
+    reasons = dict(zip(batch.quarantine["conversation_id"], batch.quarantine["reason"]))
+    assert reasons == {
+        "c0": "wrong type: resolved cannot be cast to Boolean; wrong type: csat cannot be cast to Int64",
+        "c1": "wrong type: resolved cannot be cast to Boolean",
+    }

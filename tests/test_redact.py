@@ -72,3 +72,63 @@ def test_redaction_is_one_expression_over_a_column():
     out = df.select(redact_text(pl.col("t")))
     assert out.height == n and out["t"].n_unique() == 1
     assert out.item(0, 0) == "Hi, it's [EMAIL] or [PHONE], order 12345"
+
+
+# --------------------------------------------------------------------------- issue 19, item 10
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("schreib an jöhn.döe@exämple.de bitte", "schreib an [EMAIL] bitte"),
+        ("john dot doe at gmail dot com", "[EMAIL]"),
+        ("mail jane.roe [at] example [dot] org today", "mail [EMAIL] today"),
+        ("jane (at) example.org", "[EMAIL]"),
+        ("JANE.ROE {AT} EXAMPLE {DOT} CO {DOT} UK", "[EMAIL]"),
+        ("jane @ example dot org", "[EMAIL]"),
+        ("call 4155550132 now", "call [PHONE] now"),
+        ("or 14155550132", "or [PHONE]"),
+        ("card 4111.1111.1111.1111", "card [CARD]"),
+        ("card 4111  1111  1111  1111", "card [CARD]"),
+        ("IBAN DE89 3704 0044 0532 0130 00 please", "IBAN [IBAN] please"),
+        ("GB29NWBK60161331926819", "[IBAN]"),
+        ("my ssn is 123-45-6789", "my ssn is [SSN]"),
+        ("SSN: 123456789", "[SSN]"),
+        ("social security number 123 45 6789", "social security number [SSN]"),
+        ("ship to 742 Evergreen Terrace, Springfield", "ship to [ADDRESS], Springfield"),
+        ("221B Baker Street", "[ADDRESS]"),
+        ("1600 Amphitheatre Pkwy.", "[ADDRESS]"),
+        ("Hauptstraße 5, Berlin", "[ADDRESS], Berlin"),
+        ("+4915112345678", "[PHONE]"),
+        ("(+44 20 7946 0958)", "([PHONE])"),
+    ],
+)
+def test_more_pii_formats_are_replaced(raw, expected):
+    assert _redact(raw) == expected
+    assert not pl.DataFrame({"t": [expected]}).select(contains_pii(pl.col("t"))).item()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "v2.1+001", "v2.1+002", "1.4.0+20260105", "prompt-v2.0+build.7",  # version build suffixes
+        "I bought it at amazon.com", "look at this dot", "a 2 way street", "IP 192.168.100.200",
+        "tier2-3", "lookup_order", "order 0012345678",
+    ],
+)
+def test_versions_and_ordinary_text_are_not_mangled(text):
+    assert _redact(text) == text
+
+
+def test_distinct_versions_stay_distinct():
+    versions = pl.DataFrame({"v": ["v2.1+001", "v2.1+002", "v2.1+003"]})
+    assert versions.select(redact_text(pl.col("v")))["v"].n_unique() == 3
+
+
+def test_pii_looking_ids_are_hashed_with_the_salt_and_others_kept():
+    from extract.redact import PSEUDONYM_PREFIX, pseudonymize_ids
+
+    ids = pl.Series("conversation_id", ["c-1", "jane.roe@example.org", None, "c-2", "jane.roe@example.org"])
+    a = pseudonymize_ids(ids, "salt-a")
+    b = pseudonymize_ids(ids, "salt-b")
+    assert a[0] == "c-1" and a[3] == "c-2" and a[2] is None
+    assert a[1].startswith(PSEUDONYM_PREFIX) and a[1] == a[4] and a[1] != b[1]
+    assert not a.str.contains("@").any()

@@ -30,11 +30,11 @@ def test_rerunning_a_day_replaces_it(tmp_path):
     write_day(paths, DAY, _signals(5), _quarantine(1))
     first = publish(paths)
     with connect(paths.db, read_only=True) as con:
-        before = pl.from_arrow(con.execute("SELECT * FROM signals ORDER BY conversation_id").to_arrow_table())
+        before = pl.from_arrow(con.sql("SELECT * FROM signals ORDER BY conversation_id").to_arrow_table())
     write_day(paths, DAY, _signals(5), _quarantine(1))
     second = publish(paths)
     with connect(paths.db, read_only=True) as con:
-        after = pl.from_arrow(con.execute("SELECT * FROM signals ORDER BY conversation_id").to_arrow_table())
+        after = pl.from_arrow(con.sql("SELECT * FROM signals ORDER BY conversation_id").to_arrow_table())
     assert first == second == {"signals": 5, "quarantine": 1}
     assert before.equals(after)
     assert after["date"].to_list() == [DAY] * 5

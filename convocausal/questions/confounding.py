@@ -150,7 +150,7 @@ def _risk_diagnostic(scores: list[CandidateScore], n_candidates: int) -> Diagnos
         msg = (f"none of the {n_candidates} start-of-conversation signals outside the covariates predicts the "
                f"treatment beyond noise once the covariates are accounted for (spread > {CONFOUNDER_GAP:.0%} "
                f"with p < {NOISE_ALPHA}); reasons not in the logs can still confound: see the "
-               "unobserved-confounder sensitivity refutation.")
+               "`unobserved_confounder_robustness` refuter.")
     return Diagnostic("hidden_confounder_risk", worst, CONFOUNDER_GAP, not flagged, msg, "warn",
                       check="hidden_confounder_risk")
 

@@ -200,3 +200,52 @@ def turn_order_diagnostic(con, question: Question, by_name: dict, relation: str,
         return Diagnostic("covariate_turn_order", float(len(bad)), 0.0, False, msg, "error")
     return Diagnostic("covariate_turn_order", 0.0, 0.0, True,
                       "turn-level covariates used as pre-treatment signals: " + "; ".join(parts) + ".", "warn")
+
+
+ASSIGNMENT_KINDS = ("covariate", "behaviour")
+UPTAKE_KINDS = ("behaviour", "tool", "covariate")
+
+
+def randomized_preflight(con, question: Question, by_name: dict, relation: str):
+    """A randomized design: the assignment known before the conversation, the uptake after it.
+
+    The assignment is what randomization made independent of everything else, so it must be fixed
+    before the conversation starts (a start-measured covariate or behaviour in the catalogue, e.g.
+    the arm a routing layer drew); a value set during or after the conversation can be its
+    consequence, and comparing on it is not a randomized comparison. Uptake (a behaviour or tool
+    used in the conversation) is read as 1/true = used, 0/false/null = not used. Sample size,
+    survivorship (outcome missing by arm), the sample ratio and covariate balance are measured by
+    the method itself from its cells (``methods/randomized``), so ``convocausal estimate itt|iv``
+    reports them too.
+    """
+    diags: list[Diagnostic] = []
+    refusal = None
+    a = by_name.get(question.assignment, {})
+    kind, when = a.get("kind", "?"), a.get("measured_at", "?")
+    ok = when == "start" and kind in ASSIGNMENT_KINDS
+    if not ok:
+        refusal = (f"assignment `{question.assignment}` is a {kind} signal measured "
+                   f"{'at the end of the conversation' if when == 'end' else 'during the conversation' if when == 'turn' else when}: "
+                   "the arm must be fixed before the conversation starts (a start covariate, such as the arm the routing "
+                   "layer drew). A value set during or after the conversation can be a consequence of it, so comparing "
+                   "on it is not a randomized comparison.")
+    diags.append(Diagnostic(
+        "assignment_measured_at_start", float(ok), 1.0, ok,
+        refusal or f"assignment `{question.assignment}` ({kind}) is known at conversation start.", "error"))
+    if question.uptake:
+        u = by_name.get(question.uptake, {})
+        if u.get("kind") not in UPTAKE_KINDS and refusal is None:
+            refusal = (f"uptake `{question.uptake}` is a {u.get('kind', '?')} signal: it must say whether the treatment "
+                       "was used in the conversation (a behaviour or tool column, 1/true = used).")
+        elif u.get("kind") == "behaviour":
+            diags.append(Diagnostic(
+                "uptake_coding", None, None, True,
+                f"uptake `{question.uptake}` is a behaviour (1 early / 0 later / null never): 1 counts as used, "
+                "0 and null as not used. Give a column that is 1 whenever the treatment was used if 'later' counts too.",
+                "warn"))
+    bad_outcomes = [o for o in question.secondary_outcomes if by_name.get(o, {}).get("kind") != "outcome"]
+    if bad_outcomes and refusal is None:
+        refusal = ("secondary outcome(s) " + ", ".join(f"`{o}`" for o in bad_outcomes)
+                   + " are not outcome signals: the per-arm table compares outcomes only.")
+    return diags, refusal
+

@@ -28,6 +28,7 @@ from convocausal.questions.cli_values import coerce_like, split_list
 from convocausal.questions.preflight import (
     PreflightFn,
     matching_preflight,
+    randomized_preflight,
     rollout_preflight,
     treated_sql,
     window_sql,
@@ -208,6 +209,133 @@ def _did_from_args(df: pd.DataFrame, args) -> EstimateResult:
                         seed=args.seed)
 
 
+# ============================================================================ randomized designs
+def _randomized_rows(con, question: Question, relation: str) -> str:
+    """The question's columns and window as a private temp table (values bound, names quoted).
+
+    Every assigned row is kept, outcome or not: the sample-ratio and balance checks count all of
+    them. The method compresses this table to cells inside DuckDB; rows never reach pandas."""
+    import uuid
+
+    cols = list(dict.fromkeys([question.outcome, *question.secondary_outcomes, question.assignment,
+                               *([question.uptake] if question.uptake else []), *question.covariates]))
+    name = f"_randomized_{uuid.uuid4().hex[:12]}"
+    where, params = window_sql(question)
+    con.execute(f"CREATE TEMP TABLE {name} AS SELECT {', '.join(q(c) for c in cols)} FROM {relation} WHERE {where}",
+                params)
+    return name
+
+
+def _shares(question: Question) -> dict | None:
+    return dict(question.assignment_shares) if question.assignment_shares else None
+
+
+def _run_itt(con, question: Question, relation: str, seed: int):
+    from methods.randomized import estimate_itt
+
+    name = _randomized_rows(con, question, relation)
+    try:
+        result = estimate_itt((con, name), outcome=question.outcome, assignment=question.assignment,
+                              covariates=list(question.covariates), uptake=question.uptake,
+                              baseline=question.baseline, shares=_shares(question),
+                              secondary_outcomes=list(question.secondary_outcomes))
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {name}")
+    return result, {"baseline": result.extras["baseline"], "arm": result.extras["arm"]}
+
+
+def _run_iv(con, question: Question, relation: str, seed: int):
+    from methods.randomized import estimate_iv
+
+    name = _randomized_rows(con, question, relation)
+    try:
+        result = estimate_iv((con, name), outcome=question.outcome, treatment=question.uptake,
+                             instrument=question.assignment, covariates=list(question.covariates),
+                             baseline=question.baseline, shares=_shares(question),
+                             secondary_outcomes=list(question.secondary_outcomes))
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {name}")
+    return result, {"baseline": result.extras["baseline"], "arm": result.extras["arm"]}
+
+
+def _randomized_validate(question: Question) -> None:
+    if question.treatment:
+        raise ValueError("a randomized design names the arm column `assignment` and the column saying whether the "
+                         "treatment was used `uptake`, not `treatment`")
+    if question.uptake and question.uptake == question.assignment:
+        raise ValueError("`uptake` and `assignment` name the same column")
+    for name in (question.assignment, question.uptake):
+        if name and name in question.covariates:
+            raise ValueError(f"`{name}` is the assignment or the uptake, not a covariate")
+
+
+def _parse_shares(text: str | None) -> dict | None:
+    if not text:
+        return None
+    out = {}
+    for part in split_list(text):
+        arm, sep, share = part.rpartition("=")
+        try:
+            value = float(share)
+        except ValueError:
+            value = float("nan")
+        if not sep or not arm or not value > 0:
+            raise ConfigError(f"--shares {text}: give ARM=SHARE pairs with positive shares, e.g. 0=0.5,1=0.5")
+        out[arm] = value
+    return out
+
+
+def _randomized_common_cli(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--covariates", default="", help="comma-separated pre-period columns (known before assignment) "
+                   "to adjust for; text columns are used as categories")
+    p.add_argument("--baseline", default=None, metavar="ARM",
+                   help="the arm the others are compared with (default: 0/false, else the most frequent arm)")
+    p.add_argument("--shares", default=None, metavar="ARM=SHARE,…",
+                   help="the design's arm shares for the sample-ratio check, e.g. 0=0.5,1=0.5 (default: equal)")
+    p.add_argument("--secondary-outcomes", default="", metavar="COL,COL…",
+                   help="further outcome columns for the per-arm table (`arms` in the JSON)")
+
+
+def _itt_cli(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--outcome", required=True)
+    p.add_argument("--assignment", required=True, metavar="COL",
+                   help="the randomized arm of each row (0/1, true/false or arm names)")
+    p.add_argument("--uptake", default=None, metavar="COL",
+                   help="optional 0/1 column: the treatment was actually used (adds the Wald TOT/LATE to the JSON)")
+    p.add_argument("--cov-type", choices=["HC2", "HC1"], default="HC2",
+                   help="robust standard errors of the adjusted estimate (default HC2)")
+    _randomized_common_cli(p)
+
+
+def _itt_from_args(df: pd.DataFrame, args) -> EstimateResult:
+    from methods.randomized import estimate_itt
+
+    return estimate_itt(df, outcome=args.outcome, assignment=args.assignment, covariates=split_list(args.covariates),
+                        uptake=args.uptake, baseline=args.baseline, shares=_parse_shares(args.shares),
+                        secondary_outcomes=split_list(args.secondary_outcomes), cov_type=args.cov_type)
+
+
+def _iv_cli(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--outcome", required=True)
+    p.add_argument("--treatment", required=True, help="0/1 (or true/false) column: the treatment was actually used")
+    p.add_argument("--instrument", required=True, metavar="COL",
+                   help="the randomized assignment of each row (0/1, true/false or arm names)")
+    _randomized_common_cli(p)
+
+
+def _iv_from_args(df: pd.DataFrame, args) -> EstimateResult:
+    from methods.randomized import estimate_iv
+
+    return estimate_iv(df, outcome=args.outcome, treatment=args.treatment, instrument=args.instrument,
+                       covariates=split_list(args.covariates), baseline=args.baseline,
+                       shares=_parse_shares(args.shares), secondary_outcomes=split_list(args.secondary_outcomes))
+
+
+_RANDOMIZED_CHECKS = ("sample_size", "outcome_not_agent_controlled", "survivorship", "sample_ratio",
+                      "randomization_balance")
+_RANDOMIZED_COLUMNS = ("assignment", "uptake", "covariates", "secondary_outcomes")
+
+
 # ============================================================================ the registry
 _ROLLOUT_REQUIRED = ("treated", "launch")
 _COMMON_CHECKS = ("sample_size", "outcome_not_agent_controlled", "survivorship", "refuters_passed")
@@ -245,6 +373,33 @@ REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in (
         add_cli_arguments=_did_cli, estimate_from_args=_did_from_args,
         cli_column_args=("outcome", "treated", "post", "time", "cluster", "fixed_effects"),
         cli_help="difference-in-differences on rows with a 0/1 treated column",
+    ),
+    # A randomized question gets the ITT (what randomization identifies) unless it asks for the IV entry:
+    # with `uptake` set, the ITT entry also reports the Wald TOT/LATE and first stage in its extras.
+    MethodSpec(
+        name="randomized_itt", design="randomized", cli_name="itt",
+        why=("conversations were assigned to arms at random before they started, so the arms differ only by chance "
+             "and by what the assignment did: the difference in outcomes between arms is the effect of being "
+             "assigned (intent-to-treat), adjusted for pre-period covariates to narrow the interval"),
+        required=("assignment",), column_fields=_RANDOMIZED_COLUMNS,
+        preflight=randomized_preflight, run=_run_itt, validate=_randomized_validate,
+        checks=_RANDOMIZED_CHECKS,
+        add_cli_arguments=_itt_cli, estimate_from_args=_itt_from_args,
+        cli_column_args=("outcome", "assignment", "uptake", "covariates", "secondary_outcomes"),
+        cli_help="intent-to-treat effect of a randomized assignment (difference in means, or Lin-adjusted)",
+    ),
+    MethodSpec(
+        name="randomized_iv", design="randomized_uptake", cli_name="iv",
+        why=("conversations were assigned at random but not every assigned one used the treatment (and some "
+             "unassigned ones did), so the assignment is an instrument for use: the effect of using it on those "
+             "whose use followed the assignment is the intent-to-treat effect divided by the change in uptake "
+             "(Wald / 2SLS)"),
+        required=("assignment", "uptake"), column_fields=_RANDOMIZED_COLUMNS,
+        preflight=randomized_preflight, run=_run_iv, validate=_randomized_validate,
+        checks=(*_RANDOMIZED_CHECKS, "weak_instrument"),
+        add_cli_arguments=_iv_cli, estimate_from_args=_iv_from_args,
+        cli_column_args=("outcome", "treatment", "instrument", "covariates", "secondary_outcomes"),
+        cli_help="treatment-on-the-treated (Wald / 2SLS) with the randomized assignment as the instrument",
     ),
 )}
 DESIGNS: dict[str, MethodSpec] = {spec.design: spec for spec in REGISTRY.values()}
@@ -315,6 +470,8 @@ _FIELD_HINTS = {
     "treated": " (column: [values]) to pick the treated group",
     "launch": " (the date the change shipped)",
     "unit_by": " (the columns that define cohorts)",
+    "assignment": " (the column holding each conversation's randomized arm, known at conversation start)",
+    "uptake": " (a 0/1 column: the treatment was actually used)",
 }
 
 

@@ -58,6 +58,7 @@ from methods.did.randomization import (
     min_placebos,
     rank_inference,
 )
+from methods.persistence import persistence
 from methods.result import Diagnostic, EstimateResult, MethodRefusal
 from methods.sql import relation_columns
 
@@ -200,12 +201,13 @@ def _estimate_from_cells(cells: pd.DataFrame, outcome: str, treated: str, launch
             ))
         if es is not None:
             extras["event_study"] = es.table
+            diagnostics += _persistence(es.table, extras, trust_se=placebos is None)
             if es.wald is not None:
                 extras["pre_trend_wald"] = es.wald
             rm = relative_magnitudes(es) if placebos is None else None  # it rests on CR1, invalid with few clusters
             if rm is not None:
                 extras["sensitivity_rm"] = rm
-            plots["event_study"] = event_study_png(es.table, outcome)
+            plots["event_study"] = event_study_png(es.table, outcome, share=_is_share(cells))
         ref = placebo_launch(cells, launch, inf.estimate, fe_roles, cluster_role, seed=seed, n_boot=n_boot,
                              weights=weights, placebos=placebos)
         if ref is not None:
@@ -226,6 +228,25 @@ def _estimate_from_cells(cells: pd.DataFrame, outcome: str, treated: str, launch
         naive_estimate=naive, refutations=refutations, diagnostics=diagnostics, extras=extras, plots=plots,
         ci_method=inf.method,
     )
+
+
+def _persistence(table: pd.DataFrame, extras: dict, trust_se: bool) -> list[Diagnostic]:
+    """Per-period effects after launch and whether they fade (a note; it feeds no check).
+
+    With few treated clusters the event-study standard errors are CR1, which is not valid there,
+    so the trend is then read unweighted and marked descriptive.
+    """
+    lags = table[table["event_time"] >= 0]
+    fade = persistence(lags["event_time"], lags["coef"], lags["se"] if trust_se else None, unit="period")
+    if fade is None:
+        return []
+    extras["effect_persistence"] = vars(fade)
+    return [Diagnostic("effect_persistence", fade.slope, None, not fade.fading, fade.message, "warn")]
+
+
+def _is_share(cells: pd.DataFrame) -> bool:
+    """True when every outcome value is 0 or 1 (then y^2 = y in every cell): the plots say 'share'."""
+    return bool(np.allclose(cells["sum_y2"], cells["sum_y"]))
 
 
 def _period_means(cells: pd.DataFrame) -> pd.DataFrame:

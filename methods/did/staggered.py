@@ -206,7 +206,8 @@ def staggered_from_cells(cells: pd.DataFrame, outcome: str, fe_roles: Sequence[s
                                 for g in means["_g"]])
     first = periods[cohorts[0]]
     plots = {"group_means": group_means_png(means, first, outcome, title="Mean by cohort (first rollout marked)"),
-             "event_study": event_study_png(event, outcome, title="Callaway–Sant'Anna θ(e), varying base period")}
+             "event_study": event_study_png(event, outcome, title="Callaway–Sant'Anna θ(e), varying base period",
+                                            share=bool(np.allclose(cells["sum_y2"], cells["sum_y"])))}
     return EstimateResult(
         method="diff_in_diff", estimand=ESTIMAND, outcome=outcome, estimate=est, std_error=se,
         ci_low=est - q * se, ci_high=est + q * se, p_value=p, n_treated=n_treated, n_control=n_control,

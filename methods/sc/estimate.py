@@ -37,7 +37,8 @@ from typing import Any
 
 import pandas as pd
 
-from methods.result import EstimateResult
+from methods.persistence import persistence
+from methods.result import Diagnostic, EstimateResult
 from methods.sc.core import ALPHA, ESTIMAND, METHOD, PERMUTATION_KINDS, WEIGHT_EPS, _label, _rms
 from methods.sc.diagnostics import (
     _donor_pool,
@@ -133,6 +134,11 @@ def estimate_sc(panel: pd.DataFrame, unit: str, time: str, outcome: str, treated
         "dropped_donors": data.dropped_donors,
         "dropped_periods": data.dropped_periods,
     }
+    post_gap = gap[data.post]
+    fade = persistence(range(len(post_gap)), post_gap, None, unit="period")
+    if fade is not None:  # descriptive: the gaps carry no per-period standard errors
+        extras["effect_persistence"] = vars(fade)
+        diagnostics.append(Diagnostic("effect_persistence", fade.slope, None, not fade.fading, fade.message, "warn"))
     result = EstimateResult(
         method=METHOD, estimand=ESTIMAND, outcome=outcome, estimate=theta, std_error=float(std_error),
         ci_low=float(ci_low), ci_high=float(ci_high), p_value=float(ci_info["p_value_at_zero"]),
