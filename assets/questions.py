@@ -15,10 +15,13 @@ import dagster as dg
 from checks.catalog import CATALOG, NOT_APPLICABLE, NOT_RUN, PASSED
 from configs.questions import validate_against_catalog
 from convocausal.questions.answer import answer_question
+from convocausal.questions.extraction_sensitivity import register_compare_intents
 from convocausal.questions.history import anytime_interval
 from convocausal.questions.registry import question_columns
 from convocausal.report import decision_memo, plot_paths, write_memo
 from convocausal.store import connect, open_signals, refresh_q_values, write_refusal, write_result
+from extract.intent import models_dir
+from extract.report import compare_intents_from_raw
 from pipelines.partitions import questions
 from pipelines.resources import ConvocausalSettings
 
@@ -62,6 +65,10 @@ def question_results(context: dg.AssetExecutionContext, settings: ConvocausalSet
     for warning in validate_against_catalog(question, catalog, question_columns(question)):
         context.log.warning(warning)
     con = open_signals(paths)
+    # issue 14: a second extractor's labels for the extraction_sensitivity check (nothing unless
+    # intent.compare_with is set; it re-reads the transcripts, so it is opt-in)
+    register_compare_intents(con, compare_intents_from_raw(settings.raw_path, settings.signals(),
+                                                           models_dir(paths.parts), settings.on_unreadable))
     try:
         answer = answer_question(con, question, catalog, seed=settings.seed)
         data_through = con.execute("SELECT max(date) FROM signals").fetchone()[0]
@@ -81,7 +88,7 @@ def question_results(context: dg.AssetExecutionContext, settings: ConvocausalSet
                                    r.std_error, int(r.n_treated) + int(r.n_control))
         write_result(paths.db, run_id, qid, r, true_effect=truth, extra_diagnostics=answer.preflight.diagnostics,
                      message=answer.why, checks=answer.checks, sequence=(seq.cs_low, seq.cs_high),
-                     data_through=data_through)
+                     data_through=data_through, outcomes=answer.info.get("outcomes"))
         plot_paths(paths, qid, r.plots, write=True)
     # q-values over the latest estimate of every registered question: the last question of a run
     # leaves the whole family consistent
@@ -131,6 +138,9 @@ def _estimate_metadata(answer, run_id: str, truth: float | None) -> dict:
                      ("estimate", "ci_low", "ci_high", "p_value", "std_error", "naive_estimate")})
         meta.update({k: dg.MetadataValue.int(int(getattr(r, k))) for k in ("n_treated", "n_control")})
         meta["ci_method"] = dg.MetadataValue.text(r.ci_method)
+        if answer.info.get("outcomes"):  # guardrails, net value, segments (issue 16)
+            meta["guardrails_and_segments"] = dg.MetadataValue.json(
+                [o.as_dict() for o in answer.info["outcomes"]])
     if truth is not None:
         meta["true_effect (synthetic fixture)"] = dg.MetadataValue.float(float(truth))
     return meta

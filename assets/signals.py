@@ -12,6 +12,7 @@ from extract.catalog import build_catalog
 from extract.day import ExtractionTotals, extract_days
 from extract.intent import extractor_from_config, models_dir
 from extract.raw import list_transcript_days, load_customers, load_outcomes
+from extract.redact import check_salt
 from pipelines.partitions import days_backfill_policy, transcript_days
 from pipelines.resources import ConvocausalSettings
 
@@ -38,6 +39,7 @@ def signals_day(context: dg.AssetExecutionContext, settings: ConvocausalSettings
     ``context.add_asset_metadata(..., partition_key=day)``; the run's totals go to the log.
     """
     config = load_signals_config(settings.signals_config)
+    check_salt(config.customer_key.salt, settings.raw_path)
     paths = store_paths(settings.store)
     present = set(list_transcript_days(settings.raw_path, settings.on_unreadable))
     outcomes = load_outcomes(settings.raw_path, None)

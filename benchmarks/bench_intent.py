@@ -63,8 +63,7 @@ GRID = {
 
 
 # --------------------------------------------------------------------------- label comparison
-def norm(label: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", label.lower())
+from extract.report import normalise_intent as norm  # the one normaliser (imported after sys.path is set)
 
 
 def task(label: str) -> str:

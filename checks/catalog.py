@@ -52,4 +52,15 @@ CATALOG: dict[str, CheckSpec] = {c.name: c for c in (
     CheckSpec("randomization_balance", "ERROR", True,
               "Pre-period covariates alike across arms up to chance (family-wise p >= 0.001)"),
     CheckSpec("weak_instrument", "ERROR", True, "Assignment moves uptake: first-stage F >= 10"),
+    # logged-policy evaluation: a candidate that takes actions the logger rarely took is valued from few,
+    # heavily weighted rows (read with care); a judge that scores the same human quality differently in the
+    # two arms makes the calibrated effect wrong (the calibration model assumes one bias for both)
+    CheckSpec("policy_overlap", "WARN", False,
+              "The candidate's actions had logging propensity >= 0.05 on >= 95% of its choices, ESS >= 10% of n"),
+    CheckSpec("judge_bias_by_arm", "ERROR", True,
+              "The judge scores the same human quality alike in both arms (arm x judge test p >= 0.01)"),
+    # extraction error: the estimate re-made without the low-confidence intents (or with a second
+    # extractor's labels) stays inside the original interval; WARN, since the labels may be right after all
+    CheckSpec("extraction_sensitivity", "WARN", False,
+              "Dropping low-confidence intents (or a second extractor's labels) keeps the estimate in its 95% interval"),
 )}

@@ -37,6 +37,21 @@ class Window(BaseModel):
     end: date | None = None
 
 
+class Guardrail(BaseModel):
+    """An outcome that must not get worse: ``better`` says which direction is good, ``tolerance`` how
+    much worse (in the outcome's units) is still acceptable."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    outcome: Identifier
+    better: Literal["lower", "higher"]
+    tolerance: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+
+
+MAX_SEGMENT_COLUMNS = 3
+# Fields a question gained with issue 16 (guardrails, net value, segments): left out of the fingerprint
+# while unset, so adding them to the loader does not re-run every existing question
+DECISION_FIELDS = ("guardrails", "value", "segments", "project_to")
+
+
 class Question(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -70,10 +85,38 @@ class Question(BaseModel):
     baseline: SelectorValue | None = None
     assignment_shares: dict[SelectorValue, Annotated[float, Field(gt=0)]] | None = Field(default=None, max_length=50)
     secondary_outcomes: list[Identifier] = Field(default_factory=list, max_length=20)
+    # decision-grade answers (issue 16): outcomes that must not get worse, weights per outcome for a
+    # net-value estimate, start-of-conversation columns to estimate the effect per level of, and a
+    # target mix of one segment column's levels to re-weight the segment effects to
+    guardrails: list[Guardrail] = Field(default_factory=list, max_length=10)
+    value: dict[Identifier, Annotated[float, Field(allow_inf_nan=False)]] | None = Field(default=None, max_length=20)
+    segments: list[Identifier] = Field(default_factory=list, max_length=MAX_SEGMENT_COLUMNS)
+    project_to: dict[Identifier, dict[SelectorValue, Annotated[float, Field(ge=0, allow_inf_nan=False)]]] | None = \
+        Field(default=None, max_length=MAX_SEGMENT_COLUMNS)
+
+    @model_validator(mode="after")
+    def _decision_fields(self) -> Question:
+        names = [g.outcome for g in self.guardrails]
+        if len(set(names)) != len(names):
+            raise ValueError("a guardrail outcome appears twice")
+        if self.outcome in names:
+            raise ValueError(f"guardrail `{self.outcome}` is the question's own outcome")
+        if self.value is not None and (not self.value or not any(self.value.values())):
+            raise ValueError("`value` needs at least one non-zero weight (outcome: weight)")
+        if len(set(self.segments)) != len(self.segments):
+            raise ValueError("a segment column appears twice")
+        for col, mix in (self.project_to or {}).items():
+            if col not in self.segments:
+                raise ValueError(f"`project_to.{col}`: `{col}` is not one of the question's `segments`")
+            if not mix or not sum(mix.values()) > 0:
+                raise ValueError(f"`project_to.{col}` needs level: weight pairs with a positive total")
+        return self
 
     def fingerprint(self) -> str:
         """Stable hash of the question's content: the sensor re-runs a question when it changes."""
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+        unset = {f for f in DECISION_FIELDS if getattr(self, f) in (None, [], {})}
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json", exclude=unset), sort_keys=True)
+                              .encode()).hexdigest()[:16]
 
 
 class QuestionSet(BaseModel):
@@ -173,7 +216,30 @@ def validate_against_catalog(question: Question, catalog: list[dict], columns: d
                     + (", or a behaviour or tool that happens before the treatment's turn." if when == "turn"
                        and role == "covariates" else ".")
                 )
+    _validate_decision_fields(question, by_name, available)
     return warnings
+
+
+def _validate_decision_fields(question: Question, by_name: dict, available: str) -> None:
+    """Guardrails and value weights must name outcomes; segments must be known at conversation start
+    (a segment defined by something the treatment can move would split on a mediator)."""
+    for role, names in (("guardrail", [g.outcome for g in question.guardrails]),
+                        ("value weight", list(question.value or {}))):
+        for name in names:
+            if name not in by_name:
+                raise ConfigError(f"question {question.id}: {role} `{name}` is not a signals column. "
+                                  f"Available: {available}")
+            if by_name[name]["kind"] != "outcome":
+                raise ConfigError(f"question {question.id}: {role} `{name}` is a {by_name[name]['kind']}, "
+                                  "not an outcome")
+    for name in question.segments:
+        if name not in by_name:
+            raise ConfigError(f"question {question.id}: segment `{name}` is not a signals column. "
+                              f"Available: {available}")
+        if by_name[name]["measured_at"] != "start" or by_name[name]["kind"] == "outcome":
+            raise ConfigError(f"question {question.id}: segment `{name}` is not known at conversation start "
+                              f"(measured {by_name[name]['measured_at']}): the treatment could move it, so "
+                              "segments must be start-of-conversation covariates")
 
 
 def _turn_ordered(question: Question, by_name: dict, name: str) -> bool:

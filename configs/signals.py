@@ -251,6 +251,9 @@ class IntentConfig(_Model):
     extractor: Name = "rules"
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
     extractor_options: dict[Name, ExtractorOption] = Field(default_factory=dict, max_length=MAX_EXTRACTOR_OPTIONS)
+    # A second extractor (an entry-point name, e.g. `rules` beside `classifier`) whose labels the
+    # `extraction_sensitivity` check re-estimates each question with; null = none. Takes no options.
+    compare_with: Name | None = None
     rules: list[IntentRule] = Field(max_length=MAX_INTENT_RULES)
 
     @model_validator(mode="after")
@@ -261,6 +264,8 @@ class IntentConfig(_Model):
             raise ValueError(f"duplicate intent rule names: {dup}")
         if self.default in names:
             raise ValueError(f"default intent `{self.default}` is also a rule name")
+        if self.compare_with is not None and self.compare_with == self.extractor:
+            raise ValueError(f"intent.compare_with `{self.compare_with}` is the extractor itself; name another one")
         return self
 
 

@@ -14,6 +14,7 @@ without Dagster; only ``run`` (here) reaches the Dagster runner.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -30,7 +31,13 @@ __all__ = ["UsageError", "main", "package_version"]
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_BLOCKING = 0, 1, 2, 3
 # Exceptions (by class name, anywhere in the cause chain) that mean "your input", not "our bug".
 INPUT_ERRORS = frozenset({"RawInputError", "ConfigError", "SignalsConfigError", "YamlConfigError", "ColumnError",
-                          "MethodRefusal", "FileSettingError", "ValueTypeError", "UsageError"})
+                          "MethodRefusal", "FileSettingError", "ValueTypeError", "UsageError", "StoreError",
+                          "StoreInUseError", "DefaultSaltError"})
+# The machine, not the user's input and not a bug: said in one line with what to do (exit 2).
+ENVIRONMENT_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EROFS: "read-only file system",
+                      errno.EACCES: "permission denied", errno.EDQUOT: "disk quota exceeded"}
+ENVIRONMENT_MARKERS = {"No space left on device": errno.ENOSPC, "Read-only file system": errno.EROFS,
+                       "Permission denied": errno.EACCES, "Disk quota exceeded": errno.EDQUOT}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         print("convocausal: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - classify: input errors are one line, the rest internal
+        env = environment_error(exc)
+        if env is not None:
+            if verbose:
+                traceback.print_exception(exc)
+            print(f"convocausal: error: {env}", file=sys.stderr)
+            return EXIT_USAGE
         if isinstance(exc, UsageError) or _is_input_error(exc):
             if verbose:
                 traceback.print_exception(exc)
@@ -67,8 +80,36 @@ def _library_warnings(verbose: bool):
 
 
 def _one_line(exc: BaseException) -> str:
+    """The first line of the input error's own message where the chain holds one (a lease refused
+    inside Dagster's resource setup arrives wrapped in "Error executing resource_fn …")."""
+    cur: BaseException | None = exc
+    while cur is not None:
+        if type(cur).__name__ in INPUT_ERRORS and str(cur).strip():
+            exc = cur
+            break
+        cur = cur.__cause__
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def environment_error(exc: BaseException) -> str | None:
+    """One line for a full disk, a read-only file system, a permission or quota error, found
+    anywhere in the chain (``__cause__`` and ``__context__``) or in a Dagster step's message text;
+    None for anything else."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        code = cur.errno if isinstance(cur, OSError) and cur.errno in ENVIRONMENT_ERRNOS else None
+        if code is None:
+            text = f"{cur} {getattr(cur, 'detail', '')}"
+            code = next((c for marker, c in ENVIRONMENT_MARKERS.items() if marker in text), None)
+        if code is not None:
+            where = getattr(cur, "filename", None)
+            return (f"{where + ': ' if where else ''}{ENVIRONMENT_ERRNOS[code]} — free space or fix the "
+                    "permissions, then run again (a re-run replaces what this run wrote)")
+        cur = cur.__cause__ or cur.__context__
+    return None
 
 
 def _is_input_error(exc: BaseException) -> bool:

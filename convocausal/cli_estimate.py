@@ -72,6 +72,10 @@ def add_estimate_parser(sub) -> None:
                        help="print JSON: estimate, interval, p-value, refutations, balance, diagnostics, checks")
         m.add_argument("--seed", type=int, default=0, help="random seed of bootstraps and placebos (default 0)")
         spec.add_cli_arguments(m)
+        if "unit" not in spec.cli_column_args:  # row-level tables: one row per conversation (not a panel)
+            m.add_argument("--segments", default=None, metavar="COL",
+                           help="also estimate the effect within each level of COL (a column known before the "
+                                "treatment), with Cochran's Q over the levels (`segments` in the JSON)")
         for action in m._actions:
             if not action.help and action.dest in _OPTION_HELP:
                 action.help = _OPTION_HELP[action.dest]
@@ -90,16 +94,85 @@ def cmd_estimate(args) -> int:
     check_columns(df, args, REGISTRY[args.method_spec].cli_column_args)
     result = REGISTRY[args.method_spec].estimate_from_args(df, args)
     checks = result_checks(result)
+    segments = segment_estimates(df, args) if getattr(args, "segments", None) else None
     if args.json:
         out = result.to_json()
         out["checks"] = states(checks)
+        if segments is not None:
+            out["segments"] = segments
         print(json.dumps(out, indent=2, default=str))
     else:
         from convocausal.report import format_result
 
         treatment = getattr(args, "treatment", None) or getattr(args, "treated", None) or getattr(args, "assignment", None)
         print(format_result(result, checks, treatment=treatment))
+        if segments is not None:
+            print(_segments_text(segments))
     return 0
+
+
+def segment_estimates(df: pd.DataFrame, args: argparse.Namespace) -> dict:
+    """``--segments COL``: the method within each level of COL (a level with fewer than
+    ``MIN_SEGMENT_ARM`` rows in either group is refused with the reason), then Cochran's Q and I²."""
+    from convocausal.questions.outcomes import MIN_SEGMENT_ARM
+    from convocausal.questions.registry import REGISTRY
+    from methods.heterogeneity import cochran_q
+    from methods.result import MethodRefusal
+
+    col = args.segments
+    if col not in df.columns:
+        raise UsageError(f"--data {args.data}: --segments {col}: no such column; available: "
+                         f"{', '.join(map(str, df.columns))}")
+    arm_col = next((getattr(args, a) for a in ("treatment", "treated", "assignment", "instrument")
+                    if getattr(args, a, None) in df.columns), None)
+    sub_args = argparse.Namespace(**vars(args))
+    for attr in ("covariates", "fixed_effects"):  # constant within a level
+        if getattr(args, attr, None):
+            setattr(sub_args, attr, ",".join(c for c in split_list(getattr(args, attr)) if c != col))
+    spec = REGISTRY[args.method_spec]
+    rows = []
+    for level, part in df.groupby(col, dropna=False, sort=True):
+        level = None if pd.isna(level) else level
+        if arm_col is not None:  # 0/1 (or true/false): 0 is the control; arm names: the most frequent arm
+            vals = part[arm_col].dropna()
+            num = pd.to_numeric(vals.map(lambda v: int(v) if isinstance(v, bool) else v), errors="coerce")
+            n_c = int((num == 0).sum()) if num.notna().all() else int(vals.value_counts().iloc[0]) if len(vals) else 0
+            n_t = len(vals) - n_c
+        else:
+            n_t = n_c = len(part)
+        row = {"level": level, "n_treated": n_t, "n_control": n_c, "status": "ok"}
+        if n_t < MIN_SEGMENT_ARM or n_c < MIN_SEGMENT_ARM:
+            row.update(status="refused", message=f"too small: {n_t:,} treated and {n_c:,} control rows "
+                                                 f"(at least {MIN_SEGMENT_ARM} of each needed)")
+        else:
+            try:
+                r = spec.estimate_from_args(part.reset_index(drop=True), sub_args)
+                row.update({k: getattr(r, k) for k in ("estimate", "std_error", "ci_low", "ci_high", "p_value")})
+            except (MethodRefusal, ValueError) as exc:
+                row.update(status="refused", message=str(exc))
+        rows.append(row)
+    ok = [r for r in rows if r["status"] == "ok" and r.get("std_error") and r["std_error"] > 0]
+    out = {"column": col, "rows": rows, "heterogeneity": None}
+    if len(ok) >= 2:
+        h = cochran_q([r["estimate"] for r in ok], [r["std_error"] for r in ok])
+        out["heterogeneity"] = {"cochran_q": h.q, "df": h.df, "p_value": h.p_value, "i2": h.i2,
+                                "pooled": h.pooled, "pooled_se": h.pooled_se}
+    return out
+
+
+def _segments_text(seg: dict) -> str:
+    lines = [f"Segments by {seg['column']}:"]
+    for r in seg["rows"]:
+        if r["status"] == "ok":
+            lines.append(f"  {r['level']!s:<20} {r['estimate']:+.4f}  [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]  "
+                         f"n = {r['n_treated']:,} / {r['n_control']:,}")
+        else:
+            lines.append(f"  {r['level']!s:<20} refused: {r['message']}")
+    h = seg["heterogeneity"]
+    if h:
+        lines.append(f"  Cochran's Q = {h['cochran_q']:.3f} on {h['df']} df, p = {h['p_value']:.3g}, "
+                     f"I² = {100 * h['i2']:.0f}%")
+    return "\n".join(lines)
 
 
 def read_table(path: Path) -> pd.DataFrame:

@@ -10,6 +10,7 @@ exit 2 with its first line.
     convocausal signals train --labels FILE --raw RAW --signals CONFIG --store FILE [--seed N] [--json]
     convocausal signals train --labels-from-rules --raw RAW --signals CONFIG --store FILE
     convocausal signals extractors
+    convocausal signals report [--store FILE] [--signals CONFIG] [--raw RAW] [--labels FILE] [--threshold S] [--json]
 
 ``train`` reads the landing directory's transcripts through the same reader and the same
 opening-text step as extraction (so the model learns from the text it will classify), joins
@@ -19,6 +20,13 @@ card to ``<store>.parts/models/``, where ``convocausal run`` and the Dagster ``s
 asset find them. ``--labels-from-rules`` labels a seed set with the config's intent rules
 instead (the openings a rule matched). The SGD example turns its rows into a landing directory
 with ``python -m data_fixtures.sgd_landing --sgd data/sgd_dialogues --out RAW`` first.
+
+``report`` is the extraction report of ``extract/report.py`` over the store's signals (read
+from its day parts, so it never waits for the writer's lock): conversations per intent, the
+share falling to the default and the ``default_intent_share`` check, the ``intent_confidence``
+histogram; with ``--raw`` the hits per rule and redacted openers that fell to the default (the
+openers are read from the landing directory on demand, never stored); with ``--labels`` the
+accuracy and confusion against them.
 """
 
 from __future__ import annotations
@@ -53,6 +61,22 @@ def add_signals_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="orders the cross-validation folds, samples large label sets")
     t.add_argument("--json", action="store_true", help="print the model card as JSON")
     t.set_defaults(func=cmd_train)
+
+    r = sub.add_parser("report", help="extraction report: intents, default share, confidence, accuracy vs labels",
+                       description="How intent extraction did on the store's signals; with --raw the rule hits "
+                                   "and redacted unmatched openers, with --labels accuracy and confusion.")
+    r.add_argument("--store", type=Path, default=Path("convocausal.duckdb"), metavar="FILE",
+                   help="the store whose signals are reported (read from FILE.parts/signals)")
+    r.add_argument("--signals", type=Path, default=None, metavar="CONFIG",
+                   help="signals config (.yaml) the store was extracted with (default: the packaged one)")
+    r.add_argument("--raw", type=Path, default=None, metavar="DIR",
+                   help="landing directory: adds rule hits and redacted openers that fell to the default")
+    r.add_argument("--labels", type=Path, default=None, metavar="FILE",
+                   help="labelled conversations, .parquet or .csv with columns conversation_id, intent")
+    r.add_argument("--threshold", type=float, default=None, metavar="SHARE",
+                   help="default-intent share above which the check warns (default 0.2)")
+    r.add_argument("--json", action="store_true", help="print the report as JSON")
+    r.set_defaults(func=cmd_report)
 
     e = sub.add_parser("extractors", help="the intent extractors a signals config may name in this environment")
     e.set_defaults(func=cmd_extractors)
@@ -130,6 +154,56 @@ def _read_labels(path: Path, pl):
         return pl.read_csv(path, infer_schema=False)
     except Exception as exc:
         raise SignalsConfigError(f"--labels {path}: cannot read it ({type(exc).__name__}: {exc})") from exc
+
+
+def cmd_report(args) -> int:
+    import polars as pl
+
+    from configs.signals import load_signals_config
+    from convocausal.file_settings import FileSettingError, check_file_settings, check_write_target
+    from convocausal.store import open_signals, store_paths
+    from extract.report import DEFAULT_SHARE_THRESHOLD, extraction_report, format_report
+
+    try:
+        # without --raw the store's own folder stands in for it (the rules on paths are the same)
+        raw = args.raw if args.raw is not None else args.store.resolve().parent
+        check_file_settings(raw, args.store, signals_config=args.signals)
+        if args.labels is not None:
+            check_write_target(args.labels, "labels")
+    except FileSettingError as exc:
+        raise SignalsConfigError(str(exc)) from exc
+    threshold = DEFAULT_SHARE_THRESHOLD if args.threshold is None else args.threshold
+    if not 0.0 <= threshold <= 1.0:
+        raise SignalsConfigError(f"--threshold {args.threshold}: give a share between 0 and 1")
+    config = load_signals_config(args.signals)
+    labels = _read_labels(args.labels, pl) if args.labels is not None else None
+    try:
+        con = open_signals(store_paths(args.store))
+    except FileNotFoundError as exc:
+        raise SignalsConfigError(f"--store {args.store}: {exc}") from exc
+    try:
+        have = {row[0] for row in con.execute("DESCRIBE signals").fetchall()}
+        cols = [c for c in ("conversation_id", "date", "intent", "intent_confidence") if c in have]
+        signals = pl.from_arrow(con.sql(f"SELECT {', '.join(cols)} FROM signals").to_arrow_table())
+    finally:
+        con.close()
+    openings = None
+    if args.raw is not None:
+        from extract.raw import load_transcripts
+        from extract.signals import opening_texts
+
+        if not args.raw.is_dir():
+            raise SignalsConfigError(f"--raw {args.raw}: not a directory")
+        openings = opening_texts(load_transcripts(args.raw).accepted, config.intent.opening_user_turns)
+    try:
+        report = extraction_report(signals, config, openings=openings, labels=labels, threshold=threshold)
+    except ValueError as exc:
+        raise SignalsConfigError(f"--labels {args.labels}: {exc}") from exc
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True, default=str))
+    else:
+        print(format_report(report))
+    return 0
 
 
 def cmd_extractors(args) -> int:

@@ -37,6 +37,14 @@ from convocausal.report_history import (
     sequence_lines,
 )
 from convocausal.report_html import memo_html
+from convocausal.report_outcomes import (
+    decision_rule_note,
+    guardrail_caveats,
+    guardrail_decision,
+    guardrails_cleared,
+    outcomes_section,
+    run_table_lines,
+)
 from convocausal.store import StorePaths, connect, write_file_atomic
 from methods.result import EstimateResult
 
@@ -60,6 +68,10 @@ COUNT_WORDS = {
     "diff_in_diff": "{t} conversations in the treated group and {c} in the control group, before and after launch",
     "randomized_itt": "{t} conversations in the compared arm and {c} in the baseline arm",
     "randomized_iv": "{t} conversations in the compared arm and {c} in the baseline arm",
+    "logged_policy_evaluation": ("{t} logged decisions where the candidate policy takes the logged action and "
+                                 "{c} where it does not"),
+    "judge_calibration": "{t} treated and {c} control conversations (the audit sample is part of both)",
+    "mediation": "{t} treated and {c} control conversations",
 }
 FIGURES = {  # name -> caption, in reading order
     "propensity_overlap": "Propensity overlap of treated and control conversations",
@@ -70,7 +82,9 @@ FIGURES = {  # name -> caption, in reading order
     "event_study": "Event study: effect by period relative to launch, with 95% intervals",
     "run_history": "Estimate by nightly run: fixed 95% interval (one look) and anytime-valid interval (all looks)",
 }
-STAT_NAME = {"propensity_matching": "z", "diff_in_diff": "t", "randomized_itt": "z", "randomized_iv": "z"}  # methods whose std_error gives a test statistic
+# methods whose std_error gives a test statistic
+STAT_NAME = {"propensity_matching": "z", "diff_in_diff": "t", "randomized_itt": "z", "randomized_iv": "z",
+             "logged_policy_evaluation": "z", "judge_calibration": "z", "mediation": "z"}
 
 
 # --- numbers -------------------------------------------------------------------------------------
@@ -177,6 +191,7 @@ def format_run_table(rows: list[dict], truth: dict) -> str:
         if r.get("status") == "refused":
             line += f"\n    refused: {r.get('message')}"
         lines.append(line)
+        lines += run_table_lines(r.get("outcomes"))  # guardrails, net value, segments (issue 16)
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
@@ -301,6 +316,9 @@ def decision_memo(paths: StorePaths, question: Question) -> Memo:
         diags = con.execute("SELECT * FROM diagnostics WHERE run_id = ? AND question_id = ?", key).df()
         bal = con.execute("SELECT * FROM balance WHERE run_id = ? AND question_id = ?", key).df()
         checks = con.execute("SELECT * FROM checks WHERE run_id = ? AND question_id = ?", key).df()
+        outcomes = (con.execute("SELECT * FROM question_outcomes WHERE run_id = ? AND question_id = ?", key).df()
+                    if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = "
+                                   "'question_outcomes'").fetchone()[0] else None)
         runs = history(con, question.id)
         q_family = family_size(con, row["run_id"])
         drift_lines = monitoring_lines(con)
@@ -311,9 +329,10 @@ def decision_memo(paths: StorePaths, question: Question) -> Memo:
     extra = history_lines(runs) + drift_lines
     inline = _memo_body(question, row, refs, diags, bal, checks, figures=_figures(
         plots, lambda name, p: f"data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}"),
-        extra_sections=extra, q_family=q_family)
+        extra_sections=extra, q_family=q_family, outcomes=outcomes)
     files = _memo_body(question, row, refs, diags, bal, checks, figures=_figures(
-        plots, lambda name, p: f"{question.id}/{p.name}"), extra_sections=extra, q_family=q_family)
+        plots, lambda name, p: f"{question.id}/{p.name}"), extra_sections=extra, q_family=q_family,
+        outcomes=outcomes)
     return Memo(inline, files, memo_html(inline, title=f"{question.id} — decision memo"))
 
 
@@ -329,13 +348,15 @@ def _figures(plots: dict[str, Path], src) -> str:
     names = [n for n in FIGURES if n in plots] + sorted(n for n in plots if n not in FIGURES)
     blocks = []
     for i, name in enumerate(names, start=1):
-        caption = FIGURES.get(name, name.replace("_", " "))
+        caption = FIGURES.get(name) or (
+            f"Effect by {name.removeprefix('forest_')} segment with 95% intervals (forest plot)"
+            if name.startswith("forest_") else name.replace("_", " "))
         blocks.append(f"**Figure {i}.** {caption}.\n\n![{caption}]({src(name, plots[name])})")
     return "\n\n".join(blocks)
 
 
 def _memo_body(question: Question, row: dict, refs, diags, bal, checks, figures: str = "",
-               extra_sections: list[str] = (), q_family: int = 0) -> str:
+               extra_sections: list[str] = (), q_family: int = 0, outcomes: pd.DataFrame | None = None) -> str:
     refused = row.get("status") == "refused"
     failed = diags[~diags["passed"].astype(bool)] if not diags.empty else diags
     failed_refs = refs[~refs["passed"].astype(bool)] if not refs.empty else refs
@@ -354,12 +375,16 @@ def _memo_body(question: Question, row: dict, refs, diags, bal, checks, figures:
         notes.append("these WARN checks failed: " + ", ".join(caveats))
     if unrun_errors:
         notes.append("the data could not test: " + ", ".join(unrun_errors))
+    notes += guardrail_caveats(outcomes)
+    harmed = guardrail_decision(outcomes)  # a guardrail worse beyond its tolerance: never act (issue 16)
     ci_lo, ci_hi, est = row.get("ci_low"), row.get("ci_high"), row.get("estimate")
     if refused:
         decision = f"**No decision yet.** The question was refused: {row.get('message')}"
     elif failed_errors:
         decision = "**Do not act on this number yet**: failed checks: " + ", ".join(failed_errors) + (
             "; also " + "; ".join(notes) if notes else "") + "."
+    elif harmed:
+        decision = harmed + (" Also " + "; ".join(notes) + "." if notes else "")
     elif _excludes_zero(ci_lo, ci_hi) and _has_sequence(row) and not _excludes_zero(row["cs_low"], row["cs_high"]):
         decision = (f"**Not yet.** The fixed 95% interval ({ci_lo:+.3f} to {ci_hi:+.3f}) excludes zero, but this "
                     f"question is re-estimated every night and its anytime-valid interval "
@@ -371,7 +396,8 @@ def _memo_body(question: Question, row: dict, refs, diags, bal, checks, figures:
         decision = (f"The change {direction} `{question.outcome}` by {_magnitude(est)} "
                     f"(estimate {est:+.3f}, 95% CI {ci_lo:+.3f} to {ci_hi:+.3f}); "
                     + ("every check passed." if not notes else
-                       "no ERROR check failed; read with care: " + "; ".join(notes) + "."))
+                       "no ERROR check failed; read with care: " + "; ".join(notes) + ".")
+                    + guardrails_cleared(outcomes))
     else:
         decision = "No effect distinguishable from zero at this sample size" + (
             " (read with care: " + "; ".join(notes) + ")." if notes else ".")
@@ -400,6 +426,7 @@ def _memo_body(question: Question, row: dict, refs, diags, bal, checks, figures:
             lines.append(f"Note: the {disagree}.")
         if not _missing(row.get("true_effect")):
             lines.append(f"True effect built into the synthetic data: {row['true_effect']:+.4f}.")
+    lines += outcomes_section(outcomes)
     if figures:
         lines += ["## Figures", figures]
     lines += extra_sections
@@ -420,6 +447,7 @@ def _memo_body(question: Question, row: dict, refs, diags, bal, checks, figures:
     lines.append(f"Act when {interval} excludes zero and no check of severity ERROR in the checks table "
                  "failed. A failed WARN check, or an ERROR check the data could not test (state `not_run`), is "
                  "a caveat: read its note before acting. Otherwise collect more data or fix the failing check first."
+                 + decision_rule_note(outcomes)
                  + (f" {q_family} questions were tested in this run: read the q-value (false-discovery rate) "
                     "beside the p-value." if q_family > 1 else ""))
     return "\n\n".join(x for x in lines if x)

@@ -111,5 +111,7 @@ def monitoring_lines(con: duckdb.DuckDBPyConnection) -> list[str]:
         states = ", ".join(sorted({s for *_, s, _ in rows}))
         return ["## Population drift", head + f"no drift check failed (states: {states})."]
     items = "\n".join(f"- **{c}**: {m}" for c, m in failed)
-    return ["## Population drift", head + f"{len(failed)} drift check(s) failed; the design's assumptions may no "
-            "longer hold for the new days:", items]
+    return ["## Population drift", head + f"{len(failed)} drift check(s) failed: the new days differ from the days "
+            "before them. Read whether the move matters for this design (a shifted treated share or covariate "
+            "mix changes who the estimate averages over; a base-rate trend alone is what diff-in-diff and "
+            "synthetic control difference out):", items]

@@ -81,7 +81,17 @@ RESULT_TABLES_DDL = {
             run_id VARCHAR, question_id VARCHAR, check_name VARCHAR, state VARCHAR, severity VARCHAR,
             blocking BOOLEAN, description VARCHAR, message VARCHAR
         )""",
+    # guardrails, net value and segment effects of a question (issue 16): kind guardrail | net_value |
+    # segment | segment_heterogeneity (estimate = Cochran's Q) | segment_projection
+    "question_outcomes": """
+        CREATE TABLE IF NOT EXISTS question_outcomes (
+            run_id VARCHAR, question_id VARCHAR, kind VARCHAR, name VARCHAR, estimate DOUBLE, std_error DOUBLE,
+            ci_low DOUBLE, ci_high DOUBLE, p_value DOUBLE, n_treated BIGINT, n_control BIGINT, status VARCHAR,
+            message VARCHAR
+        )""",
 }
+OUTCOME_COLUMNS = ("kind", "name", "estimate", "std_error", "ci_low", "ci_high", "p_value", "n_treated", "n_control",
+                   "status", "message")
 # Columns added after a table's first release: stores written by an earlier version gain them on
 # the next write instead of failing the insert.
 ADDED_COLUMNS = {
@@ -426,7 +436,7 @@ def publish(paths: StorePaths, catalog: pl.DataFrame | None = None,
                 counts[table] = _count(con, table)
             con.execute("COMMIT")
         except Exception:
-            con.execute("ROLLBACK")
+            rollback(con)
             raise
     return counts
 
@@ -462,12 +472,14 @@ def write_result(
     checks: list | None = None,
     sequence: tuple[float | None, float | None] = (None, None),
     data_through: date | None = None,
+    outcomes: list | None = None,
 ) -> None:
     """Write one question's estimate, refutations, balance, diagnostics and check states atomically.
 
     ``checks``: ``checks.verdict.CheckOutcome``-like objects (name, state, severity, blocking,
     description, message). ``sequence``: the anytime-valid interval (cs_low, cs_high) where the
-    method has one; ``data_through``: the last signals day the estimate saw."""
+    method has one; ``data_through``: the last signals day the estimate saw; ``outcomes``: its guardrail,
+    net-value and segment rows (``convocausal.questions.outcomes.OutcomeRow``-like), same transaction."""
     r = result
     row = [r.method, r.estimand, r.outcome, _f(r.estimate), _f(r.std_error), _f(r.ci_low), _f(r.ci_high),
            _f(r.p_value), int(r.n_treated), int(r.n_control), _f(r.naive_estimate)]
@@ -478,7 +490,7 @@ def write_result(
         balance=[[b.covariate, _f(b.smd_before), _f(b.smd_after), bool(b.passed),
                   _f(b.variance_ratio_before), _f(b.variance_ratio_after)] for b in r.balance],
         diagnostics=list(extra_diagnostics or []) + list(r.diagnostics), checks=checks or [],
-        monitoring=[_f(sequence[0]), _f(sequence[1]), data_through],
+        monitoring=[_f(sequence[0]), _f(sequence[1]), data_through], outcomes=outcomes or [],
     )
 
 
@@ -493,7 +505,7 @@ def write_refusal(db, run_id: str, question_id: str, method: str, outcome: str, 
 
 
 def _replace_question_rows(db, run_id, question_id, estimate_row, ci_method, status, message, true_effect,
-                           *, refutations, balance, diagnostics, checks, monitoring) -> None:
+                           *, refutations, balance, diagnostics, checks, monitoring, outcomes=()) -> None:
     """Delete then insert every row of (run_id, question_id) in one transaction: idempotent."""
     key = [run_id, question_id]
     with connect(db) as con:
@@ -523,9 +535,16 @@ def _replace_question_rows(db, run_id, question_id, estimate_row, ci_method, sta
                     "INSERT INTO checks VALUES (?,?,?,?,?,?,?,?)",
                     [key + [c.name, c.state, c.severity, bool(c.blocking), c.description, c.message] for c in checks],
                 )
+            if outcomes:
+                con.executemany(
+                    f"INSERT INTO question_outcomes (run_id, question_id, {', '.join(OUTCOME_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' * (2 + len(OUTCOME_COLUMNS)))})",
+                    [key + [o.kind, o.name, _f(o.estimate), _f(o.std_error), _f(o.ci_low), _f(o.ci_high),
+                            _f(o.p_value), int(o.n_treated or 0), int(o.n_control or 0), o.status, o.message]
+                     for o in outcomes])
             con.execute("COMMIT")
         except Exception:
-            con.execute("ROLLBACK")
+            rollback(con)
             raise
 
 
@@ -547,9 +566,21 @@ def refresh_q_values(db: str | os.PathLike, question_ids: list[str], method: str
                             [row["q_value"], qid, row["run_id"]])
             con.execute("COMMIT")
         except Exception:
-            con.execute("ROLLBACK")
+            rollback(con)
             raise
     return qs
+
+
+def rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back after a failed write without hiding why it failed.
+
+    A ROLLBACK can fail itself (the disk that filled up during the write is still full); raising
+    that would replace the real cause ("No space left on device") with "cannot rollback". The
+    caller re-raises the original exception; this one is dropped."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:
+        pass
 
 
 def _f(v) -> float | None:

@@ -33,6 +33,34 @@ import polars as pl
 # pseudonymized id) by hashing a guessed email, so a run that uses it is warned.
 SHIPPED_SALT = "convocausal-default-salt-change-me"
 PSEUDONYM_PREFIX = "pii-"
+ALLOW_DEFAULT_SALT_ENV = "CONVOCAUSAL_ALLOW_DEFAULT_SALT"
+
+
+class DefaultSaltError(ValueError):
+    """The shipped salt on data that is not a generated fixture: the run stops before extraction."""
+
+
+def check_salt(salt: str, raw_dir, environ=None) -> None:
+    """Refuse the shipped salt outside the demo.
+
+    With the salt everyone has, a ``customer_key`` is reversed by hashing a guessed email. A landing
+    directory written by ``convocausal fixtures`` (it holds ``_truth/labels.parquet`` and
+    ``truth.json``) is synthetic, so the demo runs as shipped (with a warning); anything else needs a
+    salt of its own, or ``CONVOCAUSAL_ALLOW_DEFAULT_SALT=1`` to accept the risk knowingly.
+    """
+    import os
+    from pathlib import Path
+
+    env = os.environ if environ is None else environ
+    if salt != SHIPPED_SALT or env.get(ALLOW_DEFAULT_SALT_ENV) == "1":
+        return
+    raw = Path(raw_dir)
+    if (raw / "_truth" / "labels.parquet").is_file() and (raw / "truth.json").is_file():
+        return
+    raise DefaultSaltError(
+        f"signals config customer_key.salt is the shipped default and {raw} is not a generated fixture: set a "
+        f"secret salt of your own (`customer_key: {{salt: …}}`; `convocausal init` writes one), or set "
+        f"{ALLOW_DEFAULT_SALT_ENV}=1 to accept that customer keys can be reversed")
 
 EMAIL_TOKEN = "[EMAIL]"
 PHONE_TOKEN = "[PHONE]"

@@ -16,6 +16,7 @@ warnings.filterwarnings("ignore", message=r"Specifying a partitions_def on an As
 
 import dagster as dg
 
+from assets.extraction import extraction_report_asset
 from assets.monitoring import store_monitoring
 from assets.questions import question_results
 from assets.signals import analysis_store, signals_day
@@ -27,7 +28,7 @@ from pipelines.sensors import make_registry_sensor, reestimate_after_store
 _settings = settings_from_env()
 
 defs = dg.Definitions(
-    assets=[signals_day, analysis_store, store_monitoring, question_results],
+    assets=[signals_day, analysis_store, store_monitoring, extraction_report_asset, question_results],
     jobs=[extraction_job, question_job, register_questions],
     schedules=[nightly_extraction],
     sensors=[make_registry_sensor(_settings.questions_config), reestimate_after_store],

@@ -19,7 +19,7 @@ from pipelines.partitions import questions
 
 extraction_job = dg.define_asset_job(
     "extraction_job",
-    selection=dg.AssetSelection.assets("signals_day", "analysis_store", "store_monitoring"),
+    selection=dg.AssetSelection.assets("signals_day", "analysis_store", "store_monitoring", "extraction_report"),
     description="Extract one transcript day into signals, republish the analysis store, and compare the new "
                 "days with the days before (drift checks).",
 )

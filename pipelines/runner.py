@@ -39,6 +39,7 @@ from convocausal.store import StorePaths, connect, store_paths
 from convocausal.store_lease import holding_store_lease
 from extract.catalog import build_catalog
 from extract.raw import RawInputError, list_transcript_days
+from extract.redact import check_salt
 from pipelines.partitions import days_from, questions, transcript_days
 
 
@@ -77,12 +78,14 @@ def run_pipeline(raw_dir: str | Path, store: str | Path, signals_config=None, qu
     except FileSettingError as exc:
         raise (RawInputError if exc.setting == "raw_dir" else ConfigError)(str(exc)) from exc
     stage = _Stages(timings, progress)
+    from assets.extraction import extraction_report_asset
     from assets.monitoring import store_monitoring
     from assets.questions import question_results
     from assets.signals import analysis_store, signals_day
     from pipelines.resources import ConvocausalSettings
 
     config = load_signals_config(str(signals_config) if signals_config else None)
+    check_salt(config.customer_key.salt, raw_dir)
     qset = load_registry(questions_config)
     catalog = build_catalog(config).to_dicts()
     for q in qset.questions:
@@ -124,6 +127,12 @@ def run_pipeline(raw_dir: str | Path, store: str | Path, signals_config=None, qu
         _forward_warnings(instance, result.run_id, progress)
         failed = [c.check_name for c in result.get_asset_check_evaluations() if not c.passed]
         st.summary = ("drift checks: " + (f"{len(failed)} failed ({', '.join(failed)})" if failed else "none failed"))
+    with stage("extraction report") as st:
+        result = dg.materialize([extraction_report_asset], instance=instance, resources=resources, run_config=quiet)
+        _forward_warnings(instance, result.run_id, progress)
+        failed = [c for c in result.get_asset_check_evaluations() if not c.passed]
+        st.summary = ("default_intent_share failed: " + (failed[0].description or "see the extraction report")
+                      if failed else "default-intent share ok")
     existing = set(instance.get_dynamic_partitions(questions.name))
     new = [q.id for q in qset.questions if q.id not in existing]
     if new:
@@ -276,6 +285,13 @@ def _estimate_row(store, run_id: str, question_id: str) -> dict:
         df = con.execute("SELECT * FROM estimates WHERE run_id = ? AND question_id = ?", [run_id, question_id]).df()
         checks = con.execute("SELECT check_name, state FROM checks WHERE run_id = ? AND question_id = ?",
                              [run_id, question_id]).fetchall()
+        has = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'question_outcomes'"
+                          ).fetchone()[0]
+        outcomes = (con.execute("SELECT * EXCLUDE (run_id, question_id) FROM question_outcomes WHERE run_id = ? "
+                                "AND question_id = ?", [run_id, question_id]).df().to_dict(orient="records")
+                    if has else [])
+    outcomes = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in o.items()} for o in outcomes]
     row = {k: (None if math.isnan(v) else v) if isinstance(v, float) else v for k, v in df.iloc[0].to_dict().items()}
     row["checks"] = dict(checks)
+    row["outcomes"] = outcomes  # guardrails, net value, segments (issue 16): printed under the question
     return row

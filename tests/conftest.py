@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 FIXTURE_CONVERSATIONS = 30_000
+# Many tests build small landing directories by hand and run them with the packaged signals config,
+# whose salt is the shipped default; outside the generated fixtures that is refused
+# (extract/redact.check_salt). tests/test_environment_errors.py clears this to test the refusal.
+os.environ.setdefault("CONVOCAUSAL_ALLOW_DEFAULT_SALT", "1")
 
 
 def _landing(tmp_path_factory, variant: str, seed: int) -> Path:

@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 from configs.questions import Question
-from convocausal.questions.monitoring import CHECKS, check_states, drift_rows, windows
+from convocausal.questions.monitoring import CHECKS, REFERENCE_DAYS, check_states, drift_rows, windows
 
 DAYS, PER_DAY, START = 30, 400, date(2026, 3, 1)
 CATALOG = [
@@ -101,7 +101,7 @@ def test_the_new_window_starts_after_the_last_monitored_day():
     assert win.n_new == 0 and not win.comparable
     assert set(_states(con, since=last).values()) == {"not_run"}
     win = windows(con, START + timedelta(days=DAYS - 8))
-    assert win.n_new == 7 * PER_DAY and win.n_reference == (DAYS - 7) * PER_DAY
+    assert win.n_new == 7 * PER_DAY and win.n_reference == REFERENCE_DAYS * PER_DAY  # not all history
 
 
 def test_a_new_intent_is_named_in_the_message():
@@ -112,7 +112,7 @@ def test_a_new_intent_is_named_in_the_message():
 
 
 def test_a_rollout_older_than_the_reference_window_is_not_drift():
-    # forty days ago: before the 28-day reference window, so history, not drift tonight
+    # forty days ago: before the 14-day reference window, so history, not drift tonight
     assert _states(_world(0, "old_rollout", days=60)) == dict.fromkeys(CHECKS, "passed")
     # twenty days ago: the reference window mixes both versions, the new days hold only v1.1
     assert _states(_world(0, "old_rollout", days=60, rollout_age=20))["covariate_mix_drift"] == "failed"

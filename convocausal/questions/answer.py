@@ -13,6 +13,8 @@ import duckdb
 
 from checks.verdict import CheckOutcome, evaluate_checks
 from configs.questions import Question
+from convocausal.questions.extraction_sensitivity import apply_extraction_sensitivity
+from convocausal.questions.outcomes import question_outcomes
 from convocausal.questions.preflight import Preflight, run_preflight
 from convocausal.questions.registry import spec_for, why_method
 from methods.result import Diagnostic, EstimateResult, MethodRefusal
@@ -61,6 +63,8 @@ def answer_question(con: duckdb.DuckDBPyConnection, question: Question, catalog:
     r = answer.result
     answer.checks = evaluate_checks(spec.checks, answer.diagnostics, r.balance if r else None,
                                     r.refutations if r else None, spec.name, answer.refusal)
+    apply_extraction_sensitivity(con, spec, answer, relation, seed)  # issue 14: rerun without unsure intents
+    answer.info["outcomes"] = question_outcomes(con, question, catalog, answer, seed, relation)  # issue 16
     return answer
 
 

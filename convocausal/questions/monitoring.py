@@ -23,6 +23,7 @@ from datetime import date, timedelta
 import duckdb
 
 from configs.questions import Question
+from convocausal.store import rollback
 from methods.monitoring import drift
 
 CHECKS = {
@@ -37,7 +38,8 @@ CHECKS = {
     "new_versions_or_tools": "No agent version, tool or intent appears in the new days that the days before "
                              "never had (a new version changes what the estimates average over).",
 }
-REFERENCE_DAYS = 28  # the reference window: this many days before the new days
+REFERENCE_DAYS = 14  # the reference window: this many days before the new days (two weeks: a slow trend
+# over a quarter is not tonight's drift, a change since last week is)
 MAX_LEVELS = 50  # a covariate with more levels than this is compared on its top levels plus "other"
 
 
@@ -287,7 +289,7 @@ def record(con: duckdb.DuckDBPyConnection, run_id: str, report: MonitorReport, n
                              for check, (state, message) in report.states.items()])
         con.execute("COMMIT")
     except Exception:
-        con.execute("ROLLBACK")
+        rollback(con)
         raise
 
 

@@ -336,6 +336,110 @@ _RANDOMIZED_CHECKS = ("sample_size", "outcome_not_agent_controlled", "survivorsh
 _RANDOMIZED_COLUMNS = ("assignment", "uptake", "covariates", "secondary_outcomes")
 
 
+# ============================================================================ CLI-only methods (issue 17)
+def _cli_only(cli_name: str) -> tuple[PreflightFn, RunFn]:
+    """Pre-flight and run of a method not yet wired into the question pipeline: both refuse, saying where it runs."""
+    reason = (f"this design is available only via `convocausal estimate {cli_name}` for now; "
+              "it does not yet run from a question")
+
+    def preflight(con, question: Question, by_name: dict, relation: str):
+        return [], reason
+
+    def run(con, question: Question, relation: str, seed: int):
+        from methods.result import MethodRefusal
+
+        raise MethodRefusal(reason)
+
+    return preflight, run
+
+
+def _ope_cli(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--action", required=True, metavar="COL", help="the action the logging policy took in each row")
+    p.add_argument("--propensity", default=None, metavar="COL",
+                   help="the logging probability of the logged action, P(action | context), recorded at decision "
+                        "time (without it the method refuses: the logs alone cannot value a new policy)")
+    p.add_argument("--reward", required=True, metavar="COL", help="numeric reward of each logged row")
+    p.add_argument("--policy", required=True, type=Path, metavar="POLICY.yaml",
+                   help="the candidate policy as data: ordered rules `{rules: [{when: {COL: {gt: 1.0}}, action: A}], "
+                        "default: B}`, first match wins; operators gt ge lt le eq in")
+    p.add_argument("--context", "--covariates", dest="context", default="", metavar="COL,COL…",
+                   help="context columns of the doubly robust reward model (one regression per action)")
+
+
+def _ope_from_args(df: pd.DataFrame, args) -> EstimateResult:
+    from configs.policy import load_policy
+    from methods.ope import estimate_policy_value
+
+    policy = load_policy(args.policy)
+    missing = [c for c in policy.columns() if c not in df.columns]
+    if missing:
+        raise ConfigError(f"--policy {args.policy}: the rules name column(s) {', '.join(missing)} that --data "
+                          f"{args.data} lacks; available: {', '.join(map(str, df.columns))}")
+    return estimate_policy_value(df, action=args.action, reward=args.reward, propensity=args.propensity,
+                                 policy=policy.as_plain(), context=split_list(args.context), seed=args.seed)
+
+
+_OPE_PREFLIGHT, _OPE_RUN = _cli_only("ope")
+
+
+def _judge_cli(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--treatment", required=True)
+    p.add_argument("--judge", "--score", dest="judge", required=True, metavar="COL",
+                   help="the automated (LLM-judge) score of each conversation")
+    p.add_argument("--audit", required=True, type=Path, metavar="FILE",
+                   help="human-audited sample (.parquet or .csv): conversation_id and the human score, joined to "
+                        "--data by conversation_id; a random sample within each arm")
+    p.add_argument("--human", default="human_score", metavar="COL",
+                   help="the human score column of --audit (default human_score)")
+    p.add_argument("--bias-covariates", default="", metavar="COL,COL…",
+                   help="columns the judge may be biased by (e.g. response_length), used in the calibration model")
+    p.add_argument("--id", dest="id_col", default="conversation_id", metavar="COL",
+                   help="the conversation id column of both tables (default conversation_id)")
+
+
+def _judge_from_args(df: pd.DataFrame, args) -> EstimateResult:
+    from convocausal.cli_common import UsageError
+    from convocausal.cli_estimate import read_table
+    from methods.judge import estimate_judge_effect
+
+    try:
+        audit = read_table(args.audit)
+    except UsageError as exc:
+        raise UsageError(str(exc).replace("--data", "--audit", 1)) from None
+    for frame, cols, opt in ((df, [args.id_col], "--data"), (audit, [args.id_col, args.human], "--audit")):
+        missing = [c for c in cols if c not in frame.columns]
+        if missing:
+            raise UsageError(f"{opt} {args.data if opt == '--data' else args.audit}: no column {', '.join(missing)}; "
+                             f"available: {', '.join(map(str, frame.columns))}")
+    return estimate_judge_effect(df, audit, treatment=args.treatment, judge=args.judge, human=args.human,
+                                 bias_covariates=split_list(args.bias_covariates), id_col=args.id_col)
+
+
+_JUDGE_PREFLIGHT, _JUDGE_RUN = _cli_only("judge")
+
+
+def _mediation_cli(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--treatment", required=True)
+    p.add_argument("--outcome", required=True)
+    p.add_argument("--mediator", "--mediators", dest="mediator", required=True, metavar="COL",
+                   help="0/1 (or true/false) column the treatment may work through, e.g. tool_lookup_order (one)")
+    p.add_argument("--covariates", default="", help="comma-separated columns known before the treatment "
+                   "(confounders of treatment, mediator and outcome); text columns are used as categories")
+
+
+def _mediation_from_args(df: pd.DataFrame, args) -> EstimateResult:
+    from methods.mediation import estimate_mediation
+
+    mediators = split_list(args.mediator)
+    if len(mediators) != 1:
+        raise ConfigError(f"--mediator {args.mediator}: give exactly one 0/1 mediator column")
+    return estimate_mediation(df, treatment=args.treatment, outcome=args.outcome, mediator=mediators[0],
+                              covariates=split_list(args.covariates), seed=args.seed)
+
+
+_MEDIATION_PREFLIGHT, _MEDIATION_RUN = _cli_only("mediation")
+
+
 # ============================================================================ the registry
 _ROLLOUT_REQUIRED = ("treated", "launch")
 _COMMON_CHECKS = ("sample_size", "outcome_not_agent_controlled", "survivorship", "refuters_passed")
@@ -347,7 +451,8 @@ REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in (
              "the agent one way or the other can be compared (propensity matching)"),
         required=("treatment", "covariates"), column_fields=("treatment", "covariates"),
         preflight=matching_preflight, run=_run_psm,
-        checks=(*_COMMON_CHECKS, "balance", "overlap", "hidden_confounder_risk", "omitted_confounder"),
+        checks=(*_COMMON_CHECKS, "balance", "overlap", "hidden_confounder_risk", "omitted_confounder",
+                "extraction_sensitivity"),
         after_estimate=_psm_after, add_cli_arguments=_psm_cli, estimate_from_args=_psm_from_args,
         cli_column_args=("treatment", "outcome", "covariates"),
         cli_help="propensity score matching on a table with a 0/1 treatment column",
@@ -358,7 +463,7 @@ REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in (
              "gives the counterfactual trajectory (synthetic control)"),
         required=(*_ROLLOUT_REQUIRED, "unit_by"), column_fields=("treated", "unit_by"),
         preflight=rollout_preflight, run=_run_sc, validate=_sc_validate,
-        checks=(*_COMMON_CHECKS, "pre_period_fit", "placebo_rank"),
+        checks=(*_COMMON_CHECKS, "pre_period_fit", "placebo_rank", "extraction_sensitivity"),
         add_cli_arguments=_sc_cli, estimate_from_args=_sc_from_args,
         cli_column_args=("unit", "time", "outcome", "weight"),  # --treated names units, not a column
         cli_help="synthetic control on a long unit x period panel",
@@ -369,7 +474,7 @@ REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in (
              "untouched groups' change over the same weeks (difference-in-differences)"),
         required=_ROLLOUT_REQUIRED, column_fields=("treated", "fixed_effects", "cluster"),
         preflight=rollout_preflight, run=_run_did, validate=_did_validate,
-        checks=(*_COMMON_CHECKS, "pre_trend"),
+        checks=(*_COMMON_CHECKS, "pre_trend", "extraction_sensitivity"),
         add_cli_arguments=_did_cli, estimate_from_args=_did_from_args,
         cli_column_args=("outcome", "treated", "post", "time", "cluster", "fixed_effects"),
         cli_help="difference-in-differences on rows with a 0/1 treated column",
@@ -383,7 +488,7 @@ REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in (
              "assigned (intent-to-treat), adjusted for pre-period covariates to narrow the interval"),
         required=("assignment",), column_fields=_RANDOMIZED_COLUMNS,
         preflight=randomized_preflight, run=_run_itt, validate=_randomized_validate,
-        checks=_RANDOMIZED_CHECKS,
+        checks=(*_RANDOMIZED_CHECKS, "extraction_sensitivity"),
         add_cli_arguments=_itt_cli, estimate_from_args=_itt_from_args,
         cli_column_args=("outcome", "assignment", "uptake", "covariates", "secondary_outcomes"),
         cli_help="intent-to-treat effect of a randomized assignment (difference in means, or Lin-adjusted)",
@@ -396,10 +501,47 @@ REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in (
              "(Wald / 2SLS)"),
         required=("assignment", "uptake"), column_fields=_RANDOMIZED_COLUMNS,
         preflight=randomized_preflight, run=_run_iv, validate=_randomized_validate,
-        checks=(*_RANDOMIZED_CHECKS, "weak_instrument"),
+        checks=(*_RANDOMIZED_CHECKS, "weak_instrument", "extraction_sensitivity"),
         add_cli_arguments=_iv_cli, estimate_from_args=_iv_from_args,
         cli_column_args=("outcome", "treatment", "instrument", "covariates", "secondary_outcomes"),
         cli_help="treatment-on-the-treated (Wald / 2SLS) with the randomized assignment as the instrument",
+    ),
+    MethodSpec(
+        name="logged_policy_evaluation", design="logged_policy", cli_name="ope",
+        why=("the logs record which action the logging policy took and with what probability, so a new routing "
+             "rule can be valued offline by reweighting the rows where it agrees with the logged action "
+             "(inverse propensity weighting, doubly robust with a cross-fitted reward model)"),
+        required=(), column_fields=(),
+        preflight=_OPE_PREFLIGHT, run=_OPE_RUN,
+        checks=("sample_size", "outcome_not_agent_controlled", "policy_overlap"),
+        add_cli_arguments=_ope_cli, estimate_from_args=_ope_from_args,
+        cli_column_args=("action", "reward", "propensity", "context"),
+        cli_help="value of a candidate routing policy (rules as data) from logs with logging propensities",
+    ),
+    MethodSpec(
+        name="judge_calibration", design="judged_outcome", cli_name="judge",
+        why=("the outcome is an automated judge's score and a random sample of conversations also has a human "
+             "score, so the judge is calibrated on that sample and the audit's residuals correct what the "
+             "calibration misses (prediction-powered inference)"),
+        required=(), column_fields=(),
+        preflight=_JUDGE_PREFLIGHT, run=_JUDGE_RUN,
+        checks=("sample_size", "outcome_not_agent_controlled", "judge_bias_by_arm"),
+        add_cli_arguments=_judge_cli, estimate_from_args=_judge_from_args,
+        cli_column_args=("treatment", "judge", "bias_covariates"),
+        cli_help="effect on a human-rated score from an automated judge's score calibrated on a human audit sample",
+    ),
+    MethodSpec(
+        name="mediation", design="mediation", cli_name="mediation",
+        why=("the question is about a mechanism (did the treatment work because a tool was called?), so the total "
+             "effect is split into the effect with the mediator held fixed (controlled direct effect) and the part "
+             "that runs through the mediator (regression-based mediation, bootstrap intervals); the "
+             "mediator-adjusted number answers a different question from the total effect"),
+        required=(), column_fields=(),
+        preflight=_MEDIATION_PREFLIGHT, run=_MEDIATION_RUN,
+        checks=("sample_size", "outcome_not_agent_controlled"),
+        add_cli_arguments=_mediation_cli, estimate_from_args=_mediation_from_args,
+        cli_column_args=("treatment", "outcome", "mediator", "covariates"),
+        cli_help="total effect, controlled direct effect and share mediated through a 0/1 mediator",
     ),
 )}
 DESIGNS: dict[str, MethodSpec] = {spec.design: spec for spec in REGISTRY.values()}

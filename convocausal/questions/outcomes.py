@@ -1,0 +1,338 @@
+"""Decision-grade answers around one question (issue 16): guardrails, net value, segment effects.
+
+Called once per question by ``answer.answer_question`` after the primary estimate; every extra
+estimate re-runs the question through the same walk (pre-flight, the method, its after-estimate
+checks, the verdicts) with one thing changed, so it gets the same design and the same checks:
+
+* a **guardrail** replaces the outcome (``question.model_copy(update={"outcome": g.outcome})``);
+  it is *harmed* when a one-sided test at α/m (Bonferroni over the question's m guardrails) says
+  it is worse than its tolerance, *cleared* when the one-sided bound at α/m says it is not,
+  *inconclusive* otherwise;
+* **net value** (Σ weight × outcome): for the row-level methods (matching, randomized) a
+  per-conversation value column is estimated as the outcome, so its interval carries the
+  covariance of the outcomes; for the aggregate methods (synthetic control, diff-in-diff) the
+  per-outcome estimates are combined with a conservative interval (outcomes perfectly
+  correlated: the weighted interval ends add up), and the row says so;
+* a **segment** restricts the question's relation to one level of a start-of-conversation
+  column; a level with fewer than ``MIN_SEGMENT_ARM`` treated or control conversations is refused
+  with that reason. Over the estimated levels: a forest plot, Cochran's Q with its p-value and
+  I², and ``project_to``'s re-weighting to a target mix (independent segments).
+
+Rows come back as ``OutcomeRow``; the store writes them to ``question_outcomes`` with the question.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import asdict, dataclass
+
+import duckdb
+from scipy import stats
+
+from configs.questions import Question
+from convocausal.questions.preflight import MIN_GROUP, treated_sql, window_sql
+from methods.heterogeneity import cochran_q, forest_png, project
+from methods.result import EstimateResult
+from methods.sql import quote_ident as q
+
+ALPHA = 0.05
+MIN_SEGMENT_ARM = MIN_GROUP  # treated and control conversations a segment needs to be estimated
+MAX_SEGMENT_LEVELS = 30  # levels per segment column; more is a column to bucket first
+NET_VALUE = "net_value"
+ROW_LEVEL_METHODS = ("propensity_matching", "randomized_itt", "randomized_iv")  # one row per conversation
+KINDS = ("guardrail", "net_value", "segment", "segment_heterogeneity", "segment_projection")
+# question fields cleared on every derived question, so the derived run adds no rows of its own
+_CLEARED = {"guardrails": [], "value": None, "segments": [], "project_to": None}
+
+
+@dataclass
+class OutcomeRow:
+    kind: str  # one of KINDS
+    name: str  # guardrail outcome, "net_value", "<column>=<level>", "<column>"
+    estimate: float | None
+    std_error: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+    n_treated: int
+    n_control: int
+    status: str  # guardrail: harmed|cleared|inconclusive|blocked|refused; else ok|conservative|blocked|refused
+    message: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def question_outcomes(con: duckdb.DuckDBPyConnection, question: Question, catalog: list[dict], primary,
+                      seed: int = 0, relation: str = "signals") -> dict:
+    """Every guardrail, net-value and segment row of ``question`` (``primary``: its QuestionAnswer).
+
+    Returns the rows (``OutcomeRow``); the forest plots join the primary result's ``plots``. Nothing
+    when the question asks for none of them or its own estimate was refused (no decision to qualify)."""
+    if not (question.guardrails or question.value or question.segments) or primary.result is None:
+        return []
+    from convocausal.questions.answer import answer_question  # the same walk, one thing changed
+
+    base = question.model_copy(update=_CLEARED)
+    rows: list[OutcomeRow] = []
+    plots: dict[str, bytes] = {}
+    by_outcome: dict[str, EstimateResult | None] = {question.outcome: primary.result}
+    m = len(question.guardrails)
+    for g in question.guardrails:
+        sub = answer_question(con, base.model_copy(update={"outcome": g.outcome}), catalog, seed, relation)
+        by_outcome[g.outcome] = sub.result
+        rows.append(_guardrail_row(g, sub, m))
+    if question.value:
+        rows.append(_net_value(con, base, question.value, catalog, primary.method, seed, relation, by_outcome,
+                               answer_question))
+    for col in question.segments:
+        seg_rows, png = _segments(con, base, catalog, primary.method, col, seed, relation, answer_question,
+                                  (question.project_to or {}).get(col))
+        rows += seg_rows
+        if png:
+            plots[f"forest_{col}"] = png
+    primary.result.plots.update(plots)
+    return rows
+
+
+# --- guardrails ----------------------------------------------------------------------------------
+
+def _se(r: EstimateResult) -> float | None:
+    """The estimate's standard error; where the method's is not finite, the 95% interval's width / 3.92."""
+    se = _finite(r.std_error)
+    if se and se > 0:
+        return se
+    lo, hi = _finite(r.ci_low), _finite(r.ci_high)
+    return (hi - lo) / (2 * stats.norm.ppf(1 - ALPHA / 2)) if lo is not None and hi is not None and hi > lo else None
+
+
+def _failed_errors(answer) -> list[str]:
+    return [c.name for c in answer.checks if c.severity == "ERROR" and c.state == "failed"]
+
+
+def _guardrail_row(g, sub, m: int) -> OutcomeRow:
+    r = sub.result
+    level = ALPHA / m
+    if r is None:
+        return OutcomeRow("guardrail", g.outcome, None, None, None, None, None, 0, 0, "refused",
+                          f"guardrail `{g.outcome}` could not be estimated: {sub.refusal}")
+    se = _se(r)
+    worse = r.estimate if g.better == "lower" else -r.estimate  # > 0: the change made it worse
+    z = stats.norm.ppf(1 - level)
+    base = (f"one-sided test at α = {ALPHA:g}/{m} = {level:.4g} (Bonferroni over {m} guardrail"
+            f"{'s' if m > 1 else ''}); {g.better} is better, tolerance {g.tolerance:g}")
+    if se is None:
+        return OutcomeRow("guardrail", g.outcome, _finite(r.estimate), None, _finite(r.ci_low), _finite(r.ci_high),
+                          None, int(r.n_treated), int(r.n_control), "inconclusive",
+                          f"`{g.outcome}`: no standard error, so harm cannot be tested; {base}")
+    p = float(stats.norm.sf((worse - g.tolerance) / se))  # H0: worse by at most the tolerance
+    bound = worse + z * se  # one-sided upper bound of how much worse
+    failed = _failed_errors(sub)
+    if failed:
+        status, what = "blocked", f"failed checks on this guardrail: {', '.join(failed)}"
+    elif worse - z * se > g.tolerance:
+        status, what = "harmed", (f"worse by {abs(worse):.4g} (estimate {r.estimate:+.4f}), beyond its tolerance "
+                                  f"{g.tolerance:g}: p = {p:.3g} < {level:.4g}")
+    elif bound <= g.tolerance:
+        status, what = "cleared", (f"not worse beyond its tolerance: at most {bound:+.4g} worse "
+                                   f"(one-sided {100 * (1 - level):.4g}% bound)")
+    else:
+        status, what = "inconclusive", (f"could be worse than its tolerance: up to {bound:+.4g} worse "
+                                        f"(one-sided {100 * (1 - level):.4g}% bound), harm not shown (p = {p:.3g})")
+    return OutcomeRow("guardrail", g.outcome, _finite(r.estimate), se, _finite(r.ci_low), _finite(r.ci_high), p,
+                      int(r.n_treated), int(r.n_control), status, f"`{g.outcome}` {what}; {base}")
+
+
+# --- net value -----------------------------------------------------------------------------------
+
+def _value_sql(weights: dict) -> str:
+    return " + ".join(f"({float(w)!r}) * CAST({q(o)} AS DOUBLE)" for o, w in weights.items() if w)
+
+
+def _net_value(con, base: Question, value: dict, catalog, method: str, seed: int, relation: str, by_outcome: dict,
+               answer_question) -> OutcomeRow:
+    weights = {o: float(w) for o, w in value.items() if w}
+    words = " ".join(f"{'−' if w < 0 else '+'} {abs(w):g} × {o}" for o, w in weights.items()).lstrip("+ ")
+    if method in ROW_LEVEL_METHODS:
+        view = f"_net_value_{uuid.uuid4().hex[:12]}"
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT *, {_value_sql(weights)} AS {NET_VALUE} "
+                    f"FROM {relation}")
+        by_name = {row["name"]: row for row in catalog}
+        extended = list(catalog) + [{
+            "name": NET_VALUE, "kind": "outcome", "measured_at": "end", "source": "the question's value weights",
+            "agent_controlled": any(bool(by_name.get(o, {}).get("agent_controlled")) for o in weights),
+            "dtype": "double", "turn_column": None}]
+        try:
+            sub = answer_question(con, base.model_copy(update={"outcome": NET_VALUE, "secondary_outcomes": []}),
+                                  extended, seed, view)
+        finally:
+            con.execute(f"DROP VIEW IF EXISTS {view}")
+        r = sub.result
+        if r is None:
+            return OutcomeRow("net_value", NET_VALUE, None, None, None, None, None, 0, 0, "refused",
+                              f"net value ({words}) could not be estimated: {sub.refusal}")
+        failed = _failed_errors(sub)
+        return OutcomeRow("net_value", NET_VALUE, _finite(r.estimate), _finite(r.std_error), _finite(r.ci_low),
+                          _finite(r.ci_high), _finite(r.p_value), int(r.n_treated), int(r.n_control),
+                          "blocked" if failed else "ok",
+                          f"net value per conversation = {words}, estimated as one per-conversation outcome with the "
+                          "question's method (its interval carries the covariance of the outcomes; conversations "
+                          "missing any weighted outcome are left out)"
+                          + (f"; failed checks: {', '.join(failed)}" if failed else ""))
+    parts, refused = {}, []
+    for o in weights:
+        if o not in by_outcome:
+            sub = answer_question(con, base.model_copy(update={"outcome": o}), catalog, seed, relation)
+            by_outcome[o] = sub.result
+        if by_outcome[o] is None:
+            refused.append(o)
+        else:
+            parts[o] = by_outcome[o]
+    if refused:
+        return OutcomeRow("net_value", NET_VALUE, None, None, None, None, None, 0, 0, "refused",
+                          f"net value ({words}) needs every weighted outcome; refused: {', '.join(refused)}")
+    est = sum(w * parts[o].estimate for o, w in weights.items())
+    lo = sum(w * (parts[o].ci_low if w > 0 else parts[o].ci_high) for o, w in weights.items())
+    hi = sum(w * (parts[o].ci_high if w > 0 else parts[o].ci_low) for o, w in weights.items())
+    ses = [_se(parts[o]) for o in weights]
+    se = sum(abs(w) * s for w, s in zip(weights.values(), ses)) if all(s is not None for s in ses) else None
+    p = float(2 * stats.norm.sf(abs(est) / se)) if se else None
+    r0 = parts[base.outcome] if base.outcome in parts else next(iter(parts.values()))
+    return OutcomeRow("net_value", NET_VALUE, _finite(est), _finite(se), _finite(lo), _finite(hi), _finite(p),
+                      int(r0.n_treated), int(r0.n_control), "conservative",
+                      f"net value per conversation = {words}, combined from one estimate per outcome: "
+                      f"{method.replace('_', ' ')} has no per-conversation value column, so the interval assumes the "
+                      "outcomes' errors are perfectly correlated (the weighted interval ends add up): conservative")
+
+
+# --- segments ------------------------------------------------------------------------------------
+
+def _literal(value) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _level_filter(col: str, value) -> str:
+    return f"{q(col)} IS NULL" if value is None else f"CAST({q(col)} AS VARCHAR) = {_literal(value)}"
+
+
+def _arm_counts(con, question: Question, method: str, col: str, relation: str) -> tuple[dict, str | None]:
+    """Treated and control conversations per level of ``col``; None as the arm expression when unknown."""
+    where, params = window_sql(question)
+    if method == "propensity_matching":
+        arm, arm_params = f"CAST({q(question.treatment)} AS INTEGER)", []
+    elif question.treated:
+        sel, arm_params = treated_sql(question)
+        arm = f"CAST({sel} AS INTEGER)"
+    elif question.assignment:
+        base = question.baseline
+        arm = (f"CASE WHEN CAST({q(question.assignment)} AS VARCHAR) = {_literal(base)} THEN 0 ELSE 1 END"
+               if base is not None else
+               f"CASE WHEN CAST({q(question.assignment)} AS VARCHAR) IN ('0', 'false') THEN 0 ELSE 1 END")
+        arm_params = []
+    else:
+        return {}, None
+    out: dict = {}
+    for level, a, n in con.execute(
+            f"SELECT {q(col)} AS level, {arm} AS arm, count(*) FROM {relation} WHERE {where} "
+            f"AND {q(question.outcome)} IS NOT NULL GROUP BY ALL", arm_params + params).fetchall():
+        if a is None:
+            continue
+        out.setdefault(level, [0, 0])[0 if a == 1 else 1] += int(n)
+    return out, arm
+
+
+def _segment_question(base: Question, col: str) -> Question:
+    """The question within one level: the segment column, now constant, leaves the adjustment sets."""
+    update = {}
+    if col in base.covariates:
+        update["covariates"] = [c for c in base.covariates if c != col]
+    if col in base.fixed_effects:
+        update["fixed_effects"] = [c for c in base.fixed_effects if c != col]
+    return base.model_copy(update=update) if update else base
+
+
+def _segments(con, base: Question, catalog, method: str, col: str, seed: int, relation: str, answer_question,
+              mix: dict | None) -> tuple[list[OutcomeRow], bytes | None]:
+    counts, _ = _arm_counts(con, base, method, col, relation)
+    levels = sorted(counts, key=lambda v: (v is None, str(v)))
+    if len(levels) > MAX_SEGMENT_LEVELS:
+        return [OutcomeRow("segment_heterogeneity", col, None, None, None, None, None, 0, 0, "refused",
+                           f"`{col}` has {len(levels)} levels (at most {MAX_SEGMENT_LEVELS}): bucket it first")], None
+    sub_q = _segment_question(base, col)
+    rows: list[OutcomeRow] = []
+    ok: dict = {}
+    for level in levels:
+        n_t, n_c = counts[level]
+        name = f"{col}={level if level is not None else 'null'}"
+        if n_t < MIN_SEGMENT_ARM or n_c < MIN_SEGMENT_ARM:
+            rows.append(OutcomeRow("segment", name, None, None, None, None, None, n_t, n_c, "refused",
+                                   f"too small: {n_t:,} treated and {n_c:,} control conversations with the outcome "
+                                   f"(at least {MIN_SEGMENT_ARM} of each needed)"))
+            continue
+        view = f"_segment_{uuid.uuid4().hex[:12]}"
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM {relation} WHERE {_level_filter(col, level)}")
+        try:
+            sub = answer_question(con, sub_q, catalog, seed, view)
+        finally:
+            con.execute(f"DROP VIEW IF EXISTS {view}")
+        r = sub.result
+        if r is None:
+            rows.append(OutcomeRow("segment", name, None, None, None, None, None, n_t, n_c, "refused",
+                                   f"refused: {sub.refusal}"))
+            continue
+        failed = _failed_errors(sub)
+        rows.append(OutcomeRow("segment", name, _finite(r.estimate), _se(r), _finite(r.ci_low), _finite(r.ci_high),
+                               _finite(r.p_value), int(r.n_treated), int(r.n_control), "blocked" if failed else "ok",
+                               f"{method.replace('_', ' ')} within `{col}` = {level}"
+                               + (f"; failed checks: {', '.join(failed)}" if failed else "")))
+        if rows[-1].std_error and rows[-1].estimate is not None:
+            ok[level] = rows[-1]
+    png = None
+    if ok:
+        labels = [str(k) for k in ok]
+        het = None
+        if len(ok) >= 2:
+            het = cochran_q([x.estimate for x in ok.values()], [x.std_error for x in ok.values()])
+            rows.append(OutcomeRow("segment_heterogeneity", col, het.q, None, None, None, het.p_value,
+                                   sum(x.n_treated for x in ok.values()), sum(x.n_control for x in ok.values()), "ok",
+                                   f"Cochran's Q = {het.q:.3f} on {het.df} df over {len(ok)} levels of `{col}`, "
+                                   f"p = {het.p_value:.3g}, I² = {100 * het.i2:.0f}% (share of the spread beyond "
+                                   f"sampling error); inverse-variance pooled effect {het.pooled:+.4f} "
+                                   f"(SE {het.pooled_se:.4f})"))
+        else:
+            rows.append(OutcomeRow("segment_heterogeneity", col, None, None, None, None, None, 0, 0, "refused",
+                                   f"heterogeneity needs at least two estimated levels of `{col}`; "
+                                   f"{len(ok)} estimated"))
+        png = forest_png(labels, [x.estimate for x in ok.values()], [x.ci_low for x in ok.values()],
+                         [x.ci_high for x in ok.values()], base.outcome, col, het.pooled if het else None)
+    if mix:
+        rows.append(_projection(col, mix, ok))
+    return rows, png
+
+
+def _projection(col: str, mix: dict, ok: dict) -> OutcomeRow:
+    by_text = {str(k): v for k, v in ok.items()}
+    est = {str(k): v.estimate for k, v in ok.items()}
+    ses = {str(k): v.std_error for k, v in ok.items()}
+    target = {str(k): float(v) for k, v in mix.items()}
+    try:
+        p = project(est, ses, target, ALPHA)
+    except KeyError as exc:
+        return OutcomeRow("segment_projection", col, None, None, None, None, None, 0, 0, "refused",
+                          f"the target mix needs an estimate for `{col}` = {exc.args[0]}, which was refused or "
+                          "has no data")
+    mix_text = ", ".join(f"{k} {w:.0%}" for k, w in p.weights.items())
+    pv = float(2 * stats.norm.sf(abs(p.estimate) / p.std_error)) if p.std_error > 0 else None
+    return OutcomeRow("segment_projection", col, p.estimate, p.std_error, p.ci_low, p.ci_high, pv,
+                      sum(by_text[k].n_treated for k in p.weights), sum(by_text[k].n_control for k in p.weights),
+                      "ok", f"segment effects re-weighted to the target mix of `{col}` ({mix_text}); interval "
+                            "assumes independent segments")
+
+
+def _finite(v) -> float | None:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
