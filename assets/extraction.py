@@ -12,11 +12,10 @@ import json
 import math
 
 import dagster as dg
-import polars as pl
 
 from convocausal.store import open_signals, write_file_atomic
 from extract.raw import load_transcripts_day
-from extract.report import DEFAULT_SHARE_THRESHOLD, extraction_report
+from extract.report import DEFAULT_SHARE_THRESHOLD, extraction_report, report_signals
 from extract.signals import opening_texts
 from pipelines.resources import ConvocausalSettings
 
@@ -50,9 +49,7 @@ def extraction_report_asset(context: dg.AssetExecutionContext, config: Extractio
     signals_config = settings.signals()
     con = open_signals(paths)
     try:
-        have = {row[0] for row in con.execute("DESCRIBE signals").fetchall()}
-        cols = [c for c in ("conversation_id", "date", "intent", "intent_confidence") if c in have]
-        signals = pl.from_arrow(con.sql(f"SELECT {', '.join(cols)} FROM signals").to_arrow_table())
+        signals = report_signals(con)
     finally:
         con.close()
     openings = None

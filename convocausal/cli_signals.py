@@ -162,7 +162,7 @@ def cmd_report(args) -> int:
     from configs.signals import load_signals_config
     from convocausal.file_settings import FileSettingError, check_file_settings, check_write_target
     from convocausal.store import open_signals, store_paths
-    from extract.report import DEFAULT_SHARE_THRESHOLD, extraction_report, format_report
+    from extract.report import DEFAULT_SHARE_THRESHOLD, extraction_report, format_report, report_signals
 
     try:
         # without --raw the store's own folder stands in for it (the rules on paths are the same)
@@ -182,9 +182,7 @@ def cmd_report(args) -> int:
     except FileNotFoundError as exc:
         raise SignalsConfigError(f"--store {args.store}: {exc}") from exc
     try:
-        have = {row[0] for row in con.execute("DESCRIBE signals").fetchall()}
-        cols = [c for c in ("conversation_id", "date", "intent", "intent_confidence") if c in have]
-        signals = pl.from_arrow(con.sql(f"SELECT {', '.join(cols)} FROM signals").to_arrow_table())
+        signals = report_signals(con)
     finally:
         con.close()
     openings = None

@@ -100,6 +100,17 @@ class ShareCheck:
                 "threshold": self.threshold, "jump_days": self.jump_days}
 
 
+REPORT_COLUMNS = ("conversation_id", "date", "intent", "intent_confidence")
+
+
+def report_signals(con) -> pl.DataFrame:
+    """The signals columns the report reads, from a DuckDB connection with a ``signals`` relation
+    (a store written before ``intent_confidence`` existed simply lacks that column)."""
+    have = {row[0] for row in con.execute("DESCRIBE signals").fetchall()}
+    cols = [c for c in REPORT_COLUMNS if c in have]
+    return pl.from_arrow(con.sql(f"SELECT {', '.join(cols)} FROM signals").to_arrow_table())
+
+
 def default_share_by_day(signals: pl.DataFrame | pl.LazyFrame, default: str) -> pl.DataFrame:
     """date, n, n_default: conversations per start day and how many fell to the default intent."""
     return (
