@@ -42,7 +42,7 @@ def signals_day(context: dg.AssetExecutionContext, settings: ConvocausalSettings
     check_salt(config.customer_key.salt, settings.raw_path)
     paths = store_paths(settings.store)
     present = set(list_transcript_days(settings.raw_path, settings.on_unreadable))
-    outcomes = load_outcomes(settings.raw_path, None)
+    outcomes = load_outcomes(settings.raw_path, None, config=config)
     customers = load_customers(settings.raw_path)
     totals = ExtractionTotals()
     empty_days: list[str] = []
@@ -97,8 +97,9 @@ def _metadata(totals: ExtractionTotals, days_without_data: int) -> dict[str, dg.
     owners=["team:convocausal"],
     pool="duckdb_writer",
     description=(
-        "The DuckDB analysis store: `signals`, `quarantine` and `signal_catalog` rebuilt from the day parts "
-        "in one transaction, plus quarantine of outcome and CRM rows that match nothing."
+        "The DuckDB analysis store: `signals`, `quarantine` and `signal_catalog` brought in line with the day "
+        "parts in one transaction (only the days whose part changed are replaced), plus quarantine of outcome "
+        "and CRM rows that match nothing."
     ),
 )
 def analysis_store(context: dg.AssetExecutionContext, settings: ConvocausalSettings) -> dg.MaterializeResult:
@@ -116,17 +117,22 @@ def analysis_store(context: dg.AssetExecutionContext, settings: ConvocausalSetti
         context.log.warning(_removed_line(removed))
     known = _known_conversations(paths)
     extra_quarantine = pl.concat(
-        [load_outcomes(settings.raw_path, known, salt=config.customer_key.salt).quarantine, load_customers(settings.raw_path).quarantine],
+        [load_outcomes(settings.raw_path, known, salt=config.customer_key.salt, config=config).quarantine, load_customers(settings.raw_path).quarantine],
         how="diagonal_relaxed",
     )
-    counts = publish(paths, catalog=build_catalog(config), extra_quarantine=extra_quarantine)
-    context.log.info(f"published store {paths.db}: {counts}")
+    how: dict = {}
+    counts = publish(paths, catalog=build_catalog(config), extra_quarantine=extra_quarantine, report=how)
+    context.log.info(f"published store {paths.db}: {counts}; " + "; ".join(
+        f"{t} {h['mode']} ({len(h['days'])} day(s){', ' + h['reason'] if h['reason'] else ''})" for t, h in how.items()))
     return dg.MaterializeResult(
         metadata={
             "signals_rows": dg.MetadataValue.int(counts.get("signals", 0)),
             "quarantine_rows": dg.MetadataValue.int(counts.get("quarantine", 0)),
             "store": dg.MetadataValue.path(str(paths.db)),
             "days_removed": dg.MetadataValue.int(len(removed)),
+            # per table: incremental (only the changed days replaced) or rebuild, with the reason and day count
+            "publish_mode": dg.MetadataValue.json({t: {"mode": h["mode"], "reason": h["reason"], "days": len(h["days"])}
+                                                   for t, h in how.items()}),
         }
     )
 

@@ -54,7 +54,7 @@ def main() -> None:
     rows = run_pipeline(raw, store, timings=timings)
     total = time.perf_counter() - t1
     truth = json.loads((raw / "truth.json").read_text())
-    print(f"conversations: {args.conversations:,}")
+    print(f"conversations: {args.conversations:,}" if args.raw is None else f"landing directory: {raw}")
     for stage, t in timings.items():
         print(f"  {stage:<45} {t['seconds']:>8.1f} s   peak RSS {t['peak_rss_mib']:>7,} MiB")
     print(f"  {'nightly run total':<45} {total:>8.1f} s")

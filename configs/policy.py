@@ -33,7 +33,6 @@ from pydantic import (
     model_validator,
 )
 
-from configs.questions import ConfigError
 from configs.safe_yaml import load_yaml, parse_yaml
 
 MAX_RULES = 200
@@ -99,6 +98,8 @@ class Policy(BaseModel):
 
 
 def _validate(data: object, source: str) -> Policy:
+    from configs.questions import ConfigError  # configs/questions.py holds a policy inline: import it lazily
+
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a policy is a mapping with `rules` (a list) and `default` (an action)")
     try:
@@ -111,8 +112,12 @@ def _validate(data: object, source: str) -> Policy:
 
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
     """A policy from YAML/JSON text (JSON is YAML); ConfigError naming the field on a bad one."""
+    from configs.questions import ConfigError
+
     return _validate(parse_yaml(text, source, ConfigError), source)
 
 
 def load_policy(path: str | Path) -> Policy:
+    from configs.questions import ConfigError
+
     return _validate(load_yaml(path, "policy file", ConfigError), str(path))

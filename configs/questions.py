@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
+from configs.policy import Policy  # a candidate routing policy, inline as data (logged_policy questions)
 from configs.safe_yaml import load_yaml, parse_yaml  # the one reader and size limit (MAX_CONFIG_BYTES)
 
 DEFAULT_PATH = Path(__file__).with_name("questions.yaml")
@@ -50,6 +51,9 @@ MAX_SEGMENT_COLUMNS = 3
 # Fields a question gained with issue 16 (guardrails, net value, segments): left out of the fingerprint
 # while unset, so adding them to the loader does not re-run every existing question
 DECISION_FIELDS = ("guardrails", "value", "segments", "project_to")
+# Fields of the measurement and mechanism designs (issue 17), left out of the fingerprint while unset too
+MEASUREMENT_FIELDS = ("score", "bias_covariates", "action", "propensity_prefix", "policy", "mediators")
+MAX_MEDIATORS = 1  # regression mediation separates one 0/1 mediator at a time
 
 
 class Question(BaseModel):
@@ -94,6 +98,20 @@ class Question(BaseModel):
     project_to: dict[Identifier, dict[SelectorValue, Annotated[float, Field(ge=0, allow_inf_nan=False)]]] | None = \
         Field(default=None, max_length=MAX_SEGMENT_COLUMNS)
 
+    # judged_outcome (issue 17): `outcome` is the human score (set on an audited sample, null elsewhere),
+    # `score` the automated judge's score of every conversation, `bias_covariates` what the judge may be
+    # biased by (e.g. response length; measured after the treatment on purpose: they calibrate, not adjust)
+    score: Identifier | None = None
+    bias_covariates: list[Identifier] = Field(default_factory=list, max_length=20)
+    # logged_policy: `outcome` is the reward, `action` the logged action, the logging probability of action
+    # `a` in column `propensity_prefix + a`, `covariates` the reward model's context, `policy` the candidate
+    # as data (ordered rules, first match wins; configs/policy.py)
+    action: Identifier | None = None
+    propensity_prefix: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,40}$")] | None = None
+    policy: Policy | None = None
+    # mediation: the 0/1 signal the treatment may work through (a tool call, e.g. tool_lookup_order)
+    mediators: list[Identifier] = Field(default_factory=list, max_length=MAX_MEDIATORS)
+
     @model_validator(mode="after")
     def _decision_fields(self) -> Question:
         names = [g.outcome for g in self.guardrails]
@@ -114,7 +132,7 @@ class Question(BaseModel):
 
     def fingerprint(self) -> str:
         """Stable hash of the question's content: the sensor re-runs a question when it changes."""
-        unset = {f for f in DECISION_FIELDS if getattr(self, f) in (None, [], {})}
+        unset = {f for f in DECISION_FIELDS + MEASUREMENT_FIELDS if getattr(self, f) in (None, [], {})}
         return hashlib.sha256(json.dumps(self.model_dump(mode="json", exclude=unset), sort_keys=True)
                               .encode()).hexdigest()[:16]
 

@@ -65,7 +65,7 @@ def add_estimate_parser(sub) -> None:
     esub = e.add_subparsers(dest="method", required=True, metavar="METHOD")
     for spec in REGISTRY.values():
         m = esub.add_parser(spec.cli_name, help=spec.cli_help, description=spec.cli_help,
-                            parents=[common_options()])
+                            parents=[common_options()], aliases=list(spec.cli_aliases))
         m.add_argument("--data", required=True, type=Path, metavar="FILE",
                        help="the table: .parquet or .csv with a header row")
         m.add_argument("--json", action="store_true",

@@ -27,7 +27,7 @@ import pandas as pd
 from checks.catalog import CATALOG
 from configs.questions import Question
 from convocausal.questions.history import history
-from convocausal.questions.registry import why_method
+from convocausal.questions.registry import MEASUREMENT_PREFIX, why_method
 from convocausal.report_history import (
     HISTORY_FIGURE,
     family_size,
@@ -426,6 +426,7 @@ def _memo_body(question: Question, row: dict, refs, diags, bal, checks, figures:
             lines.append(f"Note: the {disagree}.")
         if not _missing(row.get("true_effect")):
             lines.append(f"True effect built into the synthetic data: {row['true_effect']:+.4f}.")
+    lines += measurement_section(row, diags)
     lines += outcomes_section(outcomes)
     if figures:
         lines += ["## Figures", figures]
@@ -451,6 +452,42 @@ def _memo_body(question: Question, row: dict, refs, diags, bal, checks, figures:
                  + (f" {q_family} questions were tested in this run: read the q-value (false-discovery rate) "
                     "beside the p-value." if q_family > 1 else ""))
     return "\n\n".join(x for x in lines if x)
+
+
+_MEASUREMENT_HEADINGS = {  # method -> (section title, sentence before the list)
+    "judge_calibration": ("Judge calibration", ("The same comparison on three measurements of quality: the judge's "
+                                                "raw score, the judge calibrated on the human audit (the estimate "
+                                                "above), and the human audit alone. A raw effect far from the "
+                                                "calibrated one is the judge's bias, not the treatment's.")),
+    "logged_policy_evaluation": ("Policy value", ("The candidate policy's value by each estimator, beside what the "
+                                                  "logging policy earned; the doubly robust value is the estimate "
+                                                  "above.")),
+    "mediation": ("Mediation", "The total effect (the estimate above) split at the mediator."),
+}
+
+
+def measurement_section(row: Mapping, diags: pd.DataFrame) -> list[str]:
+    """Judge calibration, policy value or mediation (issue 17): the secondary numbers, from the diagnostics
+    rows the registry names ``MEASUREMENT_PREFIX + …``; for a policy, the overlap warnings beside them; for
+    mediation, the sentence that the mediator-adjusted number answers a different question."""
+    method = row.get("method")
+    if method not in _MEASUREMENT_HEADINGS or row.get("status") == "refused" or diags.empty:
+        return []
+    rows = diags[diags["name"].str.startswith(MEASUREMENT_PREFIX)]
+    if rows.empty:
+        return []
+    title, lead = _MEASUREMENT_HEADINGS[method]
+    note = rows[rows["name"] == MEASUREMENT_PREFIX + "mediation_note"]
+    items = [f"- {_line(m)}" for n, m in zip(rows["name"], rows["message"]) if n != MEASUREMENT_PREFIX + "mediation_note"]
+    out = [f"## {title}", lead, "\n".join(items)]
+    if method == "logged_policy_evaluation" and "check_name" in diags.columns:
+        overlap = diags[(diags["check_name"] == "policy_overlap") & ~diags["passed"].astype(bool)]
+        out.append("**Overlap warnings:** " + " ".join(_line(m) for m in overlap["message"]) if not overlap.empty
+                   else "Overlap: the candidate's actions were ones the logger took with a fair probability "
+                        "(no overlap warning).")
+    if not note.empty:
+        out.append(f"**Read this first:** {_line(note.iloc[0]['message'])}")
+    return out
 
 
 def _excludes_zero(lo, hi) -> bool:
@@ -487,7 +524,8 @@ def _checks_section(row: dict, refs, diags, bal, checks) -> list[str]:
         out.append(f"Not applicable to {row.get('method') or 'this method'}: " + ", ".join(na) + ".")
     out += ["### Notes on the checks", "\n".join(notes)]
     other = diags[diags["check_name"].isna()] if has_check_col and not diags.empty else diags
-    other = other[other["name"] != "causal_graph"] if not other.empty else other
+    other = other[(other["name"] != "causal_graph") & ~other["name"].str.startswith(MEASUREMENT_PREFIX)] \
+        if not other.empty else other
     if not other.empty:
         out += ["### Other measurements", "\n".join(
             f"- `{d['name']}` = {fmt_value(d['value'])}" + (f" (threshold {fmt_value(d['threshold'])})"
@@ -553,6 +591,14 @@ def _residual_risk(question: Question, refs) -> str:
                 if getattr(question, "uptake", None) else "")
         return ("Assignment was randomized, so confounding is ruled out by design as long as the assignment "
                 "log is complete and assignment was not re-done after the conversation started." + tail)
+    if getattr(question, "policy", None) is not None:
+        return ("The value rests on the logged probabilities being the ones the router really used, and on the "
+                "context columns of the reward model being what it decided on; a logging bug or an unlogged "
+                "override (a human re-routing by hand) biases every estimator alike.")
+    if getattr(question, "score", None):
+        return ("The arms are compared by their means: anything besides the treatment that differs between them "
+                "is read as its effect, so the treatment should be randomized; and the audited sample must be a "
+                "random sample within each arm.")
     if question.treatment:
         sens = [r for r in (refs["refuter"] if not refs.empty else []) if "unobserved_confounder" in r]
         read = (f"the `{sens[0]}` refuter's note says how strong such a reason would have to be."
@@ -574,6 +620,13 @@ def _cell(text) -> str:
 
 
 def _intervention(question: Question) -> str:
+    if getattr(question, "policy", None) is not None:  # logged-policy evaluation (issue 17)
+        rules = "; ".join(
+            "if " + " and ".join(f"`{c}` {' '.join(f'{op} {v}' for op, v in cond.items())}"
+                                 for c, cond in r["when"].items()) + f" → `{r['action']}`"
+            for r in question.policy.as_plain()["rules"])
+        return (f"The candidate routing policy ({rules + '; ' if rules else ''}otherwise `{question.policy.default}`; "
+                f"the first rule that matches wins) instead of the logged `{question.action}`.")
     if getattr(question, "assignment", None):
         base = f" against the baseline arm `{question.baseline}`" if getattr(question, "baseline", None) else ""
         use = (f"; actual use is recorded in `{question.uptake}`" if getattr(question, "uptake", None) else "")

@@ -3,11 +3,13 @@
 Read from the store's ``question_outcomes`` rows (``convocausal.questions.outcomes`` makes them),
 like the rest of the memo. Kept apart from ``report.py`` so the decision memo's main module stays
 one walk; ``report.py`` calls ``guardrail_decision``, ``guardrail_caveats``, ``decision_rule_note``,
-``outcomes_section`` and ``run_table_lines``.
+``outcomes_section`` and ``run_table_lines``. A randomized question with more than two arms adds
+the table of every outcome per arm against the baseline, with the net value (rows of kind ``arm``).
 """
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -59,7 +61,23 @@ def guardrail_caveats(outcomes: pd.DataFrame | None) -> list[str]:
         names = list(g[g["status"] == status]["name"])
         if names:
             out.append(f"guardrail{'s' if len(names) > 1 else ''} {', '.join(f'`{n}`' for n in names)} {words}")
-    return out
+    return out + _other_arm_harm(outcomes)
+
+
+def _other_arm_harm(outcomes: pd.DataFrame | None) -> list[str]:
+    """Guardrails harmed in an arm other than the headline (the first arm of the table): named, per arm."""
+    a = _rows(outcomes, "arm")
+    if a.empty:
+        return []
+    keys = _arm_keys(a)
+    headline = keys[0]["arm"]
+    harmed: dict[str, list[str]] = {}
+    for k, status in zip(keys, a["status"]):
+        if k["role"] == "guardrail" and status == "harmed" and k["arm"] != headline:
+            harmed.setdefault(k["arm"], []).append(k["outcome"])
+    return [f"in arm `{arm}` guardrail{'s' if len(g) > 1 else ''} {', '.join(f'`{o}`' for o in g)} "
+            f"{'are' if len(g) > 1 else 'is'} worse beyond {'their' if len(g) > 1 else 'its'} tolerance: "
+            "do not ship that arm" for arm, g in harmed.items()]
 
 
 def guardrails_cleared(outcomes: pd.DataFrame | None) -> str:
@@ -101,6 +119,7 @@ def outcomes_section(outcomes: pd.DataFrame | None) -> list[str]:
         else:
             out.append(f"**Net value** {_num(r['estimate'])} per conversation (95% CI {_num(r['ci_low'])} to "
                        f"{_num(r['ci_high'])}, p = {_p(r['p_value'])}): {r['message']}.")
+    out += arms_section(outcomes)
     seg = _rows(outcomes, "segment")
     if not seg.empty:
         out.append("Effect per segment, with the question's method and checks; small segments are refused "
@@ -117,6 +136,48 @@ def outcomes_section(outcomes: pd.DataFrame | None) -> list[str]:
     return out
 
 
+def _arm_keys(rows: pd.DataFrame) -> list[dict]:
+    return [json.loads(n) for n in rows["name"]]
+
+
+ROLE_WORDS = {"primary": "", "secondary": "", "guardrail": " (guardrail)", "net_value": ""}
+
+
+def arms_section(outcomes: pd.DataFrame | None) -> list[str]:
+    """Every arm against the baseline: one row per arm, one column per outcome and the net value."""
+    a = _rows(outcomes, "arm")
+    if a.empty:
+        return []
+    keys = _arm_keys(a)
+    arms = list(dict.fromkeys(k["arm"] for k in keys))
+    cols = list(dict.fromkeys((k["outcome"], k["role"]) for k in keys))
+    baseline = keys[0]["baseline"]
+    cell, counts, estimands = {}, {}, set()
+    for k, (_, r) in zip(keys, a.iterrows()):
+        text = "—" if _missing(r["estimate"]) else (
+            f"{_num(r['estimate'])} ({_num(r['ci_low'])} to {_num(r['ci_high'])})")
+        if k["role"] == "guardrail":
+            text += f" {STATUS_WORDS.get(r['status'], r['status'])}"
+        cell[(k["arm"], k["outcome"])] = text
+        estimands.add(k["estimand"])
+        if k["role"] == "primary":
+            counts[k["arm"]] = (int(r["n_treated"] or 0), int(r["n_control"] or 0))
+    head = ["arm", "conversations (arm / baseline)"] + [
+        ("net value" if o == "net_value" else f"`{o}`") + ROLE_WORDS[role] for o, role in cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for arm in arms:
+        n = counts.get(arm)
+        lines.append("| " + " | ".join([f"`{arm}`", f"{n[0]:,} / {n[1]:,}" if n else "—"]
+                                        + [cell.get((arm, o), "—") for o, _ in cols]) + " |")
+    has_value = any(o == "net_value" for o, _ in cols)
+    intro = (f"**Every arm against the baseline `{baseline}`** ({', '.join(sorted(estimands))}, 95% intervals, "
+             f"{len(arms)} arms each against the baseline, pairwise, with no multiplicity correction across arms"
+             + ("; the net value per conversation is estimated from one value column per conversation, so its "
+                "interval carries the covariance of the outcomes" if has_value else "")
+             + "; a guardrail's status per arm is its one-sided test at the guardrails' α/m).")
+    return [intro, "\n".join(lines)]
+
+
 def _table(rows: pd.DataFrame, head: str, with_p: str) -> str:
     lines = [f"| {head} | status | estimate | 95% CI | {with_p} | treated | control | note |",
              "|---|---|---|---|---|---|---|---|"]
@@ -131,8 +192,11 @@ def _table(rows: pd.DataFrame, head: str, with_p: str) -> str:
 def run_table_lines(outcomes: list[dict] | None) -> list[str]:
     """Indented lines under a question in the run table: one per guardrail, net value, segment."""
     out = []
+    arm_rows = [o for o in outcomes or [] if o.get("kind") == "arm" and o.get("name")]
     for o in outcomes or []:
         kind, name, status = o.get("kind"), o.get("name"), o.get("status")
+        if kind == "arm":
+            continue
         if kind == "segment_heterogeneity":
             text = (f"heterogeneity over {name}: Cochran's Q {_num(o.get('estimate'), '{:.2f}')}, p {_p(o.get('p_value'))}"
                     if status == "ok" else f"heterogeneity over {name}: {status}")
@@ -144,4 +208,17 @@ def run_table_lines(outcomes: list[dict] | None) -> list[str]:
             if status == "refused":
                 text += f" ({' '.join(str(o.get('message') or '').split())[:90]})"
         out.append("    " + text)
-    return out
+    return out + _arm_lines(arm_rows)
+
+
+def _arm_lines(rows: list[dict]) -> list[str]:
+    """One indented line per arm: its primary outcome and net value against the baseline."""
+    by_arm: dict[str, list[str]] = {}
+    for o in rows:
+        k = json.loads(o["name"])
+        if k["role"] not in ("primary", "net_value"):
+            continue
+        label = "net value" if k["role"] == "net_value" else k["outcome"]
+        ci = "" if _missing(o.get("ci_low")) else f" [{_num(o.get('ci_low'))}, {_num(o.get('ci_high'))}]"
+        by_arm.setdefault(f"arm {k['arm']} vs {k['baseline']}", []).append(f"{label} {_num(o.get('estimate'))}{ci}")
+    return [f"    {arm}: " + "; ".join(parts) for arm, parts in by_arm.items()]

@@ -15,6 +15,7 @@ with all its turns whether the days run one at a time (the nightly case) or as o
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
@@ -32,7 +33,10 @@ from extract.raw import (
     landing_warnings,
     load_transcripts_day,
 )
+from extract.raw_batch import validate_accepted
+from extract.raw_index import transcript_index
 from extract.redact import SHIPPED_SALT, pseudonymize_ids, redact_text
+from extract.schemas import TranscriptSchema
 from extract.signals import extract_signals
 
 DEFAULT_CHUNK_MESSAGES = 2_000_000
@@ -71,7 +75,7 @@ def extract_day(raw_dir: str | Path, day: date, config, outcomes: RawBatch, cust
 def extract_days(raw_dir: str | Path, days: list[date], config, outcomes: RawBatch, customers: RawBatch,
                  intent_extractor=None, max_messages: int = DEFAULT_CHUNK_MESSAGES,
                  on_unreadable: OnUnreadable = "stop", today: date | None = None,
-                 first_day: date | None = None) -> Iterator[DayResult]:
+                 first_day: date | None = None, timings: dict | None = None) -> Iterator[DayResult]:
     """Yield one DayResult per day, extracting consecutive days together up to ``max_messages``.
 
     Besides ``days``, every day that owns conversations with rows filed on one of ``days`` is
@@ -93,8 +97,9 @@ def extract_days(raw_dir: str | Path, days: list[date], config, outcomes: RawBat
                            "customer_key by hashing a guessed customer id; set a secret salt of your own in the "
                            "signals config (`customer_key: {salt: …}`) before sharing the store")
     wanted = sorted(set(requested) | set(continued))
-    for chunk in _chunks(raw_dir, wanted, max_messages, on_unreadable):
-        for result in _extract_chunk(raw_dir, chunk, config, outcomes, customers, intent_extractor):
+    index = transcript_index(raw_dir)  # once per run: each look-up walks the landing directory
+    for chunk in _chunks(raw_dir, wanted, max_messages, on_unreadable, index, timings):
+        for result in _extract_chunk(raw_dir, chunk, config, outcomes, customers, intent_extractor, index, timings):
             result.requested = result.day not in continued
             result.warnings = notes.get(result.day, []) + first_notes
             first_notes = []
@@ -107,16 +112,22 @@ def _extracted_again(day: date, into: list[date]) -> str:
             f"{shown}; its signals and quarantine parts are replaced")
 
 
-def _chunks(raw_dir, days: list[date], max_messages: int, on_unreadable: OnUnreadable):
+def _chunks(raw_dir, days: list[date], max_messages: int, on_unreadable: OnUnreadable, index=None,
+            timings: dict | None = None):
     """Validated days in runs of consecutive days (the memory history is loaded once per run,
-    for the days before its first), each run cut at ``max_messages`` accepted messages."""
+    for the days before its first), each run cut at ``max_messages`` accepted messages.
+
+    Each day keeps its own rules, quarantine and counts, but the accepted rows' schema check (a
+    check of the rules, with a fixed cost per call) runs once per chunk in :func:`_extract_chunk`."""
     pending: list[tuple[date, RawBatch]] = []
     size = 0
     for day in days:
         if pending and (day - pending[-1][0]).days != 1:
             yield pending
             pending, size = [], 0
-        batch = load_transcripts_day(raw_dir, day, on_unreadable=on_unreadable)
+        t = time.perf_counter()
+        batch = load_transcripts_day(raw_dir, day, on_unreadable=on_unreadable, index=index, validate=False)
+        _add(timings, "read_validate", t)
         pending.append((day, batch))
         size += batch.accepted.height
         if size >= max_messages:
@@ -147,10 +158,32 @@ def redact_signals(signals: pl.DataFrame, salt: str | None = None) -> pl.DataFra
     return out
 
 
-def _extract_chunk(raw_dir, pending, config, outcomes, customers, intent_extractor) -> Iterator[DayResult]:
+def _validate_chunk(pending, messages: pl.DataFrame) -> None:
+    """The accepted rows' schema check once for the chunk; should it fail (which only a bug in
+    the rules can cause), each day is checked on its own so the error names that day's rows as
+    a per-day check would."""
+    try:
+        validate_accepted(TranscriptSchema, messages, "transcripts")
+    except RuntimeError:
+        for _, batch in pending:
+            validate_accepted(TranscriptSchema, batch.accepted, "transcripts")
+        raise
+
+
+def _add(timings: dict | None, key: str, since: float) -> None:
+    if timings is not None:
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - since
+
+
+def _extract_chunk(raw_dir, pending, config, outcomes, customers, intent_extractor, index=None,
+                   timings: dict | None = None) -> Iterator[DayResult]:
     first = pending[0][0]
-    history = load_history(raw_dir, first, config.memory.window_days)
+    t = time.perf_counter()
+    history = load_history(raw_dir, first, config.memory.window_days, index=index)
+    _add(timings, "history", t)
+    t = time.perf_counter()
     messages = pl.concat([b.accepted for _, b in pending], how="vertical_relaxed")
+    _validate_chunk(pending, messages)
     signals = extract_signals(messages, outcomes=outcomes.accepted, customers=customers.accepted,
                               history=history, config=config, intent_extractor=intent_extractor)
     signals = redact_signals(signals)
@@ -167,6 +200,7 @@ def _extract_chunk(raw_dir, pending, config, outcomes, customers, intent_extract
     signals = signals.with_columns(pseudonymize_ids(signals["conversation_id"], salt))  # an email as id
     by_day = signals.partition_by(_OWNER, as_dict=True, include_key=False) if signals.height else {}
     empty = signals.drop(_OWNER).clear()
+    _add(timings, "signals", t)
     for day, batch in pending:
         rows = by_day.get((day,), empty)
         quarantine = _with_unreadable_files(batch, day)

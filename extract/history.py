@@ -26,16 +26,17 @@ HISTORY_SCHEMA = {"customer_id": pl.String, "started_at": pl.Datetime("us", "UTC
 _COLUMNS = ("conversation_id", "turn", "ts", "customer_id")
 
 
-def load_history(raw_dir: str | Path, day: date, window_days: float) -> pl.DataFrame:
+def load_history(raw_dir: str | Path, day: date, window_days: float, index=None) -> pl.DataFrame:
     """Start time of every conversation with a customer that starts in the ``window_days``
     before ``day`` (whole days: the window rounded up; the extraction applies the exact window).
 
     A conversation's customer is the one on its first turn, as in the signals. A file that
     cannot be read is skipped here: the day that owns it reports it (stop or quarantine).
+    ``index``: the run's conversation index, when the caller already has it.
     """
     n_days = math.ceil(window_days)
     days = {day - timedelta(days=k) for k in range(1, n_days + 1)}
-    index = transcript_index(raw_dir)
+    index = index if index is not None else transcript_index(raw_dir)
     dtypes = {c: TRANSCRIPT_DTYPES[c] for c in _COLUMNS}
     frames = []
     for path in index.files_for(days):

@@ -97,7 +97,7 @@ from extract.raw_contract import (  # the public names are re-exported, see __al
     check_on_unreadable,
 )
 from extract.raw_files import discover_transcripts, landing_warnings, optional_table_files
-from extract.raw_index import transcript_index
+from extract.raw_index import TranscriptIndex, transcript_index
 from extract.raw_transcripts import load_transcript_files
 from extract.redact import pseudonymize_ids
 from extract.schemas import (
@@ -129,22 +129,28 @@ def continued_days(raw_dir: str | os.PathLike, days: Iterable[date]) -> dict[dat
     return transcript_index(raw_dir).continued(days)
 
 
-def load_transcripts_day(raw_dir: str | os.PathLike, day: date, on_unreadable: OnUnreadable = "stop") -> RawBatch:
+def load_transcripts_day(raw_dir: str | os.PathLike, day: date, on_unreadable: OnUnreadable = "stop",
+                         index: TranscriptIndex | None = None, validate: bool = True) -> RawBatch:
     """Read, cast and validate the conversations ``day`` owns, wherever their rows are filed.
 
     A day without any files gives an empty batch (``counts["files"] == 0``), not an error: a
     nightly schedule may ask for a day the platform did not export. The files read are the
     day's ``date=`` folder plus every file holding rows of its conversations (from the cached
     conversation index); each is narrowed to those rows before casting.
+
+    ``index``: the run's :func:`transcript_index`, for a caller that loads many days (building or
+    even looking up the cached index walks the landing directory, a fixed cost per call);
+    ``validate=False`` leaves the accepted rows' schema check to the caller
+    (:func:`extract.raw_batch.validate_accepted`, run once over many days).
     """
     check_on_unreadable(on_unreadable)
-    index = transcript_index(raw_dir)
+    index = index if index is not None else transcript_index(raw_dir)
     wanted = {day}
 
     def owned(path, stored: pl.DataFrame) -> pl.Series:
         return index.owned_mask(path, stored, wanted)
 
-    return load_transcript_files(index.files_for(wanted), day, owned, on_unreadable)
+    return load_transcript_files(index.files_for(wanted), day, owned, on_unreadable, validate=validate)
 
 
 def load_transcripts(
@@ -160,30 +166,46 @@ def load_transcripts(
 
 
 # ============================================================================ outcomes, customers
+_CONFIGURED_DTYPES = {"bool": pl.Boolean(), "int": pl.Int64(), "float": pl.Float64(), "str": pl.String()}
+
+
+def outcome_dtypes(config=None) -> dict[str, pl.DataType]:
+    """The outcome columns read: the contract's, then the config's other downstream outcomes."""
+    extra = {o.name: _CONFIGURED_DTYPES[o.dtype] for o in (config.outcomes.downstream if config else [])
+             if o.name not in OUTCOME_DTYPES}
+    return {**OUTCOME_DTYPES, **extra}
+
+
 def load_outcomes(
     raw_dir: str | os.PathLike,
     known_conversation_ids: pl.Series | None = None,
     on_unreadable: OnUnreadable = "stop",
     salt: str | None = None,
+    config=None,
 ) -> RawBatch:
     """Optional ``outcomes.parquet`` / ``outcomes/`` (or a Spark folder ``outcomes.parquet/``):
     conversation_id non-null and unique, csat in 1..5, booleans castable, and (when ids are given)
     a known conversation.
 
+    ``config`` (the signals config): its downstream outcomes beyond the contract's four columns
+    (e.g. a judge score, a logged action and its propensities) are read too, cast to their
+    configured type like the contract columns; columns the config does not name stay unread.
+
     ``salt`` (the signals config's ``customer_key.salt``): the known ids come from the signals,
     where an id that looks like PII is hashed (:func:`extract.redact.pseudonymize_ids`); with the
     salt the outcome ids are compared, and quarantined, the same way."""
+    dtypes = outcome_dtypes(config)
     files = optional_table_files(raw_dir, "outcomes")
     if not files:
-        return empty_batch(OUTCOME_DTYPES, "outcomes")
-    df, originals, info = read_many(files, OUTCOME_DTYPES, OUTCOME_REQUIRED, on_unreadable)
+        return empty_batch(dtypes, "outcomes")
+    df, originals, info = read_many(files, dtypes, OUTCOME_REQUIRED, on_unreadable)
     if df is None:
-        batch = empty_batch(OUTCOME_DTYPES, "outcomes")
+        batch = empty_batch(dtypes, "outcomes")
         batch.counts.update(files=info["files"], unreadable_files=info["unreadable_files"])
         return batch
     bad_csat = ~pl.col("csat").is_between(1, 5)
     df = df.with_columns(add_reason(pl.col(REASON_COL), bad_csat, REASON_CSAT).alias(REASON_COL))
-    df = key_duplicates(df, ["conversation_id"], list(OUTCOME_DTYPES), "conversation_id")
+    df = key_duplicates(df, ["conversation_id"], list(dtypes), "conversation_id")
     if known_conversation_ids is not None:
         known = known_conversation_ids.cast(pl.String).implode()
         ids = df["conversation_id"] if salt is None else pseudonymize_ids(df["conversation_id"], salt)
@@ -194,7 +216,7 @@ def load_outcomes(
                 REASON_UNKNOWN_CONVERSATION,
             ).alias(REASON_COL)
         )
-    batch = finish(df, originals, info, OUTCOME_DTYPES, OutcomeSchema, "outcomes", ["conversation_id"])
+    batch = finish(df, originals, info, dtypes, OutcomeSchema, "outcomes", ["conversation_id"])
     if salt is not None and batch.quarantine.height:
         batch.quarantine = batch.quarantine.with_columns(pseudonymize_ids(batch.quarantine["conversation_id"], salt))
     return batch

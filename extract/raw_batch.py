@@ -81,6 +81,11 @@ def read_many(
     return pl.concat(frames, how="vertical"), originals, info
 
 
+def validate_accepted(schema: type[pa.DataFrameModel], accepted: pl.DataFrame, table: str) -> None:
+    """Public name of the accepted-rows check, for callers that batch it over several days."""
+    _validate_accepted(schema, accepted, table)
+
+
 def _validate_accepted(schema: type[pa.DataFrameModel], accepted: pl.DataFrame, table: str) -> None:
     """Schema failure after the row rules ran is a bug in the rules, not bad input."""
     try:
@@ -100,11 +105,16 @@ def finish(
     table: str,
     sort_by: list[str],
     extra_counts: dict | None = None,
+    validate: bool = True,
 ) -> RawBatch:
+    """Split into accepted and quarantine and count them. ``validate=False`` leaves the pandera
+    check of the accepted rows (a check of the rules, not of the input) to the caller, which runs
+    it once over many days' batches (:func:`validate_accepted`)."""
     good = df.filter(pl.col(REASON_COL).is_null())
     bad = df.filter(pl.col(REASON_COL).is_not_null())
     accepted = good.select(*dtypes.keys(), "source_file").sort(sort_by, maintain_order=True)
-    _validate_accepted(schema, accepted, table)
+    if validate:
+        _validate_accepted(schema, accepted, table)
     quarantine = quarantine_frame(bad, originals, table)
     by_reason = dict(
         bad.group_by(REASON_COL).len().sort(["len", REASON_COL], descending=[True, False]).iter_rows()

@@ -186,3 +186,17 @@ def add_reason(current: pl.Expr, cond: pl.Expr, reason: str | pl.Expr) -> pl.Exp
     return pl.when(current.is_null()).then(new).otherwise(
         pl.when(new.is_null()).then(current).otherwise(current + pl.lit("; ") + new)
     )
+
+
+def add_reasons(current: pl.Expr, rules: list[tuple[pl.Expr, str | pl.Expr]]) -> pl.Expr:
+    """``add_reason`` applied for each ``(cond, reason)`` in turn, as one flat expression.
+
+    Nesting ``add_reason`` repeats the inner expression in both branches at every level (2^k
+    copies for k rules); this joins the reasons that hold with one ``concat_str`` instead, same
+    text, same order, null when none holds."""
+    parts = [current] + [
+        pl.when(cond.fill_null(False)).then(reason if isinstance(reason, pl.Expr) else pl.lit(reason))
+        for cond, reason in rules
+    ]
+    joined = pl.concat_str(parts, separator="; ", ignore_nulls=True)
+    return pl.when(joined.str.len_bytes() == 0).then(pl.lit(None, pl.String)).otherwise(joined)

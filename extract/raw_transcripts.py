@@ -16,7 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from extract.raw_batch import empty_batch, finish, read_many
-from extract.raw_cast import add_reason
+from extract.raw_cast import add_reason, add_reasons
 from extract.raw_contract import (
     DAY_COL,
     INT32_MAX,
@@ -41,12 +41,13 @@ CONTENT = list(TRANSCRIPT_DTYPES)  # what makes two rows the same message (sourc
 
 # ============================================================================ rules
 def _row_rules(df: pl.DataFrame) -> pl.DataFrame:
-    r = pl.col(REASON_COL)
     mem = pl.col("memory_items")
-    r = add_reason(r, pl.col("role").is_not_null() & ~pl.col("role").is_in(list(ROLES)), REASON_ROLE)
-    r = add_reason(r, pl.col("turn") < 0, REASON_NEGATIVE_TURN)
-    r = add_reason(r, pl.col("turn") > INT32_MAX, REASON_TURN_RANGE)
-    r = add_reason(r, (mem < 0) | (mem > INT32_MAX), REASON_MEMORY_ITEMS)
+    r = add_reasons(pl.col(REASON_COL), [
+        (pl.col("role").is_not_null() & ~pl.col("role").is_in(list(ROLES)), REASON_ROLE),
+        (pl.col("turn") < 0, REASON_NEGATIVE_TURN),
+        (pl.col("turn") > INT32_MAX, REASON_TURN_RANGE),
+        ((mem < 0) | (mem > INT32_MAX), REASON_MEMORY_ITEMS),
+    ])
     return df.with_columns(r.alias(REASON_COL))
 
 
@@ -120,15 +121,11 @@ def transcript_rules(df: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
     df = df.with_columns(conv_flags)
     keep_ok = pl.col(REASON_COL).is_null()
     out = df.with_columns(
-        add_reason(
-            add_reason(
-                add_reason(pl.col(REASON_COL), keep_ok & pl.col("c1"), conflict_reason),
-                keep_ok & pl.col("c2"),
-                REASON_CHANNEL,
-            ),
-            keep_ok & pl.col("c3"),
-            REASON_EMPTY,
-        ).alias(REASON_COL)
+        add_reasons(pl.col(REASON_COL), [
+            (keep_ok & pl.col("c1"), conflict_reason),
+            (keep_ok & pl.col("c2"), REASON_CHANNEL),
+            (keep_ok & pl.col("c3"), REASON_EMPTY),
+        ]).alias(REASON_COL)
     ).drop("c0", "c1", "c2", "c3", "__ok0", "__copy", "__conflict_reason", strict=False)
     return out, {"duplicate_copies": n_copies, "duplicate_files": copy_files}
 
@@ -150,9 +147,11 @@ def conversation_warnings(accepted: pl.DataFrame) -> dict:
     }
 
 
-def load_transcript_files(files: list[Path], day: date, row_filter, on_unreadable: OnUnreadable) -> RawBatch:
+def load_transcript_files(files: list[Path], day: date, row_filter, on_unreadable: OnUnreadable,
+                          validate: bool = True) -> RawBatch:
     """One day's batch: the rows of ``files`` that ``row_filter(path, stored)`` keeps (the rows
-    of the conversations the day owns), validated together."""
+    of the conversations the day owns), validated together. ``validate=False``: the caller runs
+    the accepted rows' schema check itself, once over several days (see :func:`extract.raw_batch.finish`)."""
     df, originals, info = read_many(files, TRANSCRIPT_DTYPES, TRANSCRIPT_REQUIRED, on_unreadable, row_filter)
     if df is None:
         batch = empty_batch(
@@ -170,7 +169,8 @@ def load_transcript_files(files: list[Path], day: date, row_filter, on_unreadabl
         return batch
     df, copies = transcript_rules(df.with_columns(pl.lit(day, dtype=pl.Date).alias(DAY_COL)))
     key = ["conversation_id", "turn"]
-    batch = finish(df, originals, info, TRANSCRIPT_DTYPES, TranscriptSchema, "transcripts", key, copies)
+    batch = finish(df, originals, info, TRANSCRIPT_DTYPES, TranscriptSchema, "transcripts", key, copies,
+                   validate=validate)
     batch.counts.update(conversation_warnings(batch.accepted))
     accepted_ids = batch.accepted["conversation_id"].unique().implode()
     batch.counts["quarantined_conversations"] = (

@@ -20,6 +20,7 @@ from assets.extraction import extraction_report_asset
 from assets.monitoring import store_monitoring
 from assets.questions import question_results
 from assets.signals import analysis_store, signals_day
+from pipelines.executors import executor_from_env
 from pipelines.jobs import extraction_job, question_job, register_questions
 from pipelines.resources import settings_from_env
 from pipelines.schedules import nightly_extraction
@@ -33,6 +34,7 @@ defs = dg.Definitions(
     schedules=[nightly_extraction],
     sensors=[make_registry_sensor(_settings.questions_config), reestimate_after_store],
     resources={"settings": _settings},
+    executor=executor_from_env(),  # None (Dagster's default) unless CONVOCAUSAL_EXECUTOR=celery
 )
 
 
@@ -40,3 +42,12 @@ def question_job_for_subprocesses():
     """The resolved question job, importable by name: `dg.reconstructable` needs this to run
     steps in child processes (multiprocess executor) outside `dagster dev`."""
     return defs.resolve_job_def("question_job")
+
+
+def extraction_job_for_subprocesses():
+    """The resolved extraction job, importable by name (Celery workers reconstruct it from this)."""
+    return defs.resolve_job_def("extraction_job")
+
+
+def register_questions_for_subprocesses():
+    return defs.resolve_job_def("register_questions")

@@ -197,7 +197,7 @@ def test_every_estimate_option_has_help():
     parser = _parser()
     estimate = next(a for a in parser._subparsers._group_actions[0].choices.items() if a[0] == "estimate")[1]
     methods = estimate._subparsers._group_actions[0].choices
-    assert set(methods) == {spec.cli_name for spec in REGISTRY.values()}
+    assert set(methods) == {name for spec in REGISTRY.values() for name in (spec.cli_name, *spec.cli_aliases)}
     for name, sub in methods.items():
         for action in sub._actions:
             assert action.help, f"estimate {name} {action.option_strings} has no help"

@@ -10,7 +10,14 @@ from configs.questions import ConfigError, Question, parse_questions, validate_a
 from convocausal.questions.answer import answer_question
 from convocausal.report import _memo_body, decision_memo, format_run_table
 from convocausal.store import connect, store_paths, write_result
-from tests.outcome_cases import CATALOG, connection, randomized_signals
+from tests.outcome_cases import (
+    CATALOG,
+    SHIPPED_LAUNCH,
+    connection,
+    randomized_signals,
+    rollout_signals,
+    shipped_signals,
+)
 
 GUARD = {"outcome": "escalated", "better": "lower", "tolerance": 0.01}
 REFS = pd.DataFrame(columns=["refuter", "new_effect", "passed", "message"])
@@ -38,6 +45,10 @@ def _decision(question, answer) -> str:
     outcomes = pd.DataFrame([o.as_dict() for o in answer.info["outcomes"]])
     text = _memo_body(question, row, REFS, EMPTY, pd.DataFrame(), checks, outcomes=outcomes)
     return text
+
+
+def _decision_text(question, answer) -> str:
+    return _decision(question, answer).split("## Decision\n\n")[1].split("\n\n")[0]
 
 
 def test_harmed_guardrail_blocks_the_decision():
@@ -143,7 +154,62 @@ def test_fingerprint_unchanged_when_the_new_fields_are_unset():
     q = _question()
     import hashlib
     import json
+
+    from configs.questions import MEASUREMENT_FIELDS  # issue 17's fields: also left out while unset
+
     dump = {k: v for k, v in q.model_dump(mode="json").items()
-            if k not in ("guardrails", "value", "segments", "project_to")}
+            if k not in ("guardrails", "value", "segments", "project_to", *MEASUREMENT_FIELDS)}
     assert q.fingerprint() == hashlib.sha256(json.dumps(dump, sort_keys=True).encode()).hexdigest()[:16]
     assert _question(guardrails=[GUARD]).fingerprint() != q.fingerprint()
+
+
+# --- the aggregate designs: diff-in-diff and synthetic control --------------------------------------
+
+DID = {"id": "d", "design": "partial_rollout", "outcome": "resolved", "treated": {"skill": ["a1", "a2", "a3", "a4"]},
+       "launch": "2026-03-30", "fixed_effects": [], "cluster": "skill", "time_bucket": "week"}
+SC = {"id": "s", "design": "shipped_change", "outcome": "resolved", "treated": {"channel": ["chat"]},
+      "launch": SHIPPED_LAUNCH.isoformat(), "unit_by": ["channel", "skill"], "time_bucket": "week", "min_volume": 20}
+
+
+def _aggregate(kind: str, escalation: float, tolerance: float):
+    """A rollout (DiD) or a shipped change (SC) that truly raises resolution by 0.08 and escalation by
+    ``escalation``; the question guards escalation with ``tolerance``."""
+    fields = DID if kind == "did" else SC
+    df = (rollout_signals(n=6000, seed=2, effects={"escalated": escalation}) if kind == "did"
+          else shipped_signals(n=30000, seed=1, effects={"escalated": escalation}))
+    q = Question(**fields, guardrails=[{**GUARD, "tolerance": tolerance}])
+    con = connection(df)
+    try:
+        return q, answer_question(con, q, CATALOG)
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("kind, method", [("did", "diff_in_diff"), ("sc", "synthetic_control")])
+def test_harmed_guardrail_blocks_the_aggregate_designs(kind, method):
+    """True escalation effect +0.15 against a tolerance of 0.01: harmed, and the memo says do not act,
+    though resolution truly rose (+0.08) and its interval says so."""
+    q, answer = _aggregate(kind, escalation=0.15, tolerance=0.01)
+    assert answer.method == method and answer.result.ci_low > 0  # the primary outcome did improve
+    assert not [c.name for c in answer.checks if c.severity == "ERROR" and c.state == "failed"]
+    (g,) = answer.info["outcomes"]
+    assert g.kind == "guardrail" and g.status == "harmed", g.message
+    assert abs(g.estimate - 0.15) < 0.03  # the guardrail's own estimate recovers its truth
+    assert g.estimate - 1.645 * g.std_error > 0.01  # worse beyond the tolerance, one-sided at 0.05/1
+    # the test is never sharper than the method's own interval (DiD's wild bootstrap, SC's conformal one)
+    assert g.std_error >= (g.ci_high - g.ci_low) / (2 * 1.959964) - 1e-12
+    decision = _decision_text(q, answer)
+    assert decision.startswith("**Do not act: guardrail `escalated` worse by"), decision
+    assert "0.05/1" in decision
+
+
+@pytest.mark.parametrize("kind", ["did", "sc"])
+def test_guardrail_that_holds_is_cleared_in_the_aggregate_designs(kind):
+    """No true escalation effect, tolerance 0.06: cleared, and the decision stands (and says so)."""
+    q, answer = _aggregate(kind, escalation=0.0, tolerance=0.06)
+    (g,) = answer.info["outcomes"]
+    assert g.status == "cleared", g.message
+    assert g.ci_low <= 0.0 <= g.ci_high and abs(g.estimate) < 0.03  # covers its truth, no effect
+    decision = _decision_text(q, answer)
+    assert decision.startswith("The change raises `resolved`") and "Do not act" not in decision
+    assert "No guardrail is worse beyond its tolerance (`escalated`" in decision

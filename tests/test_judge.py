@@ -92,8 +92,10 @@ def test_cli_judge(tmp_path, capsys):
     df, audit = simulate(4000, 5)
     df.to_parquet(tmp_path / "d.parquet")
     audit.to_csv(tmp_path / "audit.csv", index=False)
-    assert main(["estimate", "judge", "--data", str(tmp_path / "d.parquet"), "--treatment", "new_model", "--judge",
-                 "judge_score", "--audit", str(tmp_path / "audit.csv"), "--bias-covariates", "length", "--json"]) == 0
+    # the spelling (--score COL --human COL); --judge stays an alias
+    assert main(["estimate", "judge", "--data", str(tmp_path / "d.parquet"), "--treatment", "new_model", "--score",
+                 "judge_score", "--audit", str(tmp_path / "audit.csv"), "--human", "human_score",
+                 "--bias-covariates", "length", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["method"] == "judge_calibration" and abs(out["estimate"] - TRUE_EFFECT) < 4 * out["std_error"]
     assert out["raw_effect"] > 0.8 and "audit_effect" in out

@@ -74,3 +74,34 @@ def test_refusals():
         _fit(df.assign(tool_lookup_order=df.tool_lookup_order * 3))
     with pytest.raises(MethodRefusal, match="cells"):
         _fit(df.assign(tool_lookup_order=df.treated))
+
+
+def test_a_mediator_only_the_treated_can_use_gives_the_direct_effect_with_it_off():
+    """A tool a rollout made available (never called without it): CDE(0) = NDE identified, CDE(1) not."""
+    rng = np.random.default_rng(4)
+    n = 6000
+    x = rng.uniform(-1, 1, n)
+    t = (rng.random(n) < 0.5 + 0.3 * x).astype(int)
+    m = t * (rng.random(n) < 0.6 + 0.2 * x).astype(int)
+    y = 1 + DIRECT * t + MED_EFFECT * m + 0.4 * x + rng.normal(size=n)
+    res = estimate_mediation(pd.DataFrame({"treated": t, "tool": m, "y": y, "x": x}), treatment="treated",
+                             outcome="y", mediator="tool", covariates=["x"], n_boot=300)
+    tab = res.extras["effects"].set_index("effect")
+    total = DIRECT + MED_EFFECT * m[t == 1].mean()
+    assert tab.loc["total", "ci_low"] <= total <= tab.loc["total", "ci_high"]
+    assert tab.loc["cde_0", "ci_low"] <= DIRECT <= tab.loc["cde_0", "ci_high"]
+    assert tab.loc["nde", "estimate"] == pytest.approx(tab.loc["cde_0", "estimate"])
+    assert np.isnan(res.extras["direct_effect_mediator_on"]) and res.extras["mediator_only_under_treatment"]
+
+
+def test_cli_mediation_as_the_issue_writes_it(tmp_path, capsys):
+    import json
+
+    from convocausal.cli import main
+
+    simulate(2000, 9).to_parquet(tmp_path / "d.parquet")
+    assert main(["estimate", "mediation", "--data", str(tmp_path / "d.parquet"), "--treatment", "treated",
+                 "--outcome", "resolved", "--mediators", "tool_lookup_order", "--covariates", "x", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ci_low"] <= TOTAL <= out["ci_high"]
+    assert {"direct_effect", "share_mediated"} <= set(out)

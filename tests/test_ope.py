@@ -151,16 +151,56 @@ def test_cli_ope_json_and_refusal(tmp_path, capsys):
     assert "tier" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("design, cli", [("logged_policy", "ope"), ("judged_outcome", "judge"),
-                                         ("mediation", "mediation")])
-def test_question_route_refuses_until_wired(design, cli):
-    from convocausal.questions.registry import DESIGNS
+def _per_action(df: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """The logs with one logging-probability column per action (``p_<action>``), as a router records them."""
+    rng = np.random.default_rng(seed)
+    out = df.copy()
+    logits = np.stack([1.0 - 0.8 * df.difficulty, 0.2 * df.difficulty, -1.0 + 0.8 * df.risk], axis=1)
+    prob = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    a = (rng.random(len(df))[:, None] > prob.cumsum(1)).sum(1).clip(0, 2)
+    mu = _mean_reward(df.risk.to_numpy(), df.difficulty.to_numpy())
+    out["action"] = ACTIONS[a]
+    out["reward"] = mu[np.arange(len(df)), a] + rng.normal(scale=0.5, size=len(df))
+    for j, name in enumerate(ACTIONS):
+        out[f"p_{name}"] = prob[:, j]
+    return out.drop(columns="propensity")
 
-    spec = DESIGNS[design]
-    _, refusal = spec.preflight(None, None, {}, "signals")
-    assert f"only via `convocausal estimate {cli}`" in refusal
-    with pytest.raises(MethodRefusal, match=f"convocausal estimate {cli}"):
-        spec.run(None, None, "signals", 0)
+
+def test_per_action_propensity_columns_give_the_same_value_and_an_exact_overlap_share():
+    df = _per_action(simulate(4000, 5), 5)
+    by_prefix = estimate_policy_value(df, action="action", reward="reward", propensity=None, propensity_prefix="p_",
+                                      policy=POLICY, context=["risk", "difficulty"])
+    logged = df.assign(propensity=[df.loc[i, f"p_{a}"] for i, a in zip(df.index, df.action)])
+    by_column = estimate_policy_value(logged, action="action", reward="reward", propensity="propensity",
+                                      policy=POLICY, context=["risk", "difficulty"])
+    assert by_prefix.estimate == pytest.approx(by_column.estimate)
+    assert by_prefix.extras["ips"] == pytest.approx(by_column.extras["ips"])
+    assert by_prefix.ci_low <= TRUTH <= by_prefix.ci_high
+    assert by_prefix.extras["propensity_columns"] == {a: f"p_{a}" for a in ACTIONS}
+    rare = next(d for d in by_prefix.diagnostics if d.name == "rare_action_share")
+    assert "read from the logged per-action probabilities" in rare.message
+    with pytest.raises(MethodRefusal, match="no column starts with `q_`"):
+        estimate_policy_value(df, action="action", reward="reward", propensity=None, propensity_prefix="q_",
+                              policy=POLICY)
+    with pytest.raises(MethodRefusal, match="p_human"):
+        estimate_policy_value(df.drop(columns="p_human"), action="action", reward="reward", propensity=None,
+                              propensity_prefix="p_", policy=POLICY)
+
+
+def test_cli_policy_as_the_issue_writes_it(tmp_path, capsys):
+    from convocausal.cli import main
+
+    _per_action(simulate(3000, 7), 7).to_parquet(tmp_path / "logs.parquet")
+    (tmp_path / "p.yaml").write_text(POLICY_TEXT)
+    args = ["estimate", "policy", "--data", str(tmp_path / "logs.parquet"), "--action", "action", "--reward",
+            "reward", "--policy", str(tmp_path / "p.yaml")]
+    assert main([*args, "--propensity-prefix", "p_", "--covariates", "risk,difficulty", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["method"] == "logged_policy_evaluation" and out["ci_low"] <= TRUTH <= out["ci_high"]
+    assert {"ips", "snips", "logged_mean", "effective_sample_size"} <= set(out)
+    assert not out["ci_low"] <= out["logged_mean"] <= out["ci_high"]
+    assert main([*args, "--propensity-prefix", "logp_"]) == 2  # no such columns: refused, with the reason
+    assert "no logging propensities" in capsys.readouterr().err
 
 
 def test_policy_file_is_data_not_code(tmp_path):

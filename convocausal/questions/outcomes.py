@@ -7,7 +7,8 @@ checks, the verdicts) with one thing changed, so it gets the same design and the
 * a **guardrail** replaces the outcome (``question.model_copy(update={"outcome": g.outcome})``);
   it is *harmed* when a one-sided test at α/m (Bonferroni over the question's m guardrails) says
   it is worse than its tolerance, *cleared* when the one-sided bound at α/m says it is not,
-  *inconclusive* otherwise;
+  *inconclusive* otherwise; the test's standard error is the method's, or its 95% interval's
+  half-width / 1.96 when that is wider (a bootstrap or conformal interval), never sharper;
 * **net value** (Σ weight × outcome): for the row-level methods (matching, randomized) a
   per-conversation value column is estimated as the outcome, so its interval carries the
   covariance of the outcomes; for the aggregate methods (synthetic control, diff-in-diff) the
@@ -18,16 +19,25 @@ checks, the verdicts) with one thing changed, so it gets the same design and the
   with that reason. Over the estimated levels: a forest plot, Cochran's Q with its p-value and
   I², and ``project_to``'s re-weighting to a target mix (independent segments).
 
+* **several arms** (randomized designs with more than two arms): one row per arm and outcome
+  against the baseline — the primary outcome, the secondary outcomes, every guardrail (its status
+  per arm, at the same α/m) and the net value — in the method's decision estimand (ITT, Lin-adjusted
+  when covariates are given; TOT/LATE for the IV entry). The net value per arm comes from the same
+  per-conversation value column, so its interval carries the covariance of the outcomes; its rows
+  also join the primary result's ``extras["arms"]`` table.
+
 Rows come back as ``OutcomeRow``; the store writes them to ``question_outcomes`` with the question.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from dataclasses import asdict, dataclass
 
 import duckdb
+import pandas as pd
 from scipy import stats
 
 from configs.questions import Question
@@ -41,7 +51,8 @@ MIN_SEGMENT_ARM = MIN_GROUP  # treated and control conversations a segment needs
 MAX_SEGMENT_LEVELS = 30  # levels per segment column; more is a column to bucket first
 NET_VALUE = "net_value"
 ROW_LEVEL_METHODS = ("propensity_matching", "randomized_itt", "randomized_iv")  # one row per conversation
-KINDS = ("guardrail", "net_value", "segment", "segment_heterogeneity", "segment_projection")
+ARM_METHODS = ("randomized_itt", "randomized_iv")  # their result carries the table ``extras["arms"]``
+KINDS = ("guardrail", "net_value", "segment", "segment_heterogeneity", "segment_projection", "arm")
 # question fields cleared on every derived question, so the derived run adds no rows of its own
 _CLEARED = {"guardrails": [], "value": None, "segments": [], "project_to": None}
 
@@ -49,7 +60,7 @@ _CLEARED = {"guardrails": [], "value": None, "segments": [], "project_to": None}
 @dataclass
 class OutcomeRow:
     kind: str  # one of KINDS
-    name: str  # guardrail outcome, "net_value", "<column>=<level>", "<column>"
+    name: str  # guardrail outcome, "net_value", "<column>=<level>", "<column>"; arm: ``arm_key`` JSON
     estimate: float | None
     std_error: float | None
     ci_low: float | None
@@ -70,7 +81,8 @@ def question_outcomes(con: duckdb.DuckDBPyConnection, question: Question, catalo
 
     Returns the rows (``OutcomeRow``); the forest plots join the primary result's ``plots``. Nothing
     when the question asks for none of them or its own estimate was refused (no decision to qualify)."""
-    if not (question.guardrails or question.value or question.segments) or primary.result is None:
+    multi = primary.result is not None and primary.method in ARM_METHODS and _arm_count(primary.result) > 2
+    if not (question.guardrails or question.value or question.segments or multi) or primary.result is None:
         return []
     from convocausal.questions.answer import answer_question  # the same walk, one thing changed
 
@@ -79,13 +91,19 @@ def question_outcomes(con: duckdb.DuckDBPyConnection, question: Question, catalo
     plots: dict[str, bytes] = {}
     by_outcome: dict[str, EstimateResult | None] = {question.outcome: primary.result}
     m = len(question.guardrails)
+    guard_answers = []
     for g in question.guardrails:
         sub = answer_question(con, base.model_copy(update={"outcome": g.outcome}), catalog, seed, relation)
         by_outcome[g.outcome] = sub.result
+        guard_answers.append((g, sub))
         rows.append(_guardrail_row(g, sub, m))
     if question.value:
         rows.append(_net_value(con, base, question.value, catalog, primary.method, seed, relation, by_outcome,
                                answer_question))
+        if primary.method in ARM_METHODS:
+            _join_net_value_arms(primary.result, by_outcome.get(NET_VALUE))
+    if multi:
+        rows += _arm_rows(question, primary, guard_answers, m)
     for col in question.segments:
         seg_rows, png = _segments(con, base, catalog, primary.method, col, seed, relation, answer_question,
                                   (question.project_to or {}).get(col))
@@ -107,39 +125,57 @@ def _se(r: EstimateResult) -> float | None:
     return (hi - lo) / (2 * stats.norm.ppf(1 - ALPHA / 2)) if lo is not None and hi is not None and hi > lo else None
 
 
+def _decision_se(r: EstimateResult) -> float | None:
+    """The standard error a guardrail is tested with: the method's, or its interval's half-width / z when that is
+    wider (diff-in-diff's wild cluster bootstrap, synthetic control's conformal interval), so a guardrail's verdict
+    is never sharper than the method's own interval."""
+    se = _se(r)
+    lo, hi = _finite(r.ci_low), _finite(r.ci_high)
+    if se is None or lo is None or hi is None or hi <= lo:
+        return se
+    return max(se, (hi - lo) / (2 * stats.norm.ppf(1 - ALPHA / 2)))
+
+
 def _failed_errors(answer) -> list[str]:
     return [c.name for c in answer.checks if c.severity == "ERROR" and c.state == "failed"]
 
 
+def _guardrail_basis(g, m: int) -> str:
+    return (f"one-sided test at α = {ALPHA:g}/{m} = {ALPHA / m:.4g} (Bonferroni over {m} guardrail"
+            f"{'s' if m > 1 else ''}); {g.better} is better, tolerance {g.tolerance:g}")
+
+
+def _guardrail_status(g, estimate: float, se: float, m: int, failed: list[str]) -> tuple[str, str, float]:
+    """(status, why, one-sided p) of guardrail ``g`` from one estimate and its standard error (module doc)."""
+    level = ALPHA / m
+    worse = estimate if g.better == "lower" else -estimate  # > 0: the change made it worse
+    z = stats.norm.ppf(1 - level)
+    p = float(stats.norm.sf((worse - g.tolerance) / se))  # H0: worse by at most the tolerance
+    bound = worse + z * se  # one-sided upper bound of how much worse
+    if failed:
+        return "blocked", f"failed checks on this guardrail: {', '.join(failed)}", p
+    if worse - z * se > g.tolerance:
+        return "harmed", (f"worse by {abs(worse):.4g} (estimate {estimate:+.4f}), beyond its tolerance "
+                          f"{g.tolerance:g}: p = {p:.3g} < {level:.4g}"), p
+    if bound <= g.tolerance:
+        return "cleared", (f"not worse beyond its tolerance: at most {bound:+.4g} worse "
+                           f"(one-sided {100 * (1 - level):.4g}% bound)"), p
+    return "inconclusive", (f"could be worse than its tolerance: up to {bound:+.4g} worse "
+                            f"(one-sided {100 * (1 - level):.4g}% bound), harm not shown (p = {p:.3g})"), p
+
+
 def _guardrail_row(g, sub, m: int) -> OutcomeRow:
     r = sub.result
-    level = ALPHA / m
     if r is None:
         return OutcomeRow("guardrail", g.outcome, None, None, None, None, None, 0, 0, "refused",
                           f"guardrail `{g.outcome}` could not be estimated: {sub.refusal}")
-    se = _se(r)
-    worse = r.estimate if g.better == "lower" else -r.estimate  # > 0: the change made it worse
-    z = stats.norm.ppf(1 - level)
-    base = (f"one-sided test at α = {ALPHA:g}/{m} = {level:.4g} (Bonferroni over {m} guardrail"
-            f"{'s' if m > 1 else ''}); {g.better} is better, tolerance {g.tolerance:g}")
+    se = _decision_se(r)
+    base = _guardrail_basis(g, m)
     if se is None:
         return OutcomeRow("guardrail", g.outcome, _finite(r.estimate), None, _finite(r.ci_low), _finite(r.ci_high),
                           None, int(r.n_treated), int(r.n_control), "inconclusive",
                           f"`{g.outcome}`: no standard error, so harm cannot be tested; {base}")
-    p = float(stats.norm.sf((worse - g.tolerance) / se))  # H0: worse by at most the tolerance
-    bound = worse + z * se  # one-sided upper bound of how much worse
-    failed = _failed_errors(sub)
-    if failed:
-        status, what = "blocked", f"failed checks on this guardrail: {', '.join(failed)}"
-    elif worse - z * se > g.tolerance:
-        status, what = "harmed", (f"worse by {abs(worse):.4g} (estimate {r.estimate:+.4f}), beyond its tolerance "
-                                  f"{g.tolerance:g}: p = {p:.3g} < {level:.4g}")
-    elif bound <= g.tolerance:
-        status, what = "cleared", (f"not worse beyond its tolerance: at most {bound:+.4g} worse "
-                                   f"(one-sided {100 * (1 - level):.4g}% bound)")
-    else:
-        status, what = "inconclusive", (f"could be worse than its tolerance: up to {bound:+.4g} worse "
-                                        f"(one-sided {100 * (1 - level):.4g}% bound), harm not shown (p = {p:.3g})")
+    status, what, p = _guardrail_status(g, r.estimate, se, m, _failed_errors(sub))
     return OutcomeRow("guardrail", g.outcome, _finite(r.estimate), se, _finite(r.ci_low), _finite(r.ci_high), p,
                       int(r.n_treated), int(r.n_control), status, f"`{g.outcome}` {what}; {base}")
 
@@ -169,6 +205,7 @@ def _net_value(con, base: Question, value: dict, catalog, method: str, seed: int
         finally:
             con.execute(f"DROP VIEW IF EXISTS {view}")
         r = sub.result
+        by_outcome[NET_VALUE] = r
         if r is None:
             return OutcomeRow("net_value", NET_VALUE, None, None, None, None, None, 0, 0, "refused",
                               f"net value ({words}) could not be estimated: {sub.refusal}")
@@ -204,6 +241,75 @@ def _net_value(con, base: Question, value: dict, catalog, method: str, seed: int
                       f"net value per conversation = {words}, combined from one estimate per outcome: "
                       f"{method.replace('_', ' ')} has no per-conversation value column, so the interval assumes the "
                       "outcomes' errors are perfectly correlated (the weighted interval ends add up): conservative")
+
+
+# --- several arms --------------------------------------------------------------------------------
+
+def _arm_table(result: EstimateResult | None) -> pd.DataFrame | None:
+    table = (result.extras or {}).get("arms") if result is not None else None
+    return table if isinstance(table, pd.DataFrame) and not table.empty else None
+
+
+def _arm_count(result: EstimateResult) -> int:
+    """Arms of a randomized result: the baseline plus every arm of its table."""
+    table = _arm_table(result)
+    return 0 if table is None else 1 + int(table["arm"].nunique())
+
+
+def _join_net_value_arms(primary: EstimateResult, value_result: EstimateResult | None) -> None:
+    """Every arm's net value rows (the value column's own estimate) join the primary result's arm table."""
+    table, value_table = _arm_table(primary), _arm_table(value_result)
+    if table is None or value_table is None:
+        return
+    own = value_table[value_table["outcome"] == NET_VALUE]
+    kept = table[table["outcome"] != NET_VALUE]
+    primary.extras["arms"] = pd.concat([kept, own[list(table.columns)]], ignore_index=True)
+
+
+def arm_key(arm: str, baseline: str, outcome: str, estimand: str, role: str) -> str:
+    """The ``name`` of an arm row: JSON, since arm labels are data (any text)."""
+    return json.dumps({"arm": arm, "baseline": baseline, "outcome": outcome, "estimand": estimand, "role": role},
+                      sort_keys=True)
+
+
+def _decision_rows(table: pd.DataFrame, outcome: str, method: str) -> pd.DataFrame:
+    """Per arm, the row of ``outcome`` in the method's decision estimand (ITT, adjusted when present; TOT/LATE)."""
+    t = table[table["outcome"] == outcome]
+    if method == "randomized_iv":
+        return t[t["estimand"].isin(["TOT", "LATE"])]
+    adjusted = t[t["estimand"] == "ITT_adjusted"]
+    return adjusted if not adjusted.empty else t[t["estimand"] == "ITT"]
+
+
+def _arm_rows(question: Question, primary, guard_answers: list, m: int) -> list[OutcomeRow]:
+    """One row per arm and outcome (module doc): the primary and secondary outcomes, guardrails, net value."""
+    table = _arm_table(primary.result)
+    if table is None:
+        return []
+    sources: list[tuple[str, str, pd.DataFrame, object, list[str]]] = []  # outcome, role, table, guardrail, failed
+    guarded = {g.outcome for g, _ in guard_answers}
+    for o in dict.fromkeys([question.outcome, *(o for o in question.secondary_outcomes if o not in guarded)]):
+        sources.append((o, "primary" if o == question.outcome else "secondary", table, None, []))
+    for g, sub in guard_answers:
+        own = _arm_table(sub.result)
+        if own is not None:
+            sources.append((g.outcome, "guardrail", own, g, _failed_errors(sub)))
+    sources.append((NET_VALUE, "net_value", table, None, []))
+    rows: list[OutcomeRow] = []
+    for outcome, role, t, g, failed in sources:
+        for _, r in _decision_rows(t, outcome, primary.method).iterrows():
+            est, se = _finite(r["estimate"]), _finite(r["std_error"])  # normal intervals: se = half-width / z
+            status = "ok"
+            what = (f"{r['estimand']} of arm `{r['arm']}` against the baseline `{r['baseline']}` on `{outcome}` "
+                    "(pairwise, no multiplicity correction across arms)")
+            if g is not None and est is not None and se:
+                status, why, _ = _guardrail_status(g, est, se, m, failed)
+                what += f"; guardrail: {why}; {_guardrail_basis(g, m)}"
+            rows.append(OutcomeRow("arm", arm_key(str(r["arm"]), str(r["baseline"]), outcome, str(r["estimand"]),
+                                                  role),
+                                   est, se, _finite(r["ci_low"]), _finite(r["ci_high"]), _finite(r["p_value"]),
+                                   int(r["n_arm"]), int(r["n_baseline"]), status, what))
+    return rows
 
 
 # --- segments ------------------------------------------------------------------------------------

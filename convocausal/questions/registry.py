@@ -15,6 +15,7 @@ field outside the shared vocabulary of ``configs/questions.py`` also adds that f
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,7 @@ class MethodSpec:
     validate: Callable[[Question], None] | None = None  # shape rules beyond `required`
     after_estimate: AfterFn | None = None  # checks that need the estimate (e.g. omitted confounders)
     cli_help: str = ""
+    cli_aliases: tuple[str, ...] = ()  # earlier spellings of the subcommand, still accepted
 
 
 # ============================================================================ propensity matching
@@ -285,6 +287,24 @@ def _parse_shares(text: str | None) -> dict | None:
     return out
 
 
+def _parse_value(text: str | None) -> dict | None:
+    """``--value resolved=14,handle_minutes=-0.8``: a weight per outcome column (net value per arm)."""
+    if not text:
+        return None
+    out = {}
+    for part in split_list(text):
+        col, sep, weight = part.partition("=")
+        try:
+            value = float(weight)
+        except ValueError:
+            value = float("nan")
+        if not sep or not col or not math.isfinite(value):
+            raise ConfigError(f"--value {text}: give OUTCOME=WEIGHT pairs with numeric weights, "
+                              "e.g. resolved=14,handle_minutes=-0.8")
+        out[col] = value
+    return out
+
+
 def _randomized_common_cli(p: argparse.ArgumentParser) -> None:
     p.add_argument("--covariates", default="", help="comma-separated pre-period columns (known before assignment) "
                    "to adjust for; text columns are used as categories")
@@ -294,6 +314,9 @@ def _randomized_common_cli(p: argparse.ArgumentParser) -> None:
                    help="the design's arm shares for the sample-ratio check, e.g. 0=0.5,1=0.5 (default: equal)")
     p.add_argument("--secondary-outcomes", default="", metavar="COL,COL…",
                    help="further outcome columns for the per-arm table (`arms` in the JSON)")
+    p.add_argument("--value", default=None, metavar="COL=WEIGHT,…",
+                   help="weights per outcome column, e.g. resolved=14,handle_minutes=-0.8: adds a net-value row per "
+                        "arm to the `arms` table, its interval carrying the outcomes' covariance")
 
 
 def _itt_cli(p: argparse.ArgumentParser) -> None:
@@ -312,7 +335,8 @@ def _itt_from_args(df: pd.DataFrame, args) -> EstimateResult:
 
     return estimate_itt(df, outcome=args.outcome, assignment=args.assignment, covariates=split_list(args.covariates),
                         uptake=args.uptake, baseline=args.baseline, shares=_parse_shares(args.shares),
-                        secondary_outcomes=split_list(args.secondary_outcomes), cov_type=args.cov_type)
+                        secondary_outcomes=split_list(args.secondary_outcomes), cov_type=args.cov_type,
+                        value=_parse_value(args.value))
 
 
 def _iv_cli(p: argparse.ArgumentParser) -> None:
@@ -328,7 +352,8 @@ def _iv_from_args(df: pd.DataFrame, args) -> EstimateResult:
 
     return estimate_iv(df, outcome=args.outcome, treatment=args.treatment, instrument=args.instrument,
                        covariates=split_list(args.covariates), baseline=args.baseline,
-                       shares=_parse_shares(args.shares), secondary_outcomes=split_list(args.secondary_outcomes))
+                       shares=_parse_shares(args.shares), secondary_outcomes=split_list(args.secondary_outcomes),
+                       value=_parse_value(args.value))
 
 
 _RANDOMIZED_CHECKS = ("sample_size", "outcome_not_agent_controlled", "survivorship", "sample_ratio",
@@ -336,33 +361,300 @@ _RANDOMIZED_CHECKS = ("sample_size", "outcome_not_agent_controlled", "survivorsh
 _RANDOMIZED_COLUMNS = ("assignment", "uptake", "covariates", "secondary_outcomes")
 
 
-# ============================================================================ CLI-only methods (issue 17)
-def _cli_only(cli_name: str) -> tuple[PreflightFn, RunFn]:
-    """Pre-flight and run of a method not yet wired into the question pipeline: both refuse, saying where it runs."""
-    reason = (f"this design is available only via `convocausal estimate {cli_name}` for now; "
-              "it does not yet run from a question")
+# ============================================================================ measurement and mechanisms (issue 17)
+# Three designs whose numbers need more than an outcome column: a judge score calibrated on a human-audited
+# sample (judged_outcome), a routing policy valued from logs with their logging probabilities (logged_policy),
+# and a total effect split at a mediator (mediation). Each runs from a question (fields in configs/questions.py)
+# and from `convocausal estimate judge|policy|mediation`. Their secondary numbers (the raw and audit-only judge
+# effects; IPS, SNIPS, logged mean, ESS; direct effects and the share mediated) travel to the store as
+# diagnostics named MEASUREMENT_PREFIX + name (value = the estimate, the interval in the message), which the
+# memo's "Measurement and mechanism" section reads (convocausal/report.py).
+MEASUREMENT_PREFIX = "measured_"
 
-    def preflight(con, question: Question, by_name: dict, relation: str):
-        return [], reason
 
-    def run(con, question: Question, relation: str, seed: int):
-        from methods.result import MethodRefusal
+def _measured(name: str, label: str, est, se=None, lo=None, hi=None, meaning: str = "") -> Diagnostic:
+    import math
 
-        raise MethodRefusal(reason)
+    def ok(v) -> bool:
+        return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
 
-    return preflight, run
+    text = f"{label}: {est:+.4f}" if ok(est) else f"{label}: not identified"
+    if ok(est) and ok(lo) and ok(hi):
+        text += f" (95% CI {lo:+.4f} to {hi:+.4f}" + (f", SE {se:.4f})" if ok(se) else ")")
+    return Diagnostic(MEASUREMENT_PREFIX + name, float(est) if ok(est) else None, None, True,
+                      text + (f". {meaning}" if meaning else ""), "warn", None)
+
+
+def _rows(con, relation: str, select: list[str], where: list[str], question: Question, params=()) -> pd.DataFrame:
+    w, wparams = window_sql(question)
+    return con.execute(f"SELECT {', '.join(select)} FROM {relation} WHERE {' AND '.join([*where, w])}",
+                       [*params, *wparams]).df()
+
+
+# ---------------------------------------------------------------- judged outcome
+def _judge_validate(question: Question) -> None:
+    if not question.treatment:
+        raise ValueError("a judged outcome needs `treatment` (a 0/1 column; the arms are compared by their means, "
+                         "so the treatment should be randomized or as good as random)")
+    if not question.score:
+        raise ValueError("a judged outcome needs `score` (the automated judge's score column); `outcome` is the "
+                         "human score, set on the audited conversations and null elsewhere")
+    if question.score == question.outcome:
+        raise ValueError("`score` (the judge) and `outcome` (the human score) name the same column")
+    if question.treatment in (*question.bias_covariates, question.score, question.outcome):
+        raise ValueError(f"`{question.treatment}` is the treatment, not a score or a bias covariate")
+
+
+def _judge_preflight(con, question: Question, by_name: dict, relation: str):
+    from methods.judge.estimate import MIN_AUDIT_PER_ARM
+
+    if by_name.get(question.score, {}).get("kind") != "outcome":
+        return [], (f"`score` {question.score} is a {by_name.get(question.score, {}).get('kind', '?')} signal: it must "
+                    "be the judge's score of each conversation (an outcome column of the outcomes export)")
+    t, s, h = q(question.treatment), q(question.score), q(question.outcome)
+    where, params = window_sql(question)
+    n1, n0, a1, a0 = con.execute(
+        f"SELECT count(*) FILTER (WHERE {t} = 1), count(*) FILTER (WHERE {t} = 0), "
+        f"count(*) FILTER (WHERE {t} = 1 AND {h} IS NOT NULL), count(*) FILTER (WHERE {t} = 0 AND {h} IS NOT NULL) "
+        f"FROM {relation} WHERE {t} IS NOT NULL AND {s} IS NOT NULL AND {where}", params).fetchone()
+    refusal = None
+    if min(a1, a0) < MIN_AUDIT_PER_ARM:
+        refusal = (f"too few human-audited conversations: {a1} treated and {a0} control have `{question.outcome}` "
+                   f"(of {n1} and {n0} with a judge score); the calibration needs at least {MIN_AUDIT_PER_ARM} per "
+                   "arm: audit a random sample of each arm")
+    return [Diagnostic("sample_size", float(min(a1, a0)), float(MIN_AUDIT_PER_ARM), refusal is None,
+                       refusal or (f"{n1:,} treated and {n0:,} control conversations with a judge score; {a1:,} and "
+                                   f"{a0:,} of them human-audited"), "error", check="sample_size")], refusal
+
+
+def _run_judge(con, question: Question, relation: str, seed: int):
+    from methods.judge import estimate_judge_effect
+
+    t, s, h = question.treatment, question.score, question.outcome
+    bias = [c for c in dict.fromkeys(question.bias_covariates) if c not in (t, s, h)]
+    df = _rows(con, relation, ["conversation_id", f"CAST({q(t)} AS DOUBLE) AS {q(t)}",
+                               f"CAST({q(s)} AS DOUBLE) AS {q(s)}", f"CAST({q(h)} AS DOUBLE) AS {q(h)}",
+                               *(q(c) for c in bias)],
+               [f"{q(t)} IS NOT NULL", f"{q(s)} IS NOT NULL"], question)
+    audit = df.loc[df[h].notna(), ["conversation_id", h]]
+    result = estimate_judge_effect(df.drop(columns=[h]), audit, treatment=t, judge=s, human=h,
+                                   bias_covariates=bias, id_col="conversation_id")
+    result.diagnostics += _judge_notes(result, s, h)
+    return result, {"rows": len(df), "audited": len(audit)}
+
+
+def _judge_notes(result: EstimateResult, score: str, human: str) -> list[Diagnostic]:
+    eff = result.extras["effects"].set_index("effect")
+    meaning = {
+        "calibrated_ppi": f"the headline: `{score}` calibrated on the audit and corrected by the audit residuals "
+                          f"(prediction-powered inference), in `{human}` units",
+        "raw_judge": "the naive number: the judge's own score, carrying whatever the judge is biased by",
+        "audit_only": f"`{human}` on the audited conversations alone: unbiased, the widest",
+        "calibrated_plugin": "the calibration model's prediction alone, without the audit correction",
+    }
+    labels = {"calibrated_ppi": "calibrated effect", "raw_judge": "raw judge-score effect",
+              "audit_only": "audit-sample effect", "calibrated_plugin": "calibration-only (plug-in) effect"}
+    return [_measured(f"judge_{k}", labels[k], r["estimate"], r["std_error"], r["ci_low"], r["ci_high"], meaning[k])
+            for k, r in eff.iterrows()]
+
+
+# ---------------------------------------------------------------- logged policy
+def _policy_validate(question: Question) -> None:
+    missing = [f for f in ("action", "propensity_prefix", "policy") if getattr(question, f) in (None, "")]
+    if missing:
+        raise ValueError("a logged-policy question needs " + ", ".join(f"`{f}`" for f in missing) + " (the logged "
+                         "action column, the prefix of its per-action logging probability columns, and the candidate "
+                         "policy as rules)")
+    if question.action == question.outcome:
+        raise ValueError("`action` and `outcome` (the reward) name the same column")
+
+
+def _policy_preflight(con, question: Question, by_name: dict, relation: str):
+    from methods.ope.estimate import MIN_ROWS, NO_PROPENSITIES, propensity_columns
+
+    prefix = question.propensity_prefix
+    cols = propensity_columns(list(by_name), prefix)
+    if not cols:
+        return [], (f"{NO_PROPENSITIES}: no signals column starts with `{prefix}` (configure one downstream outcome "
+                    f"`{prefix}<action>` per action in the signals config)")
+    bad = [f"`{c}` ({by_name[c].get('kind')}, measured {by_name[c].get('measured_at')})"
+           for c in question.policy.columns() if c in by_name and by_name[c].get("measured_at") != "start"]
+    absent = [c for c in question.policy.columns() if c not in by_name]
+    if absent:
+        return [], (f"the policy's rules name {', '.join(f'`{c}`' for c in absent)}, not signals columns; available: "
+                    + ", ".join(sorted(by_name)))
+    if bad:
+        return [], ("the policy's rules must read what the router knows when it decides, signals known at "
+                    "conversation start; " + ", ".join(bad) + " are not")
+    unlogged = [a for a in question.policy.actions() if a not in cols]
+    if unlogged:
+        return [], (f"the candidate takes action(s) {', '.join(unlogged)} with no logging-probability column "
+                    + ", ".join(f"`{prefix}{a}`" for a in unlogged) + f" (found: {', '.join(cols.values())}): the "
+                    "logs say nothing about how often the logger took them")
+    a, y = q(question.action), q(question.outcome)
+    where, params = window_sql(question)
+    n = con.execute(f"SELECT count(*) FROM {relation} WHERE {a} IS NOT NULL AND {y} IS NOT NULL AND {where}",
+                    params).fetchone()[0]
+    refusal = None if n >= MIN_ROWS else (f"{n} logged conversations with an action and a reward; at least {MIN_ROWS} "
+                                          "are needed")
+    return [Diagnostic("sample_size", float(n), float(MIN_ROWS), refusal is None,
+                       refusal or f"{n:,} logged conversations with an action and a reward; logging probabilities in "
+                       + ", ".join(f"`{c}`" for c in cols.values()), "error", check="sample_size")], refusal
+
+
+def _run_policy(con, question: Question, relation: str, seed: int):
+    from methods.ope import estimate_policy_value
+    from methods.ope.estimate import propensity_columns
+
+    schema = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {relation}").fetchall()]
+    props = list(propensity_columns(schema, question.propensity_prefix).values())
+    cols = list(dict.fromkeys([question.action, *question.covariates, *question.policy.columns()]))
+    df = _rows(con, relation, [*(q(c) for c in cols), f"CAST({q(question.outcome)} AS DOUBLE) AS {q(question.outcome)}",
+                               *(f"CAST({q(c)} AS DOUBLE) AS {q(c)}" for c in props)],
+               [f"{q(question.action)} IS NOT NULL", f"{q(question.outcome)} IS NOT NULL"], question)
+    result = estimate_policy_value(df, action=question.action, reward=question.outcome, propensity=None,
+                                   propensity_prefix=question.propensity_prefix, policy=question.policy.as_plain(),
+                                   context=list(question.covariates), seed=seed)
+    result.diagnostics += _policy_notes(result)
+    return result, {"rows": len(df)}
+
+
+def _policy_notes(result: EstimateResult) -> list[Diagnostic]:
+    tab = result.extras["estimators"].set_index("estimator")
+    meaning = {"doubly_robust": "the headline: reward model plus inverse-propensity correction",
+               "ips": "inverse propensity weighting alone", "snips": "self-normalised IPS",
+               "logged_mean": "the logging policy's own mean reward (the naive number for a new policy)",
+               "dr_minus_logged": "the candidate's gain over the logging policy"}
+    labels = {"doubly_robust": "doubly robust value", "ips": "IPS value", "snips": "SNIPS value",
+              "logged_mean": "logged mean reward", "dr_minus_logged": "improvement over the logger"}
+    out = [_measured(f"policy_{k}", labels[k], r["value"], r["std_error"], r["ci_low"], r["ci_high"], meaning[k])
+           for k, r in tab.iterrows()]
+    ess, n = result.extras["effective_sample_size"], result.n_treated + result.n_control
+    share = ", ".join(f"{a} {v:.0%}" for a, v in result.extras["candidate_action_share"].items())
+    out.append(Diagnostic(MEASUREMENT_PREFIX + "policy_effective_sample_size", float(ess), None, True,
+                          f"effective sample size: {ess:,.0f} of {n:,} logged conversations; the candidate's "
+                          f"actions: {share}", "warn", None))
+    return out
+
+
+# ---------------------------------------------------------------- mediation
+def _mediation_validate(question: Question) -> None:
+    if len(question.mediators) != 1:
+        raise ValueError("a mediation question needs `mediators: [COL]` with one 0/1 signal (a tool call, a "
+                         "behaviour) the treatment may work through")
+    rollout = bool(question.treated or question.launch)
+    if bool(question.treatment) == rollout:
+        raise ValueError("a mediation question names either `treatment` (a behaviour) or `treated` with `launch` "
+                         "(a rollout), not both and not neither")
+    if rollout and not (question.treated and question.launch):
+        raise ValueError("a rollout mediation needs both `treated` and `launch`")
+    if rollout and question.time_bucket == "hour":
+        raise ValueError("a rollout mediation takes time_bucket `week` or `date`")
+    m = question.mediators[0]
+    if m in (question.treatment, question.outcome, *question.covariates):
+        raise ValueError(f"mediator `{m}` is also the treatment, the outcome or a covariate")
+
+
+def _mediation_preflight(con, question: Question, by_name: dict, relation: str):
+    from methods.mediation.estimate import MIN_CELL
+
+    m = question.mediators[0]
+    row = by_name.get(m, {})
+    if row.get("measured_at") == "start":
+        return [], (f"mediator `{m}` is known at conversation start, so the treatment cannot move it: it is a "
+                    "confounder (put it in `covariates`), not a mediator")
+    if row.get("kind") not in ("tool", "behaviour"):
+        return [], (f"mediator `{m}` is a {row.get('kind', '?')} signal; a mediator is something that happens in "
+                    "the conversation after the treatment (a tool call or a behaviour)")
+    t_sql, params = _mediation_treatment(question)
+    where, wparams = window_sql(question)
+    y, ms = q(question.outcome), _mediator_sql(m, row)
+    cells = con.execute(
+        f"SELECT count(*) FILTER (WHERE _t = 0 AND _m = 0), count(*) FILTER (WHERE _t = 0 AND _m = 1), "
+        f"count(*) FILTER (WHERE _t = 1 AND _m = 0), count(*) FILTER (WHERE _t = 1 AND _m = 1) FROM "
+        f"(SELECT {t_sql} AS _t, {ms} AS _m FROM {relation} WHERE {y} IS NOT NULL AND {where}) WHERE _t IS NOT NULL",
+        [*params, *wparams]).fetchone()
+    needed = [c for i, c in enumerate(cells) if i != 1 or c > 0]  # (t=0, m=1) may be empty: a treatment-only tool
+    smallest = min(needed)
+    refusal = None if smallest >= MIN_CELL else (
+        f"too few conversations in a treatment x mediator cell (t0/m0 {cells[0]}, t0/m1 {cells[1]}, t1/m0 {cells[2]}, "
+        f"t1/m1 {cells[3]}); at least {MIN_CELL} in each are needed to separate the paths")
+    return [Diagnostic("sample_size", float(smallest), float(MIN_CELL), refusal is None,
+                       refusal or (f"treatment x mediator `{m}` cells: t0/m0 {cells[0]:,}, t0/m1 {cells[1]:,}, "
+                                   f"t1/m0 {cells[2]:,}, t1/m1 {cells[3]:,}"), "error", check="sample_size")], refusal
+
+
+def _mediator_sql(m: str, row: dict) -> str:
+    """0/1: a tool was called (true), or a behaviour happened at all (early or later; null = never)."""
+    return f"CAST({q(m)} IS NOT NULL AS INTEGER)" if row.get("kind") == "behaviour" else \
+        f"CAST(coalesce(CAST({q(m)} AS BOOLEAN), FALSE) AS INTEGER)"
+
+
+def _mediation_treatment(question: Question) -> tuple[str, list]:
+    """The 0/1 treatment: the behaviour column, or (a rollout) in the treated group on or after the launch."""
+    if question.treatment:
+        return f"CAST({q(question.treatment)} AS INTEGER)", []
+    sel, params = treated_sql(question)
+    return f"CAST(({sel}) AND CAST(date AS DATE) >= ? AS INTEGER)", [*params, question.launch]
+
+
+def _run_mediation(con, question: Question, relation: str, seed: int):
+    from methods.mediation import estimate_mediation
+
+    m = question.mediators[0]
+    kind = con.execute(f"SELECT column_type FROM (DESCRIBE SELECT {q(m)} FROM {relation})").fetchone()[0]
+    row = {"kind": "behaviour" if kind.upper().startswith(("TINYINT", "INT", "SMALLINT")) else "tool"}
+    t_sql, params = _mediation_treatment(question)
+    covs = list(question.covariates)
+    tname = question.treatment or "treated_after_launch"
+    select = [f"{t_sql} AS {q(tname)}", f"{_mediator_sql(m, row)} AS {q(m)}",
+              f"CAST({q(question.outcome)} AS DOUBLE) AS {q(question.outcome)}", *(q(c) for c in covs)]
+    info = {"form": "behaviour" if question.treatment else "rollout"}
+    if not question.treatment:  # a rollout: the treated group and the period as covariates (two-way fixed effects)
+        sel, sel_params = treated_sql(question)
+        period = "week" if question.time_bucket == "week" else "date"
+        select += [f"CAST({sel} AS INTEGER) AS _group", f"CAST({q(period)} AS VARCHAR) AS _period"]
+        params = [*params, *sel_params]
+        covs += ["_group", "_period"]
+        info["period"] = period
+    w, wparams = window_sql(question)
+    df = con.execute(f"SELECT {', '.join(select)} FROM {relation} WHERE {q(question.outcome)} IS NOT NULL AND {w}",
+                     [*params, *wparams]).df().dropna(subset=[tname])
+    result = estimate_mediation(df, treatment=tname, outcome=question.outcome, mediator=m, covariates=covs, seed=seed)
+    result.diagnostics += _mediation_notes(result, m)
+    return result, info
+
+
+def _mediation_notes(result: EstimateResult, mediator: str) -> list[Diagnostic]:
+    from methods.mediation.estimate import NOTE
+
+    tab = result.extras["effects"].set_index("effect")
+    rows = [("total", "total effect", "what the treatment did, by every path (the number to decide on)"),
+            ("cde_0", "controlled direct effect, mediator off",
+             f"the effect if `{mediator}` were held off for everyone"),
+            ("cde_1", "controlled direct effect, mediator on", f"the effect if `{mediator}` were forced on for everyone"),
+            ("nde", "natural direct effect", f"the effect with `{mediator}` left as it would be untreated"),
+            ("nie", "indirect effect", f"the part that runs through `{mediator}`"),
+            ("share_mediated", "share mediated", "indirect / (natural direct + indirect)")]
+    out = [_measured(f"mediation_{k}", label, tab.loc[k, "estimate"], tab.loc[k, "std_error"], tab.loc[k, "ci_low"],
+                     tab.loc[k, "ci_high"], meaning) for k, label, meaning in rows if k in tab.index]
+    out.append(Diagnostic(MEASUREMENT_PREFIX + "mediation_note", None, None, True, NOTE, "warn", None))
+    return out
 
 
 def _ope_cli(p: argparse.ArgumentParser) -> None:
     p.add_argument("--action", required=True, metavar="COL", help="the action the logging policy took in each row")
+    p.add_argument("--propensity-prefix", default=None, metavar="PREFIX",
+                   help="the logging probability of action `a`, P(a | context) recorded at decision time, is in column "
+                        "PREFIX + a (one column per action; without logging probabilities the method refuses: the "
+                        "logs alone cannot value a new policy)")
     p.add_argument("--propensity", default=None, metavar="COL",
-                   help="the logging probability of the logged action, P(action | context), recorded at decision "
-                        "time (without it the method refuses: the logs alone cannot value a new policy)")
+                   help="instead of --propensity-prefix: one column holding the logged action's probability")
     p.add_argument("--reward", required=True, metavar="COL", help="numeric reward of each logged row")
     p.add_argument("--policy", required=True, type=Path, metavar="POLICY.yaml",
                    help="the candidate policy as data: ordered rules `{rules: [{when: {COL: {gt: 1.0}}, action: A}], "
                         "default: B}`, first match wins; operators gt ge lt le eq in")
-    p.add_argument("--context", "--covariates", dest="context", default="", metavar="COL,COL…",
+    p.add_argument("--covariates", "--context", dest="context", default="", metavar="COL,COL…",
                    help="context columns of the doubly robust reward model (one regression per action)")
 
 
@@ -375,11 +667,14 @@ def _ope_from_args(df: pd.DataFrame, args) -> EstimateResult:
     if missing:
         raise ConfigError(f"--policy {args.policy}: the rules name column(s) {', '.join(missing)} that --data "
                           f"{args.data} lacks; available: {', '.join(map(str, df.columns))}")
+    if args.propensity_prefix and args.propensity:
+        raise ConfigError("give --propensity-prefix (one column per action) or --propensity (the logged action's), "
+                          "not both")
     return estimate_policy_value(df, action=args.action, reward=args.reward, propensity=args.propensity,
-                                 policy=policy.as_plain(), context=split_list(args.context), seed=args.seed)
+                                 propensity_prefix=args.propensity_prefix, policy=policy.as_plain(),
+                                 context=split_list(args.context), seed=args.seed)
 
 
-_OPE_PREFLIGHT, _OPE_RUN = _cli_only("ope")
 
 
 def _judge_cli(p: argparse.ArgumentParser) -> None:
@@ -415,7 +710,6 @@ def _judge_from_args(df: pd.DataFrame, args) -> EstimateResult:
                                  bias_covariates=split_list(args.bias_covariates), id_col=args.id_col)
 
 
-_JUDGE_PREFLIGHT, _JUDGE_RUN = _cli_only("judge")
 
 
 def _mediation_cli(p: argparse.ArgumentParser) -> None:
@@ -437,7 +731,6 @@ def _mediation_from_args(df: pd.DataFrame, args) -> EstimateResult:
                               covariates=split_list(args.covariates), seed=args.seed)
 
 
-_MEDIATION_PREFLIGHT, _MEDIATION_RUN = _cli_only("mediation")
 
 
 # ============================================================================ the registry
@@ -507,12 +800,12 @@ REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in (
         cli_help="treatment-on-the-treated (Wald / 2SLS) with the randomized assignment as the instrument",
     ),
     MethodSpec(
-        name="logged_policy_evaluation", design="logged_policy", cli_name="ope",
+        name="logged_policy_evaluation", design="logged_policy", cli_name="policy", cli_aliases=("ope",),
         why=("the logs record which action the logging policy took and with what probability, so a new routing "
              "rule can be valued offline by reweighting the rows where it agrees with the logged action "
              "(inverse propensity weighting, doubly robust with a cross-fitted reward model)"),
-        required=(), column_fields=(),
-        preflight=_OPE_PREFLIGHT, run=_OPE_RUN,
+        required=("action", "propensity_prefix", "policy"), column_fields=("action", "covariates"),
+        preflight=_policy_preflight, run=_run_policy, validate=_policy_validate,
         checks=("sample_size", "outcome_not_agent_controlled", "policy_overlap"),
         add_cli_arguments=_ope_cli, estimate_from_args=_ope_from_args,
         cli_column_args=("action", "reward", "propensity", "context"),
@@ -523,8 +816,8 @@ REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in (
         why=("the outcome is an automated judge's score and a random sample of conversations also has a human "
              "score, so the judge is calibrated on that sample and the audit's residuals correct what the "
              "calibration misses (prediction-powered inference)"),
-        required=(), column_fields=(),
-        preflight=_JUDGE_PREFLIGHT, run=_JUDGE_RUN,
+        required=("treatment", "score"), column_fields=("treatment", "score", "bias_covariates"),
+        preflight=_judge_preflight, run=_run_judge, validate=_judge_validate,
         checks=("sample_size", "outcome_not_agent_controlled", "judge_bias_by_arm"),
         add_cli_arguments=_judge_cli, estimate_from_args=_judge_from_args,
         cli_column_args=("treatment", "judge", "bias_covariates"),
@@ -536,8 +829,8 @@ REGISTRY: dict[str, MethodSpec] = {spec.name: spec for spec in (
              "effect is split into the effect with the mediator held fixed (controlled direct effect) and the part "
              "that runs through the mediator (regression-based mediation, bootstrap intervals); the "
              "mediator-adjusted number answers a different question from the total effect"),
-        required=(), column_fields=(),
-        preflight=_MEDIATION_PREFLIGHT, run=_MEDIATION_RUN,
+        required=("mediators",), column_fields=("treatment", "treated", "covariates", "mediators"),
+        preflight=_mediation_preflight, run=_run_mediation, validate=_mediation_validate,
         checks=("sample_size", "outcome_not_agent_controlled"),
         add_cli_arguments=_mediation_cli, estimate_from_args=_mediation_from_args,
         cli_column_args=("treatment", "outcome", "mediator", "covariates"),

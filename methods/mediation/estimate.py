@@ -67,19 +67,24 @@ def _wls(X: np.ndarray, ys: Sequence[np.ndarray], W: np.ndarray) -> list[np.ndar
     return [sol[..., j] for j in range(len(ys))]
 
 
-def _effects(t, m, y, C, W) -> dict[str, np.ndarray]:
+def _effects(t, m, y, C, W, interact: bool = True) -> dict[str, np.ndarray]:
     n = len(t)
     one = np.ones(n)
     total, g = _wls(np.column_stack([one, t, C]), [y, m], W)  # g: the linear-probability mediator model
     total = total[:, 1]
-    (th,) = _wls(np.column_stack([one, t, m, t * m, C]), [y], W)
+    if interact:
+        (th,) = _wls(np.column_stack([one, t, m, t * m, C]), [y], W)
+    else:  # the mediator occurs only under treatment: t x m is m itself, theta_tm = 0, CDE(1) not identified
+        (th,) = _wls(np.column_stack([one, t, m, C]), [y], W)
+        th = np.column_stack([th[:, :3], np.zeros(len(th)), th[:, 3:]])
     wsum = W.sum(1)
     base = g[:, :1] + (C @ g[:, 2:].T).T if C.shape[1] else np.repeat(g[:, :1], n, 1)  # E[M | t=0, X], B x n
     p0 = (W * base).sum(1) / wsum
     shift = g[:, 1]  # E[M | t=1, X] - E[M | t=0, X]
     nde = th[:, 1] + th[:, 3] * p0
     nie = (th[:, 2] + th[:, 3]) * shift
-    return {"total": total, "cde_0": th[:, 1], "cde_1": th[:, 1] + th[:, 3], "nde": nde, "nie": nie,
+    cde_1 = th[:, 1] + th[:, 3] if interact else np.full(len(th), np.nan)
+    return {"total": total, "cde_0": th[:, 1], "cde_1": cde_1, "nde": nde, "nie": nie,
             "share_mediated": nie / (nde + nie), "mediator_shift": shift}
 
 
@@ -95,23 +100,30 @@ def estimate_mediation(df: pd.DataFrame, *, treatment: str, outcome: str, mediat
     if np.isnan(y).any():
         raise MethodRefusal(f"`{outcome}` holds values that are not numbers")
     cells = {(a, b): int(((t == a) & (m == b)).sum()) for a in (0, 1) for b in (0, 1)}
-    thin = {k: v for k, v in cells.items() if v < MIN_CELL}
+    # the mediator never happens without the treatment (a tool the rollout made available): the
+    # treatment x mediator term is the mediator itself, so CDE(m=1) is not identified; CDE(0) = NDE is
+    one_sided = cells[(0, 1)] == 0
+    thin = {k: v for k, v in cells.items() if v < MIN_CELL and not (one_sided and k == (0, 1))}
     if thin:
         raise MethodRefusal("too few conversations in the treatment x mediator cells "
                             + ", ".join(f"({treatment}={a}, {mediator}={b}): {v}" for (a, b), v in thin.items())
                             + f"; at least {MIN_CELL} in each are needed to separate the direct and indirect paths")
     C = _covariates(d, covariates)
     n = len(d)
-    point = {k: float(v[0]) for k, v in _effects(t, m, y, C, np.ones((1, n))).items()}
+    point = {k: float(v[0]) for k, v in _effects(t, m, y, C, np.ones((1, n)), not one_sided).items()}
     rng = np.random.default_rng(seed)
     boots = {k: [] for k in point}
     for start in range(0, n_boot, 200):  # bounded memory: 200 resamples at a time
         W = rng.poisson(1.0, size=(min(200, n_boot - start), n)).astype(float)
-        for k, v in _effects(t, m, y, C, W).items():
+        for k, v in _effects(t, m, y, C, W, not one_sided).items():
             boots[k].append(v)
     boots = {k: np.concatenate(v) for k, v in boots.items()}
     table = []
     for k, v in point.items():
+        if not np.isfinite(boots[k]).any():  # CDE(1) when the mediator occurs only under treatment
+            table.append({"effect": k, "estimate": v, "std_error": float("nan"), "ci_low": float("nan"),
+                          "ci_high": float("nan")})
+            continue
         lo, hi = np.nanquantile(boots[k], [0.025, 0.975])
         table.append({"effect": k, "estimate": v, "std_error": float(np.nanstd(boots[k], ddof=1)),
                       "ci_low": float(lo), "ci_high": float(hi)})
@@ -126,6 +138,12 @@ def estimate_mediation(df: pd.DataFrame, *, treatment: str, outcome: str, mediat
                        f"({a},{b}): {v:,}" for (a, b), v in cells.items()), "error", "sample_size"),
         Diagnostic("mediation_estimand", None, None, True, NOTE, "warn", None),
     ]
+    if one_sided:
+        diagnostics.append(Diagnostic(
+            "mediator_only_under_treatment", float(cells[(0, 1)]), 0.0, True,
+            f"`{mediator}` never occurs without `{treatment}` (e.g. a tool only the treated could call): the direct "
+            "effect is the effect with the mediator off (CDE(0), equal to the natural direct effect here); the effect "
+            "with the mediator forced on for the untreated is not identified and is not reported", "warn", None))
     return EstimateResult(
         method="mediation", estimand="total effect (ATE)", outcome=outcome,
         estimate=point["total"], std_error=float(tot["std_error"]), ci_low=float(tot["ci_low"]),
@@ -134,6 +152,7 @@ def estimate_mediation(df: pd.DataFrame, *, treatment: str, outcome: str, mediat
         extras={"direct_effect": point["cde_0"], "direct_effect_mediator_on": point["cde_1"],
                 "natural_direct_effect": point["nde"], "indirect_effect": point["nie"],
                 "share_mediated": point["share_mediated"], "mediator": mediator,
+                "mediator_only_under_treatment": one_sided,
                 "effects": tab.reset_index(), "note": NOTE},
         ci_method=f"percentile bootstrap over rows ({n_boot} resamples); p-value from the bootstrap distribution",
     )

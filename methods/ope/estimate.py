@@ -91,16 +91,54 @@ def _row(name: str, phi: np.ndarray, value: float | None = None) -> dict:
     return {"estimator": name, "value": v, "std_error": se, "ci_low": v - Z * se, "ci_high": v + Z * se}
 
 
+NO_PROPENSITIES = ("no logging propensities: the logs record which action was taken but not with what probability, "
+                   "so a new policy cannot be valued from them (the logged actions are confounded by whatever the "
+                   "logger routed on); log P(action | context) for every action at decision time")
+
+
+def propensity_columns(columns: Sequence[str], prefix: str) -> dict[str, str]:
+    """Action label -> the column holding its logging probability (``prefix + label``)."""
+    return {str(c)[len(prefix):]: str(c) for c in columns if str(c).startswith(prefix) and len(str(c)) > len(prefix)}
+
+
+def _per_action_propensities(df: pd.DataFrame, action: str, prefix: str) -> tuple[pd.Series, dict[str, str]]:
+    """The logged action's probability on each row, read from the column ``prefix + action``."""
+    cols = propensity_columns(df.columns, prefix)
+    if not cols:
+        raise MethodRefusal(f"{NO_PROPENSITIES}: no column starts with `{prefix}` (expected one per action, "
+                            f"e.g. `{prefix}<action>`)")
+    labels = pd.Series(_labels(df[action].dropna()), index=df[action].dropna().index)
+    lacking = sorted(set(labels) - set(cols))
+    if lacking:
+        raise MethodRefusal(f"logged action(s) {', '.join(lacking[:10])} have no propensity column "
+                            + ", ".join(f"`{prefix}{a}`" for a in lacking[:10])
+                            + f" (found: {', '.join(cols.values())}); every logged action needs its logging probability")
+    p = pd.Series(np.nan, index=df.index)
+    for lab, col in cols.items():
+        rows = labels.index[labels.to_numpy() == lab]
+        p.loc[rows] = pd.to_numeric(df.loc[rows, col], errors="coerce")
+    return p, cols
+
+
 def estimate_policy_value(df: pd.DataFrame, *, action: str, reward: str, propensity: str | None, policy: dict,
-                          context: Sequence[str] = (), seed: int = 0) -> EstimateResult:
-    """Value of ``policy`` (plain form, ``rules.py``) on the logs ``df`` (module doc)."""
+                          context: Sequence[str] = (), seed: int = 0,
+                          propensity_prefix: str | None = None) -> EstimateResult:
+    """Value of ``policy`` (plain form, ``rules.py``) on the logs ``df`` (module doc).
+
+    The logging probabilities come either from one column holding the logged action's probability
+    (``propensity``) or, with ``propensity_prefix``, from one column per action (``prefix + action``):
+    the logged action's column weights the row (IPS), and the candidate's action's column gives the
+    overlap check its exact share of rare choices (no inverse weighting needed)."""
     context = list(dict.fromkeys(context))
-    if propensity is None or propensity not in df.columns:
-        raise MethodRefusal(
-            "no logging propensities: the logs record which action was taken but not with what probability, so "
-            "a new policy cannot be valued from them (the logged actions are confounded by whatever the logger "
-            "routed on); log P(action | context) at decision time and pass it as --propensity")
-    p_all = pd.to_numeric(df[propensity], errors="coerce")
+    prop_cols: dict[str, str] = {}
+    if propensity_prefix is not None:
+        p_all, prop_cols = _per_action_propensities(df, action, propensity_prefix)
+        propensity = f"{propensity_prefix}<action>"
+    elif propensity is None or propensity not in df.columns:
+        raise MethodRefusal(f"{NO_PROPENSITIES} and pass it as --propensity-prefix (one column per action) "
+                            "or --propensity (the logged action's)")
+    else:
+        p_all = pd.to_numeric(df[propensity], errors="coerce")
     if p_all.notna().sum() == 0:
         raise MethodRefusal(f"no logging propensities: column `{propensity}` has no numeric values")
     keep = df[action].notna() & df[reward].notna() & p_all.notna()
@@ -144,7 +182,15 @@ def estimate_policy_value(df: pd.DataFrame, *, action: str, reward: str, propens
     diff = _row("dr_minus_logged", phi_dr - r)
     p_value = float(2 * stats.norm.sf(abs(diff["value"] / diff["std_error"]))) if diff["std_error"] > 0 else float("nan")
     ess = float(w.sum() ** 2 / (w ** 2).sum()) if (w > 0).any() else 0.0
-    rare_share = float(min(1.0, (w * (p < RARE_P)).mean()))
+    if prop_cols and set(pi) <= set(prop_cols):  # every row's probability of the candidate's action is logged
+        p_pi = np.empty(n)
+        for lab in set(pi):
+            p_pi[pi == lab] = pd.to_numeric(d[prop_cols[lab]], errors="coerce").to_numpy(dtype=float)[pi == lab]
+        rare_share = float(np.nanmean(np.nan_to_num(p_pi, nan=0.0) < RARE_P))
+        rare_how = "of the candidate's choices (read from the logged per-action probabilities)"
+    else:
+        rare_share = float(min(1.0, (w * (p < RARE_P)).mean()))
+        rare_how = "of the candidate's choices (estimated by inverse weighting)"
     share = pd.Series(pi).value_counts(normalize=True)
 
     diagnostics = [
@@ -152,7 +198,7 @@ def estimate_policy_value(df: pd.DataFrame, *, action: str, reward: str, propens
                    f"{n:,} logged rows ({dropped:,} dropped for a missing action, reward or propensity); the "
                    f"candidate agrees with the logged action on {int(match.sum()):,} of them", "error", "sample_size"),
         Diagnostic("rare_action_share", rare_share, RARE_SHARE, rare_share <= RARE_SHARE,
-                   f"An estimated {rare_share:.1%} of the candidate's choices are actions the logger took with "
+                   f"{rare_share:.1%} {rare_how} are actions the logger took with "
                    f"probability < {RARE_P:g} there" + ("" if rare_share <= RARE_SHARE else
                    "; the value leans on few, heavily weighted rows: read the interval with care"),
                    "warn", "policy_overlap"),
@@ -171,7 +217,7 @@ def estimate_policy_value(df: pd.DataFrame, *, action: str, reward: str, propens
                 "effective_sample_size": ess, "improvement": diff["value"],
                 "estimators": pd.DataFrame([dr, ips, snips, logged, diff]),
                 "candidate_action_share": {str(k): float(v) for k, v in share.items()},
-                "context": context},
+                "context": context, "propensity_columns": prop_cols},
         ci_method=("normal intervals from each estimator's influence function (sandwich SE); doubly robust with a "
                    f"per-action linear reward model cross-fitted over {FOLDS} folds; p-value: candidate value "
                    "vs the logged mean reward"),

@@ -24,10 +24,11 @@ Several arms: one row per non-baseline arm against the baseline, for every outco
 table ``extras["arms"]`` (``ARM_TABLE_COLUMNS``). The baseline is the one given, else the arm
 ``0``/``false`` when there is one, else the most frequent arm (ties: the first in sorted order);
 the headline estimate is the first non-baseline arm in sorted order. Arms are compared pairwise,
-without a multiplicity correction. Hook for a net-value summary: a net value per conversation is
-a linear combination of outcomes, hence itself an outcome — add its column to the data and to
-``secondary_outcomes``, and the table carries its ITT/TOT per arm with the right standard error
-(the covariance between outcomes is inside the combined column).
+without a multiplicity correction. Net value per arm: ``value`` (outcome -> weight) adds the
+per-conversation column ``net_value`` = Σ weight × outcome (null when any weighted outcome is) as
+one more outcome, so the table carries its ITT (and TOT/LATE) per arm with the right standard
+error: a linear combination of outcomes is itself an outcome, and the covariance between the
+outcomes is inside the combined column (adding the outcomes' variances would ignore it).
 
 Inference is large-sample normal throughout (z intervals and p-values, as statsmodels' robust
 covariances and linearmodels report them); the method refuses below ``MIN_ARM`` conversations per
@@ -37,9 +38,12 @@ GROUP BY.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import duckdb
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -48,6 +52,7 @@ from methods.randomized import diagnostics as dg
 from methods.randomized.cells import Cells, arm_label, covariate_matrix, to_cells
 from methods.randomized.linear import CellIV, anderson_rubin, gram, independent_columns, ols, tsls
 from methods.result import Diagnostic, EstimateResult, MethodRefusal
+from methods.sql import quote_ident, relation_sql
 
 Z = float(stats.norm.ppf(0.975))
 WEAK_F = 10.0
@@ -56,6 +61,7 @@ ARM_TABLE_COLUMNS = ["outcome", "arm", "baseline", "estimand", "estimate", "std_
                      "p_value", "n_arm", "n_baseline", "mean_arm", "mean_baseline", "first_stage_f",
                      "ar_ci_low", "ar_ci_high"]
 NAN = float("nan")
+NET_VALUE = "net_value"  # the per-conversation value column ``value`` adds (module doc)
 
 
 @dataclass
@@ -310,9 +316,68 @@ def _as_treated_note(value: float, estimate: float, what: str) -> Diagnostic:
         "not random), so it is shown only as the naive contrast.", "warn")
 
 
+def value_weights(value: Mapping[str, float] | None, outcomes: Sequence[str]) -> dict[str, float]:
+    """The non-zero weights of ``value`` as floats; refuses a non-finite weight or a clash with an outcome name."""
+    if not value:
+        return {}
+    weights = {str(o): float(w) for o, w in value.items() if float(w) != 0.0}
+    bad = [o for o, w in weights.items() if not math.isfinite(w)]
+    if bad:
+        raise ValueError("value weights must be finite numbers; not: " + ", ".join(bad))
+    if not weights:
+        raise ValueError("value needs at least one non-zero weight")
+    if NET_VALUE in weights or NET_VALUE in outcomes:
+        raise ValueError(f"`{NET_VALUE}` is the name of the value column the method adds; rename that outcome")
+    return weights
+
+
+def value_expression(weights: Mapping[str, float]) -> str:
+    """SQL of Σ weight × outcome (null when any weighted outcome is null); names quoted, weights as literals."""
+    return " + ".join(f"({w!r}) * CAST({quote_ident(o)} AS DOUBLE)" for o, w in weights.items())
+
+
+def _cells_with_value(data, outcomes: list[str], assignment: str, uptake, covariates, weights: dict) -> Cells:
+    """Cells of ``outcomes`` plus, when ``weights``, the per-conversation ``net_value`` column as the last outcome."""
+    if not weights:
+        return to_cells(data, outcomes, assignment, uptake, covariates)
+    if isinstance(data, tuple):
+        con, relation = data
+        view = f"_value_{uuid.uuid4().hex[:12]}"
+        try:
+            con.execute(f"CREATE TEMP VIEW {view} AS SELECT *, {value_expression(weights)} AS {NET_VALUE} "
+                        f"FROM {relation_sql(relation)}")
+        except duckdb.Error as exc:  # an unknown or non-numeric weighted column
+            raise ValueError(f"value weights name unknown or non-numeric column(s) among {', '.join(weights)}: "
+                             f"{str(exc).splitlines()[0]}") from exc
+        try:
+            return to_cells((con, view), [*outcomes, NET_VALUE], assignment, uptake, covariates)
+        finally:
+            con.execute(f"DROP VIEW IF EXISTS {view}")
+    missing = [o for o in weights if o not in data.columns]
+    if missing:
+        raise ValueError("unknown column(s) in value weights: " + ", ".join(missing))
+    if NET_VALUE in data.columns:
+        raise ValueError(f"the data already has a column `{NET_VALUE}`: the method adds it from the value weights")
+    total = sum(w * data[o].astype("float64") for o, w in weights.items())
+    return to_cells(data.assign(**{NET_VALUE: total}), [*outcomes, NET_VALUE], assignment, uptake, covariates)
+
+
+def _value_extras(table: pd.DataFrame, weights: dict, headline: str, estimand: str) -> dict:
+    """The headline arm's net value (``estimand``), beside the weights; empty without weights or rows."""
+    if not weights:
+        return {}
+    sel = table[(table["outcome"] == NET_VALUE) & (table["arm"] == headline) & (table["estimand"] == estimand)]
+    out = {"value_weights": dict(weights)}
+    if not sel.empty:
+        r = sel.iloc[0]
+        out.update({"net_value": float(r["estimate"]), "net_value_std_error": float(r["std_error"]),
+                    "net_value_ci_low": float(r["ci_low"]), "net_value_ci_high": float(r["ci_high"])})
+    return out
+
+
 def estimate_itt(data, outcome: str, assignment: str, covariates: Sequence[str] = (), uptake: str | None = None,
                  baseline=None, shares: dict | None = None, secondary_outcomes: Sequence[str] = (),
-                 cov_type: str = "HC2") -> EstimateResult:
+                 cov_type: str = "HC2", value: Mapping[str, float] | None = None) -> EstimateResult:
     """Intent-to-treat effect of assignment on ``outcome`` (module doc).
 
     ``data``: pandas frame or ``(duckdb_connection, relation)``. ``covariates``: pre-period
@@ -320,11 +385,14 @@ def estimate_itt(data, outcome: str, assignment: str, covariates: Sequence[str] 
     else the difference in means. ``uptake`` (0/1, null = 0): adds the Wald TOT/LATE, the first
     stage and the as-treated contrast to the extras (the headline stays the ITT). ``shares``: the
     design's arm shares for the sample-ratio check (default equal). ``cov_type``: HC2 or HC1.
+    ``value``: outcome -> weight; every arm's net value per conversation joins the table ``arms``
+    as outcome ``net_value`` (module doc), the headline arm's in ``extras["net_value"]``.
     """
     if cov_type not in ("HC1", "HC2"):
         raise ValueError("cov_type must be HC1 or HC2")
     outcomes = list(dict.fromkeys([outcome, *secondary_outcomes]))
-    cells = to_cells(data, outcomes, assignment, uptake, covariates)
+    weights = value_weights(value, outcomes)
+    cells = _cells_with_value(data, outcomes, assignment, uptake, covariates, weights)
     d = _design(cells, assignment, outcome, baseline, shares)
     adjust = bool(cells.covariates)
     rows, dropped = [], []
@@ -354,7 +422,8 @@ def estimate_itt(data, outcome: str, assignment: str, covariates: Sequence[str] 
     extras = {"arms": table, "baseline": d.baseline, "arm": d.headline, "baseline_reason": d.baseline_reason,
               "assignment_counts": {a: int(v) for a, v in cells.counts().items()},
               "difference_in_means": float(raw["estimate"]), "difference_in_means_std_error": float(raw["std_error"]),
-              "cov_type": cov_type if adjust else "HC2"}
+              "cov_type": cov_type if adjust else "HC2",
+              **_value_extras(table, weights, d.headline, "ITT_adjusted" if adjust else "ITT")}
     naive = float(raw["estimate"])
     if adjust:
         ratio = head["std_error"] / raw["std_error"] if raw["std_error"] > 0 else NAN
@@ -387,16 +456,19 @@ def estimate_itt(data, outcome: str, assignment: str, covariates: Sequence[str] 
 
 
 def estimate_iv(data, outcome: str, treatment: str, instrument: str, covariates: Sequence[str] = (),
-                baseline=None, shares: dict | None = None, secondary_outcomes: Sequence[str] = ()) -> EstimateResult:
+                baseline=None, shares: dict | None = None, secondary_outcomes: Sequence[str] = (),
+                value: Mapping[str, float] | None = None) -> EstimateResult:
     """Wald / 2SLS effect of ``treatment`` (uptake, 0/1) instrumented by ``instrument`` (assignment).
 
     The headline is the TOT (one-sided non-compliance) or LATE (two-sided), with robust HC0 standard
     errors; ``extras`` carry the reduced-form ITT (same covariates, so estimate = itt / first_stage),
     the first stage, its robust F, the Anderson–Rubin interval and the as-treated contrast (the
-    naive estimate). The weak-instrument check fails when the first-stage F is below 10.
+    naive estimate). The weak-instrument check fails when the first-stage F is below 10. ``value``:
+    as in ``estimate_itt`` (the net value's Wald/2SLS per arm joins the table ``arms``).
     """
     outcomes = list(dict.fromkeys([outcome, *secondary_outcomes]))
-    cells = to_cells(data, outcomes, instrument, treatment, covariates)
+    weights = value_weights(value, outcomes)
+    cells = _cells_with_value(data, outcomes, instrument, treatment, covariates, weights)
     d = _design(cells, instrument, outcome, baseline, shares)
     adjust = bool(cells.covariates)
     rows, ivs, dropped = [], {}, []
@@ -425,7 +497,8 @@ def estimate_iv(data, outcome: str, treatment: str, instrument: str, covariates:
               "anderson_rubin_ci_low": ar_low, "anderson_rubin_ci_high": ar_high, "as_treated": iv.as_treated,
               "uptake_by_arm": {d.headline: iv.uptake_arm, d.baseline: iv.uptake_base}, "arms": table,
               "baseline": d.baseline, "arm": d.headline, "baseline_reason": d.baseline_reason,
-              "assignment_counts": {a: int(v) for a, v in cells.counts().items()}}
+              "assignment_counts": {a: int(v) for a, v in cells.counts().items()},
+              **_value_extras(table, weights, d.headline, estimand)}
     how = ("2SLS with covariates " + ", ".join(cells.covariates) if adjust else "the Wald ratio (2SLS without covariates)")
     return EstimateResult(
         method="randomized_iv", estimand=estimand, outcome=outcome, estimate=fit.effect, std_error=fit.se,
