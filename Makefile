@@ -37,12 +37,16 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_pipeline.py --conversations $${BENCH_N:-1000000}
 
-# Refresh the pins: resolve pyproject's ranges in a throwaway venv and freeze the result.
+# Refresh the pins: resolve pyproject's ranges in a throwaway venv and freeze the result;
+# requirements-distributed.lock holds what the `distributed` extra adds on top (the Celery run).
 lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/pip install --quiet --upgrade pip
 	.venv-lock/bin/pip install --quiet -e '.[dev]'
 	.venv-lock/bin/pip freeze --exclude-editable | grep -v '^-e' > requirements.lock
+	.venv-lock/bin/pip install --quiet -e '.[dev,distributed]'
+	.venv-lock/bin/pip freeze --exclude-editable | grep -v '^-e' | grep -vxFf requirements.lock \
+		> requirements-distributed.lock
 	rm -rf .venv-lock
 
 clean:

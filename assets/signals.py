@@ -7,11 +7,11 @@ import dagster as dg
 import polars as pl
 
 from configs.signals import load_signals_config
-from convocausal.store import publish, remove_days, stale_days, store_paths, write_day
+from convocausal.store import publish, remove_days, stale_days, write_day
 from extract.catalog import build_catalog
 from extract.day import ExtractionTotals, extract_days
 from extract.intent import extractor_from_config, models_dir
-from extract.raw import list_transcript_days, load_customers, load_outcomes
+from extract.raw import list_transcript_days, load_customers, load_outcomes, raw_cache_dir
 from extract.redact import check_salt
 from pipelines.partitions import days_backfill_policy, transcript_days
 from pipelines.resources import ConvocausalSettings
@@ -40,8 +40,12 @@ def signals_day(context: dg.AssetExecutionContext, settings: ConvocausalSettings
     """
     config = load_signals_config(settings.signals_config)
     check_salt(config.customer_key.salt, settings.raw_path)
-    paths = store_paths(settings.store)
-    present = set(list_transcript_days(settings.raw_path, settings.on_unreadable))
+    paths = settings.store_paths()
+    # The conversation index by file version (ids as 64-bit hashes, timestamps): a night re-reads only the
+    # new day's files. Outcomes and customers are validated whole, uncached: their cache entries would
+    # hold raw values (a customer's persona, an id that is an e-mail), and no raw PII goes into the store.
+    cache = raw_cache_dir(settings.store)
+    present = set(list_transcript_days(settings.raw_path, settings.on_unreadable, cache_dir=cache))
     outcomes = load_outcomes(settings.raw_path, None, config=config)
     customers = load_customers(settings.raw_path)
     totals = ExtractionTotals()
@@ -58,7 +62,7 @@ def signals_day(context: dg.AssetExecutionContext, settings: ConvocausalSettings
     for result in extract_days(settings.raw_path, days, config, outcomes, customers,
                                intent_extractor=extractor_from_config(config, models_dir(paths.parts)),
                                on_unreadable=settings.on_unreadable,
-                               first_day=context.assets_def.partitions_def.start.date()):
+                               first_day=context.assets_def.partitions_def.start.date(), cache_dir=cache):
         write_day(paths, result.day, result.signals, result.quarantine)
         totals.add(result)
         if not result.requested:  # a day re-extracted to merge a conversation that continues into this run
@@ -111,13 +115,16 @@ def analysis_store(context: dg.AssetExecutionContext, settings: ConvocausalSetti
     transcripts are found at all, so an unmounted landing directory never empties the store.
     """
     config = load_signals_config(settings.signals_config)
-    paths = store_paths(settings.store)
-    removed = remove_days(paths, stale_days(paths, list_transcript_days(settings.raw_path, settings.on_unreadable)))
+    paths = settings.store_paths()
+    cache = raw_cache_dir(settings.store)
+    removed = remove_days(paths, stale_days(paths, list_transcript_days(settings.raw_path, settings.on_unreadable,
+                                                                        cache_dir=cache)))
     if removed:
         context.log.warning(_removed_line(removed))
     known = _known_conversations(paths)
     extra_quarantine = pl.concat(
-        [load_outcomes(settings.raw_path, known, salt=config.customer_key.salt, config=config).quarantine, load_customers(settings.raw_path).quarantine],
+        [load_outcomes(settings.raw_path, known, salt=config.customer_key.salt, config=config).quarantine,
+         load_customers(settings.raw_path).quarantine],
         how="diagonal_relaxed",
     )
     how: dict = {}
@@ -146,4 +153,4 @@ def _removed_line(days) -> str:
 def _known_conversations(paths) -> pl.Series | None:
     if not paths.has_parts("signals"):
         return None
-    return pl.scan_parquet(paths.glob("signals")).select("conversation_id").collect().to_series()
+    return paths.part_store.read_column("signals", "conversation_id")

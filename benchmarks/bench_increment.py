@@ -45,12 +45,13 @@ HOLDOUT = Path("holdout")  # under the work folder: the held-back day's transcri
 @holding_store_lease("convocausal nightly increment")
 def run_increment(raw_dir: str | Path, store: str | Path, day: date, signals_config=None, questions_config=None,
                   truth_file=None, seed: int = 0, timings: dict | None = None,
-                  publish_report: dict | None = None) -> list[dict]:
+                  publish_report: dict | None = None, parts_url: str | None = None) -> list[dict]:
     """Extract ``day`` only, publish, monitor, report and answer every question; one row per question.
 
     The same assets, settings and run order as ``pipelines.runner.run_pipeline`` (whose stage
     helpers it uses), but the extraction materializes the single partition ``day``, as the nightly
-    schedule does. ``publish_report`` receives the publish's ``publish_mode`` metadata."""
+    schedule does. ``publish_report`` receives the publish's ``publish_mode`` metadata; ``parts_url``: the
+    day parts in an S3-compatible bucket (``convocausal.part_store``)."""
     from assets.extraction import extraction_report_asset
     from assets.monitoring import store_monitoring
     from assets.questions import question_results
@@ -68,13 +69,13 @@ def run_increment(raw_dir: str | Path, store: str | Path, day: date, signals_con
     )
 
     stage = _Stages(timings, Progress.off())
-    days = complete_days(raw_dir)
+    days = complete_days(raw_dir, store=store)
     run_days = days_from(days[0])
     extraction_asset = signals_day.map_asset_specs(lambda spec: spec.replace_attributes(partitions_def=run_days))
     settings = ConvocausalSettings(
         raw_dir=str(raw_dir), store=str(store), signals_config=str(signals_config) if signals_config else None,
         questions_config=str(questions_config) if questions_config else None,
-        truth_file=str(truth_file) if truth_file else None, seed=seed)
+        truth_file=str(truth_file) if truth_file else None, seed=seed, parts_url=parts_url)
     instance = dg.DagsterInstance.ephemeral()
     resources = {"settings": settings}
     quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}

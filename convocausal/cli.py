@@ -32,7 +32,7 @@ EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_BLOCKING = 0, 1, 2, 3
 # Exceptions (by class name, anywhere in the cause chain) that mean "your input", not "our bug".
 INPUT_ERRORS = frozenset({"RawInputError", "ConfigError", "SignalsConfigError", "YamlConfigError", "ColumnError",
                           "MethodRefusal", "FileSettingError", "ValueTypeError", "UsageError", "StoreError",
-                          "StoreInUseError", "DefaultSaltError"})
+                          "StoreInUseError", "DefaultSaltError", "PartsUrlError"})
 # The machine, not the user's input and not a bug: said in one line with what to do (exit 2).
 ENVIRONMENT_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EROFS: "read-only file system",
                       errno.EACCES: "permission denied", errno.EDQUOT: "disk quota exceeded"}
@@ -195,6 +195,10 @@ def _parser() -> argparse.ArgumentParser:
                         "DIR/outcomes.parquet and DIR/customers.parquet (docs/CONTRACT.md §1); its days set the run's "
                         "calendar")
     store_option(r, "analysis store to write (DuckDB; created if missing)")
+    r.add_argument("--parts-url", default=os.environ.get("CONVOCAUSAL_PARTS_URL") or None, metavar="URL",
+                   help="keep the day parts in an S3-compatible bucket instead of FILE.parts/: "
+                        "s3://bucket/prefix[?endpoint_override=host:port&scheme=http&region=R]; credentials from "
+                        "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (default: $CONVOCAUSAL_PARTS_URL)")
     r.add_argument("--signals", type=Path, default=None, metavar="FILE",
                    help="signals config (default: the packaged configs/signals.yaml; `convocausal init` writes one)")
     r.add_argument("--questions", type=Path, default=None, metavar="FILE",
@@ -253,7 +257,7 @@ def _cmd_run(args) -> int:
                         bar=False if args.verbose else None)  # Dagster's own log lines would tear a bar
     rows = run_pipeline(args.raw, args.store, signals_config=args.signals, questions_config=args.questions,
                         truth_file=args.truth, on_unreadable=args.on_unreadable, progress=progress,
-                        log_level="INFO" if args.verbose else "CRITICAL")
+                        log_level="INFO" if args.verbose else "CRITICAL", parts_url=args.parts_url)
     truth_path = args.truth or (args.raw / "truth.json")
     truth = json.loads(truth_path.read_text()) if truth_path.is_file() else {}
     if args.json:

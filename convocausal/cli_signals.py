@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from configs.signals import SignalsConfigError
@@ -67,6 +68,9 @@ def add_signals_parser(subparsers) -> argparse.ArgumentParser:
                                    "and redacted unmatched openers, with --labels accuracy and confusion.")
     r.add_argument("--store", type=Path, default=Path("convocausal.duckdb"), metavar="FILE",
                    help="the store whose signals are reported (read from FILE.parts/signals)")
+    r.add_argument("--parts-url", default=os.environ.get("CONVOCAUSAL_PARTS_URL") or None, metavar="URL",
+                   help="read the day parts from this s3:// URL instead (as `convocausal run --parts-url`; "
+                        "default: $CONVOCAUSAL_PARTS_URL)")
     r.add_argument("--signals", type=Path, default=None, metavar="CONFIG",
                    help="signals config (.yaml) the store was extracted with (default: the packaged one)")
     r.add_argument("--raw", type=Path, default=None, metavar="DIR",
@@ -178,7 +182,7 @@ def cmd_report(args) -> int:
     config = load_signals_config(args.signals)
     labels = _read_labels(args.labels, pl) if args.labels is not None else None
     try:
-        con = open_signals(store_paths(args.store))
+        con = open_signals(store_paths(args.store, args.parts_url))
     except FileNotFoundError as exc:
         raise SignalsConfigError(f"--store {args.store}: {exc}") from exc
     try:

@@ -2,7 +2,8 @@
 
 Why two places: DuckDB allows a single writer process, but extraction of days should run in
 parallel (several Dagster steps, several machines). So each day's signals and quarantine rows
-go to their own parquet file, written atomically (temp file, then ``os.replace``), and one
+go to their own parquet file, written atomically (temp file, then ``os.replace``; or one object in
+an S3-compatible bucket, ``convocausal.part_store``), and one
 short ``publish`` step brings the DuckDB tables in line with the parts in a single transaction.
 Re-running a day replaces its file, so nothing is ever duplicated; a crash mid-write leaves
 the previous file in place.
@@ -37,7 +38,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import tempfile
 import time
 import uuid
@@ -45,12 +45,14 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
+from functools import cached_property
 from pathlib import Path
 
 import duckdb
 import polars as pl
 
 from configs.questions import ConfigError
+from convocausal.part_store import LocalParts, S3Parts, part_store
 from methods.result import EstimateResult
 
 
@@ -129,26 +131,35 @@ _LEGACY_REQUIRED = {
 
 @dataclass(frozen=True)
 class StorePaths:
-    """Where the store lives: the DuckDB file and its sibling parts folder."""
+    """Where the store lives: the DuckDB file, its sibling ``.parts`` folder (models, reports, and the day
+    parts unless ``parts_url`` puts those in an S3-compatible bucket: ``convocausal.part_store``)."""
 
     db: Path
+    parts_url: str | None = None
 
     @property
     def parts(self) -> Path:
         return self.db.with_name(self.db.name + ".parts")
 
-    def day_part(self, table: str, day: date) -> Path:
-        return self.parts / table / f"date={day.isoformat()}" / "part.parquet"
+    @cached_property
+    def part_store(self) -> LocalParts | S3Parts:
+        """Where the day parts live (checked on first use: a bad URL is a ``PartsUrlError``)."""
+        return part_store(self.parts, self.parts_url)
+
+    def day_part(self, table: str, day: date) -> Path | str:
+        return self.part_store.day_part(table, day)
 
     def glob(self, table: str) -> str:
-        return str(self.parts / table / "date=*" / "part.parquet")
+        return self.part_store.glob(table)
 
     def has_parts(self, table: str) -> bool:
-        return any((self.parts / table).glob("date=*/part.parquet"))
+        return self.part_store.has_parts(table)
 
 
-def store_paths(db: str | os.PathLike) -> StorePaths:
-    return StorePaths(Path(db).resolve())
+def store_paths(db: str | os.PathLike, parts_url: str | None = None) -> StorePaths:
+    paths = StorePaths(Path(db).resolve(), parts_url or None)
+    _ = paths.part_store  # a bad parts URL fails here, before anything is read or written
+    return paths
 
 
 def new_run_id() -> str:
@@ -209,8 +220,8 @@ def write_day(paths: StorePaths, day: date, signals: pl.DataFrame, quarantine: p
     The day lives in the Hive path (``date=…``), so a ``date`` column is dropped from the
     frames to keep one source of truth for it.
     """
-    write_parquet_atomic(signals.drop("date", strict=False), paths.day_part("signals", day))
-    write_parquet_atomic(quarantine.drop("date", strict=False), paths.day_part("quarantine", day))
+    paths.part_store.write("signals", day, signals.drop("date", strict=False))
+    paths.part_store.write("quarantine", day, quarantine.drop("date", strict=False))
 
 
 @contextmanager
@@ -366,11 +377,7 @@ def part_days(paths: StorePaths) -> set[date]:
     """Days that have a signals or quarantine part in the store."""
     days: set[date] = set()
     for table in PART_TABLES:
-        for folder in (paths.parts / table).glob("date=*"):
-            try:
-                days.add(date.fromisoformat(folder.name.removeprefix("date=")))
-            except ValueError:
-                continue  # not a folder this module wrote
+        days |= paths.part_store.days(table)
     return days
 
 
@@ -391,13 +398,7 @@ def remove_days(paths: StorePaths, days: Iterable[date]) -> list[date]:
     for day in sorted(set(days)):
         had = False
         for table in PART_TABLES:
-            folder = paths.parts / table / f"date={day.isoformat()}"
-            if not folder.exists():
-                continue
-            doomed = folder.with_name(f".removed-{day.isoformat()}-{uuid.uuid4().hex[:8]}")
-            os.replace(folder, doomed)
-            shutil.rmtree(doomed, ignore_errors=True)
-            had = True
+            had = paths.part_store.remove(table, day) or had
         if had:
             removed.append(day)
     return removed
@@ -424,6 +425,7 @@ class PartListing:
     """The parts of one table as found before anything is read: day → (file, fingerprint)."""
 
     files: dict[date, tuple[str, str]]
+    store: LocalParts | S3Parts | None = None  # where they are (reads their footers)
 
     @property
     def days(self) -> list[date]:
@@ -432,24 +434,20 @@ class PartListing:
     def paths_of(self, days: Iterable[date]) -> list[str]:
         return [self.files[d][0] for d in sorted(days)]
 
+    def paths_of_all(self) -> list[str]:
+        return self.paths_of(self.files)
+
 
 def list_parts(paths: StorePaths, table: str) -> PartListing:
-    """Every ``date=D/part.parquet`` of ``table`` with a fingerprint (inode, size, mtime in ns).
+    """Every ``date=D/part.parquet`` of ``table`` with a fingerprint (local: inode, size, mtime in ns;
+    in a bucket: size and modification time, see ``convocausal.part_store``).
 
     Why a fingerprint, not a list kept by the extraction step: a part is only ever replaced whole
     (a new file renamed over the old one: a new inode and mtime), by whichever step wrote it (a
     requested day, a day extracted again because its conversations continue, a re-run, a crash
     before publish). Comparing what is on disk with what the last publish loaded finds every one
     of them without any step having to report what it wrote."""
-    files: dict[date, tuple[str, str]] = {}
-    for folder in (paths.parts / table).glob("date=*"):
-        try:
-            day = date.fromisoformat(folder.name.removeprefix("date="))
-            st = (folder / "part.parquet").stat()
-        except (ValueError, OSError):
-            continue  # not a folder this module wrote, or a day being removed
-        files[day] = (str(folder / "part.parquet"), f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}")
-    return PartListing(files)
+    return PartListing(paths.part_store.list(table), paths.part_store)
 
 
 def publish(paths: StorePaths, catalog: pl.DataFrame | None = None,
@@ -471,6 +469,7 @@ def publish(paths: StorePaths, catalog: pl.DataFrame | None = None,
     paths.db.parent.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
     with connect(paths.db) as con:  # may wait for the write lock: list the parts after it
+        paths.part_store.attach(con)  # parts in a bucket: read_parquet('s3://…') goes through it
         con.execute("BEGIN TRANSACTION")
         try:
             # Listed (and fingerprinted) before any part is read: a part replaced in between is recorded
@@ -589,7 +588,9 @@ def _part_rows(listing: PartListing, days: Iterable[date]) -> dict[date, int]:
     """Rows per part from the parquet footers (no data read)."""
     import pyarrow.parquet as pq
 
-    return {d: pq.read_metadata(listing.files[d][0]).num_rows for d in days}
+    if listing.store is None:
+        return {d: pq.read_metadata(listing.files[d][0]).num_rows for d in days}
+    return {d: listing.store.num_rows(listing.files[d][0]) for d in days}
 
 
 def _scalar(con: duckdb.DuckDBPyConnection, sql: str, params=None):
@@ -752,16 +753,23 @@ def open_signals(paths: StorePaths) -> duckdb.DuckDBPyConnection:
     """An in-memory connection with a ``signals`` view over the day parts.
 
     Question steps read through this view instead of the DuckDB file, so any number of them
-    can run while another process writes the file (DuckDB's single-writer lock never bites),
-    and pointing the parts folder at object storage is a path change, not a code change.
+    can run while another process writes the file (DuckDB's single-writer lock never bites).
+    With the parts in a bucket (``parts_url``) ``signals`` is instead a table in the connection's
+    memory, read once from the objects through the registered filesystem.
     """
     if not paths.has_parts("signals"):
-        raise FileNotFoundError(f"no signals parts under {paths.parts}: run extraction first")
+        raise FileNotFoundError(f"no signals parts under {paths.part_store}: run extraction first")
     con = duckdb.connect()
-    con.execute(
-        "CREATE VIEW signals AS SELECT * EXCLUDE (date), CAST(date AS DATE) AS date "
-        f"FROM read_parquet('{_sql_literal(paths.glob('signals'))}', hive_partitioning = true, union_by_name = true)"
-    )
+    if isinstance(paths.part_store, LocalParts):
+        con.execute(
+            "CREATE VIEW signals AS SELECT * EXCLUDE (date), CAST(date AS DATE) AS date "
+            f"FROM read_parquet('{_sql_literal(paths.glob('signals'))}', hive_partitioning = true, union_by_name = true)"
+        )
+        return con
+    # In a bucket: read once into this connection's memory (a step queries the signals many times, and
+    # every query of a view would fetch every object again); the same files in the same order as the view.
+    paths.part_store.attach(con)
+    con.execute(f"CREATE TABLE signals AS {_PART_SELECT['signals']}", [list_parts(paths, "signals").paths_of_all()])
     return con
 
 

@@ -75,7 +75,8 @@ def extract_day(raw_dir: str | Path, day: date, config, outcomes: RawBatch, cust
 def extract_days(raw_dir: str | Path, days: list[date], config, outcomes: RawBatch, customers: RawBatch,
                  intent_extractor=None, max_messages: int = DEFAULT_CHUNK_MESSAGES,
                  on_unreadable: OnUnreadable = "stop", today: date | None = None,
-                 first_day: date | None = None, timings: dict | None = None) -> Iterator[DayResult]:
+                 first_day: date | None = None, timings: dict | None = None,
+                 cache_dir: str | Path | None = None) -> Iterator[DayResult]:
     """Yield one DayResult per day, extracting consecutive days together up to ``max_messages``.
 
     Besides ``days``, every day that owns conversations with rows filed on one of ``days`` is
@@ -85,11 +86,14 @@ def extract_days(raw_dir: str | Path, days: list[date], config, outcomes: RawBat
 
     ``on_unreadable="quarantine"`` skips a corrupt file and puts one file-level row in the day's
     quarantine (``raw_row`` null: its rows cannot be counted) instead of stopping the run.
+
+    ``cache_dir``: the raw cache (:mod:`extract.raw_cache`) for the conversation index, so a
+    nightly run reads only the new or changed transcript files to build it.
     """
     requested = sorted(set(days))
     if not requested:
         return
-    continued = continued_days(raw_dir, requested)
+    continued = continued_days(raw_dir, requested, cache_dir)
     notes = {d: [_extracted_again(d, into)] for d, into in continued.items()}
     first_notes = landing_warnings(raw_dir, today=today, first_day=first_day)
     if config.customer_key.salt == SHIPPED_SALT:
@@ -97,7 +101,7 @@ def extract_days(raw_dir: str | Path, days: list[date], config, outcomes: RawBat
                            "customer_key by hashing a guessed customer id; set a secret salt of your own in the "
                            "signals config (`customer_key: {salt: …}`) before sharing the store")
     wanted = sorted(set(requested) | set(continued))
-    index = transcript_index(raw_dir)  # once per run: each look-up walks the landing directory
+    index = transcript_index(raw_dir, cache_dir)  # once per run: each look-up walks the landing directory
     for chunk in _chunks(raw_dir, wanted, max_messages, on_unreadable, index, timings):
         for result in _extract_chunk(raw_dir, chunk, config, outcomes, customers, intent_extractor, index, timings):
             result.requested = result.day not in continued

@@ -58,9 +58,12 @@ def _raw_rows(originals: dict[str, pl.DataFrame], bad: pl.DataFrame) -> pl.DataF
     return pl.concat(parts, how="vertical")
 
 
-def quarantine_frame(bad: pl.DataFrame, originals: dict[str, pl.DataFrame], table: str) -> pl.DataFrame:
+def quarantine_frame(bad: pl.DataFrame, originals: dict[str, pl.DataFrame], table: str,
+                     keep: Iterable[str] = ()) -> pl.DataFrame:
+    """The quarantine rows of ``bad`` (QUARANTINE_SCHEMA), plus its columns ``keep`` at the end."""
+    keep = list(keep)
     if bad.height == 0:
-        return pl.DataFrame(schema=QUARANTINE_SCHEMA)
+        return pl.DataFrame(schema={**QUARANTINE_SCHEMA, **{c: bad.schema[c] for c in keep}})
     with_raw = _raw_rows(originals, bad)
     cid = pl.col("conversation_id") if "conversation_id" in with_raw.columns else pl.lit(None, pl.String)
     day = pl.col(DAY_COL) if DAY_COL in with_raw.columns else pl.lit(None, pl.Date)
@@ -71,4 +74,5 @@ def quarantine_frame(bad: pl.DataFrame, originals: dict[str, pl.DataFrame], tabl
         pl.col("raw_row"),
         pl.lit(table).alias("table"),
         day.cast(pl.Date).alias("date"),
+        *keep,
     )

@@ -62,12 +62,16 @@ public loaders and re-exports the public names, which stay importable from ``ext
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from datetime import date
+from pathlib import Path
 
 import polars as pl
 
+from extract.quarantine import quarantine_frame
 from extract.raw_batch import empty_batch, finish, key_duplicates, merge_batches, read_many
+from extract.raw_cache import TableCache, raw_cache_dir
 from extract.raw_cast import add_reason
 from extract.raw_contract import (  # the public names are re-exported, see __all__
     ON_UNREADABLE,
@@ -91,12 +95,19 @@ from extract.raw_contract import (  # the public names are re-exported, see __al
     REASON_UNREADABLE_FILE,
     REASON_UTF8,
     REPAIR_TEXT_UTF8,
+    ROW_COL,
     OnUnreadable,
     RawBatch,
     RawInputError,
     check_on_unreadable,
 )
-from extract.raw_files import discover_transcripts, landing_warnings, optional_table_files
+from extract.raw_files import (
+    check_allowed,
+    discover_transcripts,
+    landing_warnings,
+    optional_table_files,
+    read_file,
+)
 from extract.raw_index import TranscriptIndex, transcript_index
 from extract.raw_transcripts import load_transcript_files
 from extract.redact import pseudonymize_ids
@@ -112,21 +123,24 @@ from extract.schemas import (
 
 
 # ============================================================================ transcripts
-def list_transcript_days(raw_dir: str | os.PathLike, on_unreadable: OnUnreadable = "stop") -> list[date]:
+def list_transcript_days(raw_dir: str | os.PathLike, on_unreadable: OnUnreadable = "stop",
+                         cache_dir: str | os.PathLike | None = None) -> list[date]:
     """Days present in ``RAW/transcripts``: every ``date=`` folder, plus every day that owns a
-    conversation (the UTC date of its first message, see the module doc). Sorted ascending."""
+    conversation (the UTC date of its first message, see the module doc). Sorted ascending.
+    ``cache_dir``: the raw cache (:mod:`extract.raw_cache`) for the conversation index."""
     check_on_unreadable(on_unreadable)
-    return list(transcript_index(raw_dir).days)
+    return list(transcript_index(raw_dir, cache_dir).days)
 
 
-def continued_days(raw_dir: str | os.PathLike, days: Iterable[date]) -> dict[date, list[date]]:
+def continued_days(raw_dir: str | os.PathLike, days: Iterable[date],
+                   cache_dir: str | os.PathLike | None = None) -> dict[date, list[date]]:
     """Days not in ``days`` that own conversations with rows filed on one of ``days`` (in its
     ``date=`` folder, or, in a flat file, with a timestamp on it): owner day → those days.
 
     A run of ``days`` extracts these days again, because their conversations gained rows
     (the nightly case: a conversation that started before midnight, its later turns exported
     in the next day's folder)."""
-    return transcript_index(raw_dir).continued(days)
+    return transcript_index(raw_dir, cache_dir).continued(days)
 
 
 def load_transcripts_day(raw_dir: str | os.PathLike, day: date, on_unreadable: OnUnreadable = "stop",
@@ -182,6 +196,7 @@ def load_outcomes(
     on_unreadable: OnUnreadable = "stop",
     salt: str | None = None,
     config=None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> RawBatch:
     """Optional ``outcomes.parquet`` / ``outcomes/`` (or a Spark folder ``outcomes.parquet/``):
     conversation_id non-null and unique, csat in 1..5, booleans castable, and (when ids are given)
@@ -193,47 +208,122 @@ def load_outcomes(
 
     ``salt`` (the signals config's ``customer_key.salt``): the known ids come from the signals,
     where an id that looks like PII is hashed (:func:`extract.redact.pseudonymize_ids`); with the
-    salt the outcome ids are compared, and quarantined, the same way."""
+    salt the outcome ids are compared, and quarantined, the same way.
+
+    ``cache_dir``: the raw cache (:mod:`extract.raw_cache`): the validated rows (before the
+    known-conversation check, which :func:`apply_known_conversations` applies on top) are kept
+    per set of file versions and dtypes, so an unchanged table is not validated again."""
     dtypes = outcome_dtypes(config)
-    files = optional_table_files(raw_dir, "outcomes")
-    if not files:
-        return empty_batch(dtypes, "outcomes")
-    df, originals, info = read_many(files, dtypes, OUTCOME_REQUIRED, on_unreadable)
-    if df is None:
-        batch = empty_batch(dtypes, "outcomes")
-        batch.counts.update(files=info["files"], unreadable_files=info["unreadable_files"])
-        return batch
+    validated, files, original = _validated_table(raw_dir, "outcomes", dtypes, OUTCOME_REQUIRED, on_unreadable,
+                                                  _outcome_rules, OutcomeSchema, cache_dir)
+    try:
+        return apply_known_conversations(validated, files, original, known_conversation_ids, salt)
+    except _Changed:  # a cached table's file changed before its rows could be quarantined: read it again
+        validated, files, original = _validated_table(raw_dir, "outcomes", dtypes, OUTCOME_REQUIRED, on_unreadable,
+                                                      _outcome_rules, OutcomeSchema, None)
+        return apply_known_conversations(validated, files, original, known_conversation_ids, salt)
+
+
+def load_customers(raw_dir: str | os.PathLike, on_unreadable: OnUnreadable = "stop",
+                   cache_dir: str | os.PathLike | None = None) -> RawBatch:
+    """Optional ``customers.parquet`` / ``customers/``: customer_id non-null and unique.
+    ``cache_dir``: as for :func:`load_outcomes`."""
+    validated, _, _ = _validated_table(raw_dir, "customers", CUSTOMER_DTYPES, CUSTOMER_REQUIRED, on_unreadable,
+                                       _customer_rules, CustomerSchema, cache_dir)
+    return _public(validated)
+
+
+def _outcome_rules(df: pl.DataFrame, dtypes: dict[str, pl.DataType]) -> pl.DataFrame:
     bad_csat = ~pl.col("csat").is_between(1, 5)
     df = df.with_columns(add_reason(pl.col(REASON_COL), bad_csat, REASON_CSAT).alias(REASON_COL))
-    df = key_duplicates(df, ["conversation_id"], list(dtypes), "conversation_id")
-    if known_conversation_ids is not None:
+    return key_duplicates(df, ["conversation_id"], list(dtypes), "conversation_id")
+
+
+def _customer_rules(df: pl.DataFrame, dtypes: dict[str, pl.DataType]) -> pl.DataFrame:
+    return key_duplicates(df, ["customer_id"], list(dtypes), "customer_id")
+
+
+_KEY = {"outcomes": "conversation_id", "customers": "customer_id"}
+
+
+class _Changed(Exception):
+    """A file of a cached table no longer has the version the cache entry was keyed by."""
+
+
+def _validated_table(raw_dir, table: str, dtypes: dict[str, pl.DataType], required, on_unreadable: OnUnreadable,
+                     rules, schema, cache_dir) -> tuple[RawBatch, list[str], Callable[[str], pl.DataFrame]]:
+    """The table read and put through its rules, accepted and quarantine rows still carrying
+    their row number in the stored file (``ROW_COL``); also the files in reading order and a
+    getter of a file's stored rows (for the ``raw_row`` of rows quarantined afterwards).
+
+    With ``cache_dir``, a batch validated earlier from the same file versions is read back;
+    a batch is cached only when every file was read (an unreadable file is reported each time)."""
+    check_on_unreadable(on_unreadable)
+    files = optional_table_files(raw_dir, table)
+    names = [str(f) for f in files]
+    if not files:
+        return empty_batch(dtypes, table), names, {}.__getitem__
+    cache = TableCache(cache_dir, table, files, dtypes, required) if cache_dir is not None else None
+    if cache is not None:
+        for f in files:
+            check_allowed(f)  # as read_file would, before the cached rows stand in for the files
+        hit = cache.get()
+        if hit is not None:
+            return hit, names, _reader(cache, dtypes, required)
+    started = time.time_ns()
+    df, originals, info = read_many(files, dtypes, required, on_unreadable)
+    if df is None:
+        batch = empty_batch(dtypes, table)
+        batch.counts.update(files=info["files"], unreadable_files=info["unreadable_files"])
+        return batch, names, originals.__getitem__
+    df = rules(df, dtypes)
+    batch = finish(df, originals, info, dtypes, schema, table, [_KEY[table]], keep_row=True)
+    if cache is not None and not info["unreadable_files"]:
+        cache.store(batch, started)
+    return batch, names, originals.__getitem__
+
+
+def _reader(cache: TableCache, dtypes, required) -> Callable[[str], pl.DataFrame]:
+    def original(src: str) -> pl.DataFrame:
+        stored, _ = read_file(Path(src), dtypes, required)
+        if not cache.unchanged():
+            raise _Changed(src)
+        return stored
+    return original
+
+
+def apply_known_conversations(validated: RawBatch, files: list[str], original: Callable[[str], pl.DataFrame],
+                              known_conversation_ids: pl.Series | None, salt: str | None) -> RawBatch:
+    """The known-conversation check on validated outcomes (:func:`_validated_table`): an accepted
+    row whose conversation_id (pseudonymized with ``salt``) is not among the known ids is
+    quarantined as an unknown conversation, in the place (file, row) a single pass would give it;
+    then the quarantine's PII-looking ids are pseudonymized with ``salt``."""
+    accepted, quarantine, counts = validated.accepted, validated.quarantine, dict(validated.counts)
+    if known_conversation_ids is not None and accepted.height:
         known = known_conversation_ids.cast(pl.String).implode()
-        ids = df["conversation_id"] if salt is None else pseudonymize_ids(df["conversation_id"], salt)
-        df = df.with_columns(
-            add_reason(
-                pl.col(REASON_COL),
-                pl.col(REASON_COL).is_null() & ~pl.lit(ids).is_in(known),
-                REASON_UNKNOWN_CONVERSATION,
-            ).alias(REASON_COL)
-        )
-    batch = finish(df, originals, info, dtypes, OutcomeSchema, "outcomes", ["conversation_id"])
+        ids = accepted["conversation_id"] if salt is None else pseudonymize_ids(accepted["conversation_id"], salt)
+        unknown = accepted.select((~pl.lit(ids).is_in(known)).fill_null(False)).to_series()
+        if unknown.any():
+            bad = accepted.filter(unknown).with_columns(pl.lit(REASON_UNKNOWN_CONVERSATION).alias(REASON_COL))
+            sources = {src: original(src) for src in bad["source_file"].unique(maintain_order=True).to_list()}
+            new = quarantine_frame(bad, sources, "outcomes", keep=[ROW_COL])
+            position = pl.col("source_file").replace_strict(files, list(range(len(files))), return_dtype=pl.Int64)
+            quarantine = (pl.concat([quarantine, new], how="vertical")
+                          .sort(position, pl.col(ROW_COL), maintain_order=True))
+            accepted = accepted.filter(~unknown)
+            by_reason = quarantine.group_by("reason").len().sort(["len", "reason"], descending=[True, False])
+            counts.update(accepted=accepted.height, quarantined=quarantine.height,
+                          quarantined_by_reason=dict(by_reason.iter_rows()))
+    batch = _public(RawBatch(accepted, quarantine, counts))
     if salt is not None and batch.quarantine.height:
         batch.quarantine = batch.quarantine.with_columns(pseudonymize_ids(batch.quarantine["conversation_id"], salt))
     return batch
 
 
-def load_customers(raw_dir: str | os.PathLike, on_unreadable: OnUnreadable = "stop") -> RawBatch:
-    """Optional ``customers.parquet`` / ``customers/``: customer_id non-null and unique."""
-    files = optional_table_files(raw_dir, "customers")
-    if not files:
-        return empty_batch(CUSTOMER_DTYPES, "customers")
-    df, originals, info = read_many(files, CUSTOMER_DTYPES, CUSTOMER_REQUIRED, on_unreadable)
-    if df is None:
-        batch = empty_batch(CUSTOMER_DTYPES, "customers")
-        batch.counts.update(files=info["files"], unreadable_files=info["unreadable_files"])
-        return batch
-    df = key_duplicates(df, ["customer_id"], list(CUSTOMER_DTYPES), "customer_id")
-    return finish(df, originals, info, CUSTOMER_DTYPES, CustomerSchema, "customers", ["customer_id"])
+def _public(batch: RawBatch) -> RawBatch:
+    """Without the internal row numbers."""
+    drop = [ROW_COL]
+    return RawBatch(batch.accepted.drop(drop, strict=False), batch.quarantine.drop(drop, strict=False), batch.counts)
 
 
 __all__ = [
@@ -260,6 +350,7 @@ __all__ = [
     "OnUnreadable",
     "RawBatch",
     "RawInputError",
+    "apply_known_conversations",
     "continued_days",
     "landing_warnings",
     "list_transcript_days",
@@ -267,4 +358,5 @@ __all__ = [
     "load_outcomes",
     "load_transcripts",
     "load_transcripts_day",
+    "raw_cache_dir",
 ]

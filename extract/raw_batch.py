@@ -22,6 +22,7 @@ from extract.raw_contract import (
     REASON_CONFLICTING_KEY,
     REASON_DUPLICATE_KEY_COPY,
     REPAIR_TEXT_UTF8,
+    ROW_COL,
     OnUnreadable,
     RawBatch,
     check_on_unreadable,
@@ -106,16 +107,20 @@ def finish(
     sort_by: list[str],
     extra_counts: dict | None = None,
     validate: bool = True,
+    keep_row: bool = False,
 ) -> RawBatch:
     """Split into accepted and quarantine and count them. ``validate=False`` leaves the pandera
     check of the accepted rows (a check of the rules, not of the input) to the caller, which runs
-    it once over many days' batches (:func:`validate_accepted`)."""
+    it once over many days' batches (:func:`validate_accepted`). ``keep_row``: both frames keep
+    each row's number in its stored file (``ROW_COL``, last), for a check applied afterwards
+    (:func:`extract.raw.apply_known_conversations`)."""
     good = df.filter(pl.col(REASON_COL).is_null())
     bad = df.filter(pl.col(REASON_COL).is_not_null())
-    accepted = good.select(*dtypes.keys(), "source_file").sort(sort_by, maintain_order=True)
+    kept = [ROW_COL] if keep_row else []
+    accepted = good.select(*dtypes.keys(), "source_file", *kept).sort(sort_by, maintain_order=True)
     if validate:
-        _validate_accepted(schema, accepted, table)
-    quarantine = quarantine_frame(bad, originals, table)
+        _validate_accepted(schema, accepted.drop(kept), table)
+    quarantine = quarantine_frame(bad, originals, table, keep=kept)
     by_reason = dict(
         bad.group_by(REASON_COL).len().sort(["len", REASON_COL], descending=[True, False]).iter_rows()
     )

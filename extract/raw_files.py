@@ -188,6 +188,19 @@ def unreadable_error(path: Path, exc: Unreadable) -> RawInputError:
     return RawInputError(f"{path}: file cannot be read as parquet (column: all) — {exc}")
 
 
+def check_allowed(path: Path) -> None:
+    """RawInputError when the final path of ``path`` (symlinks followed) leaves
+    ``CONVOCAUSAL_ALLOWED_ROOTS``; checked before a file is opened, and before a result cached
+    for it (:mod:`extract.raw_cache`) is used."""
+    roots = resolved_roots()
+    final = outside_roots(path, roots)
+    if final is not None:  # a symlink below the raw directory that leaves the allowed roots
+        raise RawInputError(
+            f"{path}: resolves to {final}, outside {ALLOWED_ROOTS_ENV} ({describe_roots(roots)}) (column: all) — "
+            f"copy the file into the landing directory or add its folder to {ALLOWED_ROOTS_ENV}"
+        )
+
+
 def read_file(
     path: Path, dtypes: dict[str, pl.DataType], required: Iterable[str]
 ) -> tuple[pl.DataFrame, list[str]]:
@@ -200,13 +213,7 @@ def read_file(
     not a regular file (a FIFO named ``stream.parquet``, a device, a socket) is Unreadable before
     it is opened: opening a FIFO blocks until a writer appears, which hung the nightly run forever.
     """
-    roots = resolved_roots()
-    final = outside_roots(path, roots)
-    if final is not None:  # a symlink below the raw directory that leaves the allowed roots
-        raise RawInputError(
-            f"{path}: resolves to {final}, outside {ALLOWED_ROOTS_ENV} ({describe_roots(roots)}) (column: all) — "
-            f"copy the file into the landing directory or add its folder to {ALLOWED_ROOTS_ENV}"
-        )
+    check_allowed(path)
     try:
         mode = path.stat().st_mode
     except OSError as exc:

@@ -15,13 +15,16 @@ which earlier days own conversations that continue into it (those days are extra
 :func:`extract.day.extract_days`). Only two columns of each file are read, ids are kept as
 64-bit hashes (a hash collision merges the day of two conversations — each is still read whole
 from its own rows, so nothing is lost), and the index is cached per set of file versions (path,
-size, mtime), so a backfill builds it once.
+size, mtime), so a backfill builds it once. With ``cache_dir`` (:mod:`extract.raw_cache`) each
+file's summary is also kept on disk per file version, so a later process (the next night) reads
+only the new or changed files.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
@@ -29,8 +32,9 @@ from pathlib import Path
 
 import polars as pl
 
+from extract.raw_cache import IndexCache
 from extract.raw_cast import normalize
-from extract.raw_files import Unreadable, read_file, scan_transcripts
+from extract.raw_files import Unreadable, check_allowed, read_file, scan_transcripts
 from extract.schemas import TRANSCRIPT_DTYPES
 
 H = "__h"  # 64-bit hash of the conversation id as stored
@@ -127,13 +131,17 @@ def _version(path: Path) -> tuple[int, int]:
     return (st.st_mtime_ns, st.st_size)
 
 
-def transcript_index(raw_dir: str | os.PathLike) -> TranscriptIndex:
-    """The (cached) index of ``RAW/transcripts``; rebuilt when any file is added, removed or changed."""
+def transcript_index(raw_dir: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> TranscriptIndex:
+    """The (cached) index of ``RAW/transcripts``; rebuilt when any file is added, removed or changed.
+
+    ``cache_dir``: the raw cache folder (:func:`extract.raw_cache.raw_cache_dir`), where each
+    file's summary is kept across processes; None reads every file (the in-process cache aside)."""
     hive, flat = _discover(raw_dir)
     key = tuple((str(p), d, *_version(p)) for d in sorted(hive) for p in hive[d]) + tuple(
         (str(p), None, *_version(p)) for p in flat
     )
-    return _build(key, os.environ.get("CONVOCAUSAL_ALLOWED_ROOTS", ""))
+    cache = str(Path(cache_dir).resolve()) if cache_dir is not None else None
+    return _build(key, os.environ.get("CONVOCAUSAL_ALLOWED_ROOTS", ""), cache)
 
 
 def _discover(raw_dir: str | os.PathLike) -> tuple[dict[date, list[Path]], list[Path]]:
@@ -141,27 +149,48 @@ def _discover(raw_dir: str | os.PathLike) -> tuple[dict[date, list[Path]], list[
     return landing.hive, landing.flat
 
 
+_SUMMARY_SCHEMA = {H: pl.UInt64(), FILED: pl.Date(), MIN_TS: _KEYS["ts"]}
+
+
+def file_summary(stored: pl.DataFrame, folder_day: date | None) -> pl.DataFrame:
+    """One transcript file's part of the index: each (id hash, filed day) with its first ts,
+    sorted (so a summary read back from the disk cache is the one computed)."""
+    frame = pl.DataFrame({H: id_hash(stored), MIN_TS: stored_ts(stored)})
+    filed = pl.lit(folder_day, dtype=pl.Date) if folder_day is not None else pl.col(MIN_TS).dt.date()
+    return (
+        frame.with_columns(filed.alias(FILED))
+        .group_by(H, FILED)
+        .agg(pl.col(MIN_TS).min())
+        .select(H, FILED, MIN_TS)
+        .sort(H, FILED, nulls_last=False)
+    )
+
+
 @functools.lru_cache(maxsize=2)
-def _build(key: tuple, _roots: str) -> TranscriptIndex:
+def _build(key: tuple, _roots: str, cache_dir: str | None = None) -> TranscriptIndex:
     files = [Path(p) for p, *_ in key]
     folder_day = {Path(p): d for p, d, *_ in key}
+    cache = IndexCache(cache_dir, _SUMMARY_SCHEMA) if cache_dir is not None else None
     parts, unreadable_flat = [], []
     for i, path in enumerate(files):
-        try:  # a file outside the allowed roots raises RawInputError here, before any day is read
-            stored, _ = read_file(path, _KEYS, ())
-        except Unreadable:  # reported by the day that reads it (stop or quarantine)
-            if folder_day[path] is None:
-                unreadable_flat.append(path)
-            continue
-        frame = pl.DataFrame({H: id_hash(stored), MIN_TS: stored_ts(stored)})
-        day = folder_day[path]
-        filed = pl.lit(day, dtype=pl.Date) if day is not None else pl.col(MIN_TS).dt.date()
-        parts.append(
-            frame.with_columns(filed.alias(FILED))
-            .group_by(H, FILED)
-            .agg(pl.col(MIN_TS).min())
-            .with_columns(pl.lit(i, dtype=pl.UInt32).alias(FILE))
-        )
+        summary = None
+        if cache is not None:
+            check_allowed(path)  # as read_file would, before a cached summary stands in for the file
+            name, version, summary = cache.lookup(path, folder_day[path])
+        if summary is None:
+            started = time.time_ns()
+            try:  # a file outside the allowed roots raises RawInputError here, before any day is read
+                stored, _ = read_file(path, _KEYS, ())
+            except Unreadable:  # reported by the day that reads it (stop or quarantine); never cached
+                if folder_day[path] is None:
+                    unreadable_flat.append(path)
+                continue
+            summary = file_summary(stored, folder_day[path])
+            if cache is not None:
+                cache.store(name, version, path, started, summary)
+        parts.append(summary.with_columns(pl.lit(i, dtype=pl.UInt32).alias(FILE)))
+    if cache is not None:
+        cache.prune()
     schema = {H: pl.UInt64, FILED: pl.Date, MIN_TS: _KEYS["ts"], FILE: pl.UInt32}
     entries = pl.concat(parts, how="vertical_relaxed") if parts else pl.DataFrame(schema=schema)
     hive_days = {d for d in folder_day.values() if d is not None}
@@ -177,7 +206,13 @@ def _build(key: tuple, _roots: str) -> TranscriptIndex:
     placed = entries.join(owners, on=H, how="left").with_columns(
         pl.coalesce(pl.col(OWNER), pl.col(FILED), pl.lit(fallback, dtype=pl.Date)).alias(OWNER)
     )
-    known = placed.filter(pl.col(H).is_not_null()).select(FILE, H, OWNER).unique([FILE, H])
+    known = placed.filter(pl.col(H).is_not_null()).select(FILE, H, OWNER)
+    # (file, hash) repeats only in a flat file (one entry per filed day); a Hive file's entries are
+    # unique already, and skipping their unique() saves a hash pass over the whole history
+    flat_files = [i for i, f in enumerate(files) if folder_day[f] is None]
+    if flat_files:
+        is_flat = pl.col(FILE).is_in(flat_files)
+        known = pl.concat([known.filter(~is_flat), known.filter(is_flat).unique([FILE, H])])
     file_owners = (
         {files[k[0]]: g for k, g in known.partition_by(FILE, as_dict=True, include_key=False).items()}
         if known.height else {}

@@ -14,8 +14,10 @@ of shares says that 0.01 is one percentage point, and a time axis names its unit
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import matplotlib
@@ -42,8 +44,33 @@ def new_figure(width: float = 7.5, height: float = 4.0) -> tuple[plt.Figure, plt
     return fig, ax
 
 
+# False inside ``unrendered()``: figures are closed unrendered and ``to_png`` gives ``NOT_RENDERED``.
+_RENDER = contextvars.ContextVar("convocausal_render_plots", default=True)
+NOT_RENDERED = b""
+
+
+@contextlib.contextmanager
+def unrendered() -> Iterator[None]:
+    """Skip PNG rendering for estimates whose figures nobody shows.
+
+    Why: a question's guardrails, net value and segments each re-run the whole method, and every run
+    drew its figures — rendering was 7 s of a 1M-row diff-in-diff question with four segments
+    (PNG encoding and layout, not the numbers), all of it thrown away: only the primary
+    estimate's figures reach the store and the memo. A context variable, so a question answered in
+    another thread or task is not affected."""
+    token = _RENDER.set(False)
+    try:
+        yield
+    finally:
+        _RENDER.reset(token)
+
+
 def to_png(fig: plt.Figure) -> bytes:
-    """Render ``fig`` to PNG bytes and close it (figures left open leak memory in long runs)."""
+    """Render ``fig`` to PNG bytes and close it (figures left open leak memory in long runs);
+    inside ``unrendered()`` only close it."""
+    if not _RENDER.get():
+        plt.close(fig)
+        return NOT_RENDERED
     buf = io.BytesIO()
     try:
         if fig.get_layout_engine() is None:  # a constrained figure (legend below) lays itself out

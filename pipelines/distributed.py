@@ -212,7 +212,7 @@ def distributed_run(raw: Path, store: Path, log=print) -> dict:
     from pipelines.runner import complete_days
 
     check_services()
-    days = complete_days(raw)
+    days = complete_days(raw, store=store)
     from convocausal.questions.registry import load_registry
     qids = [q.id for q in load_registry(os.environ.get("CONVOCAUSAL_QUESTIONS_CONFIG") or None).questions]
     summary: dict = {"days": len(days), "questions": qids, "runs": []}

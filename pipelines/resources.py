@@ -48,6 +48,9 @@ class ConvocausalSettings(dg.ConfigurableResource):
     # A transcript file that is not readable parquet: "stop" the run (default), or "quarantine"
     # it (one file-level quarantine row, a warning) and estimate from the readable files.
     on_unreadable: OnUnreadable = "stop"
+    # Where the day parts live when not in <store>.parts/: s3://bucket/prefix?endpoint_override=host:port&scheme=http
+    # (convocausal.part_store); credentials come from the AWS_* environment variables, never from here.
+    parts_url: str | None = None
     _questions: QuestionSet | None = PrivateAttr(default=None)
     _signals: SignalsConfig | None = PrivateAttr(default=None)
     _lease: Lease | None = PrivateAttr(default=None)
@@ -62,6 +65,7 @@ class ConvocausalSettings(dg.ConfigurableResource):
             self.raw_dir, self.store, signals_config=self.signals_config,
             questions_config=self.questions_config, truth_file=self.truth_file,
         )
+        self.store_paths()  # a bad parts_url fails the run here, naming the setting
         run_id = getattr(context, "run_id", None)
         self._lease = acquire_lease(
             self.store, raw_dir=self.raw_dir, signals_config=self.signals_config,
@@ -80,7 +84,7 @@ class ConvocausalSettings(dg.ConfigurableResource):
         return Path(self.raw_dir)
 
     def store_paths(self) -> StorePaths:
-        return store_paths(self.store)
+        return store_paths(self.store, self.parts_url)
 
     def questions(self) -> QuestionSet:
         """The question registry, read and shape-checked once per resource instance."""
@@ -106,4 +110,5 @@ def settings_from_env() -> ConvocausalSettings:
         questions_config=os.environ.get("CONVOCAUSAL_QUESTIONS_CONFIG") or None,
         truth_file=os.environ.get("CONVOCAUSAL_TRUTH") or None,
         on_unreadable=os.environ.get("CONVOCAUSAL_ON_UNREADABLE") or "stop",
+        parts_url=os.environ.get("CONVOCAUSAL_PARTS_URL") or None,
     )

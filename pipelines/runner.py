@@ -38,7 +38,7 @@ from convocausal.questions.registry import load_registry, question_columns, spec
 from convocausal.store import StorePaths, connect, store_paths
 from convocausal.store_lease import holding_store_lease
 from extract.catalog import build_catalog
-from extract.raw import RawInputError, list_transcript_days
+from extract.raw import RawInputError, list_transcript_days, raw_cache_dir
 from extract.redact import check_salt
 from pipelines.partitions import days_from, questions, transcript_days
 
@@ -61,13 +61,14 @@ class StepFailure(RuntimeError):
 def run_pipeline(raw_dir: str | Path, store: str | Path, signals_config=None, questions_config=None,
                  truth_file=None, instance: dg.DagsterInstance | None = None, seed: int = 0,
                  timings: dict | None = None, log_level: str = "WARNING", on_unreadable: str = "stop",
-                 progress: Progress | None = None) -> list[dict]:
+                 progress: Progress | None = None, parts_url: str | None = None) -> list[dict]:
     """Run extraction, the store and every question; return one dict per question (estimates + checks).
 
     ``timings``, when given, receives seconds and peak RSS (MiB) per stage (for benchmarks).
     ``on_unreadable``: "stop" at a transcript file that is not readable parquet, or "quarantine"
     it and go on (see ``ConvocausalSettings.on_unreadable``). ``log_level``: Dagster's console
-    logger. ``progress``: stage lines, a bar and the assets' warnings (default: silent).
+    logger. ``progress``: stage lines, a bar and the assets' warnings (default: silent). ``parts_url``:
+    the day parts in an S3-compatible bucket instead of ``<store>.parts/`` (``convocausal.part_store``).
     A bad path raises ``RawInputError`` (raw_dir) or ``ConfigError`` (the others) before any config
     is read or any file written; the ``FileSettingError`` is kept as the cause.
     """
@@ -77,6 +78,7 @@ def run_pipeline(raw_dir: str | Path, store: str | Path, signals_config=None, qu
                             truth_file=truth_file)
     except FileSettingError as exc:
         raise (RawInputError if exc.setting == "raw_dir" else ConfigError)(str(exc)) from exc
+    paths = store_paths(store, parts_url)  # a bad parts URL: one ConfigError line, before any config is read
     stage = _Stages(timings, progress)
     from assets.extraction import extraction_report_asset
     from assets.monitoring import store_monitoring
@@ -90,7 +92,7 @@ def run_pipeline(raw_dir: str | Path, store: str | Path, signals_config=None, qu
     catalog = build_catalog(config).to_dicts()
     for q in qset.questions:
         validate_against_catalog(q, catalog, question_columns(q))
-    days = complete_days(raw_dir, on_unreadable)
+    days = complete_days(raw_dir, on_unreadable, store=store)
     progress.line(f"{raw_dir}: {len(days)} transcript day(s), {days[0]} to {days[-1]}; "
                   f"{len(qset.questions)} question(s) registered")
     # The calendar of this run starts at the first day found (see the module doc); the asset is
@@ -101,11 +103,11 @@ def run_pipeline(raw_dir: str | Path, store: str | Path, signals_config=None, qu
         raw_dir=str(raw_dir), store=str(store), signals_config=str(signals_config) if signals_config else None,
         questions_config=str(questions_config) if questions_config else None,
         truth_file=str(truth_file) if truth_file else None, seed=seed, on_unreadable=on_unreadable,
+        parts_url=parts_url or None,
     )
     instance = instance or dg.DagsterInstance.ephemeral()
     resources = {"settings": settings}
     quiet = {"loggers": {"console": {"config": {"log_level": log_level}}}}
-    paths = store_paths(store)
     started = time.time()
     with stage("extraction", total=len(days), unit="days", poll=lambda: _parts_written(paths, days, started)) as st:
         result = dg.materialize(
@@ -168,13 +170,14 @@ def _latest_q_values(store, rows: list[dict]) -> None:
         row["q_value"] = None if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
 
-def complete_days(raw_dir: str | Path, on_unreadable: str = "stop") -> list[date]:
+def complete_days(raw_dir: str | Path, on_unreadable: str = "stop", store: str | Path | None = None) -> list[date]:
     """The transcript days of ``raw_dir`` up to yesterday (UTC): today is not complete yet.
 
     Raises ``RawInputError`` when there is none, saying whether nothing was found or everything
-    found is from today or later.
+    found is from today or later. With ``store``, the conversation index comes from (and goes to)
+    the store's raw cache (``extract.raw_cache``), as the extraction step's does.
     """
-    found = list_transcript_days(raw_dir, on_unreadable)
+    found = list_transcript_days(raw_dir, on_unreadable, cache_dir=raw_cache_dir(store) if store else None)
     last_complete = date.fromisoformat(transcript_days.get_last_partition_key())
     days = [d for d in found if d <= last_complete]
     if not found:
@@ -187,25 +190,13 @@ def complete_days(raw_dir: str | Path, on_unreadable: str = "stop") -> list[date
 
 def _parts_written(paths: StorePaths, days: list[date], since: float) -> int:
     """Days whose signals part this run has written so far (the bar's count; a part is renamed into place)."""
-    n = 0
-    for d in days:
-        try:
-            n += paths.day_part("signals", d).stat().st_mtime >= since - 1
-        except OSError:
-            pass
-    return n
+    return sum(t >= since - 1 for t in paths.part_store.modified("signals", days).values())
 
 
 def _rows(paths: StorePaths, table: str, days: list[date]) -> int:
     """Rows in the day parts of ``days`` (parquet footers only: no data is read)."""
-    import pyarrow.parquet as pq
-
-    total = 0
-    for d in days:
-        part = paths.day_part(table, d)
-        if part.is_file():
-            total += pq.read_metadata(part).num_rows
-    return total
+    listed = paths.part_store.list(table)
+    return sum(paths.part_store.num_rows(listed[d][0]) for d in days if d in listed)
 
 
 MAX_WARNINGS = 10  # per stage: a landing directory with a thousand odd folders must not bury the result

@@ -83,3 +83,28 @@ def test_hidden_confounder_flagged_only_when_it_predicts_beyond_covariates():
                                 None)[0]
     assert d.name == "hidden_confounder_risk"
     assert not d.passed and "vip" in d.message and "skill" not in d.message
+
+
+def test_candidates_scored_from_one_aggregation_equal_one_scan_each():
+    """From three candidates on the rows are aggregated once (``candidate_cells``); every score equals the
+    one computed from its own scan of the rows."""
+    from convocausal.questions import confounding as cf
+
+    df = _con().execute("SELECT * FROM signals").df()
+    df["noise"] = np.random.default_rng(3).choice(["n1", "n2", "n3", "n4"], len(df))  # predicts nothing
+    con = duckdb.connect()
+    con.register("signals", df)
+    candidates = ["skill", "vip", "noise"]
+    assert len(candidates) >= cf.PRE_AGGREGATE_FROM
+    question = _question(covariates="[intent]")
+    one_each = [cf.score_candidate(con, question, c, "signals", "TRUE", []) for c in candidates]
+    cells = cf.candidate_cells(con, question, candidates, "signals", "TRUE", [])
+    once = [cf.score_candidate(con, question, c, cells, "TRUE", [], pre_aggregated=True) for c in candidates]
+    for a, b in zip(one_each, once):
+        assert a.name == b.name
+        assert (a.treatment_gap, a.treatment_p, a.shift, a.base_effect) == pytest.approx(
+            (b.treatment_gap, b.treatment_p, b.shift, b.base_effect), rel=1e-12, abs=1e-15)
+    con.execute(f"DROP TABLE {cells}")
+    d = cf.confounding_diagnostics(con, question, candidates, "signals", "TRUE", [], None)[0]
+    assert not d.passed and "vip" in d.message and "noise" not in d.message
+    assert not con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchone()[0]  # dropped

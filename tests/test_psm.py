@@ -258,3 +258,35 @@ def test_separation_is_reported_not_clipped():
     assert not d["propensity_model_converged"].passed
     assert "channel=whatsapp (treated only)" in d["propensity_model_converged"].message
     assert d["propensity_max_treated"].value > 0.999 and not d["propensity_max_treated"].passed
+
+
+def test_grouped_rows_with_counts_give_the_ungrouped_answer():
+    """``weights=``: rows grouped by covariates × treatment × outcome with a count (what the question
+    layer sends, ``GROUP BY ALL``) give the ungrouped rows' result to the last digit — estimate,
+    bootstrap interval, balance, refutations — when both come in the same order."""
+    from methods.psm import estimate_psm
+
+    df = simulate(6000, seed=11)
+    df.loc[df.index[:40], "channel"] = None  # a missing level survives the grouping
+    covs = [c for c in COVARIATES if c != "hour_of_day"]  # so that rows share cells
+    cols = [T, Y, *covs]
+    rows = df.sort_values(cols, na_position="last", kind="stable").reset_index(drop=True)
+    grouped = rows.groupby(cols, dropna=False, sort=False).size().rename("n_rows").reset_index()
+    assert len(grouped) < len(rows) / 2
+    a = estimate_psm(rows, T, Y, covs, n_bootstrap=40, n_refute_sims=8, seed=3)
+    b = estimate_psm(grouped, T, Y, covs, n_bootstrap=40, n_refute_sims=8, seed=3, weights="n_rows")
+    for field in ("estimate", "std_error", "ci_low", "ci_high", "naive_estimate", "n_treated", "n_control"):
+        assert getattr(a, field) == pytest.approx(getattr(b, field), rel=1e-12, abs=1e-14), field
+    assert [(x.covariate, round(x.smd_after, 12)) for x in a.balance] == [
+        (x.covariate, round(x.smd_after, 12)) for x in b.balance]
+    assert [(x.refuter, x.passed, round(x.new_effect, 12)) for x in a.refutations] == [
+        (x.refuter, x.passed, round(x.new_effect, 12)) for x in b.refutations]
+    assert {d.name: d.value for d in a.diagnostics} == pytest.approx({d.name: d.value for d in b.diagnostics})
+
+
+def test_grouped_rows_are_refused_for_dowhys_row_level_model():
+    from methods.psm import estimate_psm
+
+    df = simulate(500, seed=1).assign(n_rows=1)
+    with pytest.raises(ValueError, match="ungrouped rows"):
+        estimate_psm(df, T, Y, COVARIATES, propensity_model="sklearn_default", weights="n_rows")

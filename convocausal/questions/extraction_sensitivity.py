@@ -34,6 +34,7 @@ from checks.catalog import CATALOG, NOT_APPLICABLE
 from checks.verdict import CheckOutcome, evaluate_checks
 from configs.questions import Question
 from convocausal.questions.preflight import window_sql
+from methods.plots import unrendered
 from methods.result import Diagnostic, EstimateResult, MethodRefusal
 from methods.sql import quote_ident as q
 
@@ -104,7 +105,8 @@ def _rerun(con, spec, question: Question, view_sql: str, params: list, seed: int
     # parameters cannot live in a view definition
     con.execute(f"CREATE TEMP TABLE {name} AS {view_sql}", params)
     try:
-        result, _ = spec.run(con, question, name, seed)
+        with unrendered():  # only its numbers are compared; its figures are never shown
+            result, _ = spec.run(con, question, name, seed)
         return result
     finally:
         con.execute(f"DROP TABLE IF EXISTS {name}")

@@ -95,7 +95,6 @@ def build_graph(question: Question, catalog: list[dict], pre_treatment_turn_sign
 def identify(question: Question, catalog: list[dict],
              pre_treatment_turn_signals: frozenset[str] = frozenset()) -> QuestionGraph:
     """DoWhy's backdoor adjustment set for the question, and whether its covariates satisfy it."""
-    from dowhy.causal_identifier import BackdoorAdjustment, EstimandType, identify_effect_auto
     from dowhy.graph import check_valid_backdoor_set
 
     g = build_graph(question, catalog, pre_treatment_turn_signals)
@@ -103,11 +102,31 @@ def identify(question: Question, catalog: list[dict],
     logging.getLogger("dowhy").setLevel(logging.ERROR)  # DoWhy logs every identification at INFO
     # The maximal valid set (every pre-treatment cause) is the one matching should approximate:
     # on this graph each start signal opens its own backdoor path, so the minimal set is the same set.
-    estimand = identify_effect_auto(g, [t], [y], list(g.nodes), EstimandType.NONPARAMETRIC_ATE,
-                                    backdoor_adjustment=BackdoorAdjustment.BACKDOOR_DEFAULT)
-    backdoor = sorted(estimand.get_backdoor_variables() or [])
+    backdoor = dowhy_backdoor_set(g, t, y)
     covs = [c for c in question.covariates if c in g]
     valid = bool(check_valid_backdoor_set(g, [t], [y], covs)["is_dseparated"])
     descendants = nx.descendants(g, t)
     mediators = sorted(n for n in descendants if n != y and nx.has_path(g, n, y))
     return QuestionGraph(g, t, y, backdoor, valid, sorted(set(backdoor) - set(covs)), mediators)
+
+
+def dowhy_backdoor_set(g: nx.DiGraph, t: str, y: str) -> list[str]:
+    """DoWhy's default backdoor adjustment set, by the backdoor step of ``identify_effect_auto`` alone.
+
+    Why not ``identify_effect_auto`` itself: for a non-parametric ATE it also searches for
+    instruments, frontdoor sets (every subset of the treatment's descendants: 32,766 d-separation
+    tests for the demo's 15 later signals, 2 s per question) and general adjustment sets, none of
+    which matching uses. The three calls below are the ones ``identify_ate_effect`` makes for its
+    ``backdoor`` estimand, so the set is the same (tests/test_graph_identify.py compares them)."""
+    from dowhy.causal_identifier import BackdoorAdjustment
+    from dowhy.causal_identifier.auto_identifier import (
+        build_adjustment_set_estimands_dict,
+        get_default_adjustment_set_id,
+        identify_backdoor,
+    )
+
+    observed = list(g.nodes)
+    sets = identify_backdoor(g, [t], [y], observed, BackdoorAdjustment.BACKDOOR_DEFAULT)
+    _, by_id = build_adjustment_set_estimands_dict([t], [y], observed, sets, {})
+    default_id = get_default_adjustment_set_id(g, [t], [y], by_id)
+    return sorted(by_id.get(str(default_id)) or []) if default_id is not None else []

@@ -43,6 +43,7 @@ from scipy import stats
 from configs.questions import Question
 from convocausal.questions.preflight import MIN_GROUP, treated_sql, window_sql
 from methods.heterogeneity import cochran_q, forest_png, project
+from methods.plots import unrendered
 from methods.result import EstimateResult
 from methods.sql import quote_ident as q
 
@@ -93,7 +94,7 @@ def question_outcomes(con: duckdb.DuckDBPyConnection, question: Question, catalo
     m = len(question.guardrails)
     guard_answers = []
     for g in question.guardrails:
-        sub = answer_question(con, base.model_copy(update={"outcome": g.outcome}), catalog, seed, relation)
+        sub = _unplotted(answer_question)(con, base.model_copy(update={"outcome": g.outcome}), catalog, seed, relation)
         by_outcome[g.outcome] = sub.result
         guard_answers.append((g, sub))
         rows.append(_guardrail_row(g, sub, m))
@@ -200,7 +201,7 @@ def _net_value(con, base: Question, value: dict, catalog, method: str, seed: int
             "agent_controlled": any(bool(by_name.get(o, {}).get("agent_controlled")) for o in weights),
             "dtype": "double", "turn_column": None}]
         try:
-            sub = answer_question(con, base.model_copy(update={"outcome": NET_VALUE, "secondary_outcomes": []}),
+            sub = _unplotted(answer_question)(con, base.model_copy(update={"outcome": NET_VALUE, "secondary_outcomes": []}),
                                   extended, seed, view)
         finally:
             con.execute(f"DROP VIEW IF EXISTS {view}")
@@ -220,7 +221,7 @@ def _net_value(con, base: Question, value: dict, catalog, method: str, seed: int
     parts, refused = {}, []
     for o in weights:
         if o not in by_outcome:
-            sub = answer_question(con, base.model_copy(update={"outcome": o}), catalog, seed, relation)
+            sub = _unplotted(answer_question)(con, base.model_copy(update={"outcome": o}), catalog, seed, relation)
             by_outcome[o] = sub.result
         if by_outcome[o] is None:
             refused.append(o)
@@ -379,7 +380,7 @@ def _segments(con, base: Question, catalog, method: str, col: str, seed: int, re
         view = f"_segment_{uuid.uuid4().hex[:12]}"
         con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM {relation} WHERE {_level_filter(col, level)}")
         try:
-            sub = answer_question(con, sub_q, catalog, seed, view)
+            sub = _unplotted(answer_question)(con, sub_q, catalog, seed, view)
         finally:
             con.execute(f"DROP VIEW IF EXISTS {view}")
         r = sub.result
@@ -442,3 +443,12 @@ def _finite(v) -> float | None:
     except (TypeError, ValueError):
         return None
     return v if math.isfinite(v) else None
+
+
+def _unplotted(answer_question):
+    """``answer_question`` with its figures left unrendered: a guardrail's, the net value's or a segment's
+    figures are never stored or shown (``methods.plots.unrendered``); the rows are all that is kept."""
+    def run(*args, **kwargs):
+        with unrendered():
+            return answer_question(*args, **kwargs)
+    return run

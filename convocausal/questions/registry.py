@@ -64,6 +64,7 @@ class MethodSpec:
 
 
 # ============================================================================ propensity matching
+ROW_COUNT = "__rows"  # the count column of grouped rows (no signal name starts with an underscore)
 def _run_psm(con, question: Question, relation: str, seed: int):
     from methods.psm import estimate_psm
 
@@ -73,15 +74,18 @@ def _run_psm(con, question: Question, relation: str, seed: int):
         f"CAST({q(c)} AS DOUBLE) AS {q(c)}" if c in (question.treatment, question.outcome) else q(c)
         for c in dict.fromkeys(cols)
     )
+    # Grouped in DuckDB (one row per covariates × treatment × outcome, with its count): matching
+    # works on those atoms anyway, and 10M rows never reach pandas. Sorted, so the atoms (and the
+    # bootstrap's draws over them) come in the same order whatever order the parts are read in.
     df = con.execute(
-        f"SELECT {select} FROM {relation} WHERE {q(question.treatment)} IS NOT NULL "
-        f"AND {q(question.outcome)} IS NOT NULL AND {where}",
+        f"SELECT {select}, count(*) AS {ROW_COUNT} FROM {relation} WHERE {q(question.treatment)} IS NOT NULL "
+        f"AND {q(question.outcome)} IS NOT NULL AND {where} GROUP BY ALL ORDER BY ALL",
         params,
     ).df()
     result = estimate_psm(df, treatment=question.treatment, outcome=question.outcome,
                           covariates=list(question.covariates), estimand=question.estimand,
-                          caliper=question.caliper, seed=seed)
-    return result, {"rows": len(df)}
+                          caliper=question.caliper, seed=seed, weights=ROW_COUNT)
+    return result, {"rows": int(df[ROW_COUNT].sum())}
 
 
 def _psm_after(con, question: Question, by_name: dict, relation: str, result: EstimateResult) -> list[Diagnostic]:
@@ -271,38 +275,35 @@ def _randomized_validate(question: Question) -> None:
             raise ValueError(f"`{name}` is the assignment or the uptake, not a covariate")
 
 
-def _parse_shares(text: str | None) -> dict | None:
+def _parse_pairs(text: str | None, flag: str, accept, rule: str, example: str) -> dict | None:
+    """``KEY=NUMBER,KEY=NUMBER`` from a command-line flag; every number must pass ``accept``.
+
+    The key is split at its last ``=`` so an arm label may itself hold one (``--shares``); an
+    outcome column cannot (``--value``), the identifier check of the question rejects it later."""
     if not text:
         return None
     out = {}
     for part in split_list(text):
-        arm, sep, share = part.rpartition("=")
+        key, sep, number = part.rpartition("=")
         try:
-            value = float(share)
+            value = float(number)
         except ValueError:
             value = float("nan")
-        if not sep or not arm or not value > 0:
-            raise ConfigError(f"--shares {text}: give ARM=SHARE pairs with positive shares, e.g. 0=0.5,1=0.5")
-        out[arm] = value
+        if not sep or not key or not accept(value):
+            raise ConfigError(f"{flag} {text}: give {rule}, e.g. {example}")
+        out[key] = value
     return out
+
+
+def _parse_shares(text: str | None) -> dict | None:
+    """``--shares 0=0.5,1=0.5``: the designed assignment share of each arm."""
+    return _parse_pairs(text, "--shares", lambda v: v > 0, "ARM=SHARE pairs with positive shares", "0=0.5,1=0.5")
 
 
 def _parse_value(text: str | None) -> dict | None:
     """``--value resolved=14,handle_minutes=-0.8``: a weight per outcome column (net value per arm)."""
-    if not text:
-        return None
-    out = {}
-    for part in split_list(text):
-        col, sep, weight = part.partition("=")
-        try:
-            value = float(weight)
-        except ValueError:
-            value = float("nan")
-        if not sep or not col or not math.isfinite(value):
-            raise ConfigError(f"--value {text}: give OUTCOME=WEIGHT pairs with numeric weights, "
-                              "e.g. resolved=14,handle_minutes=-0.8")
-        out[col] = value
-    return out
+    return _parse_pairs(text, "--value", math.isfinite, "OUTCOME=WEIGHT pairs with numeric weights",
+                        "resolved=14,handle_minutes=-0.8")
 
 
 def _randomized_common_cli(p: argparse.ArgumentParser) -> None:

@@ -101,33 +101,42 @@ def _kind(s: pd.Series) -> str:
     return "categorical"
 
 
-def prepare(df: pd.DataFrame, treatment: str, outcome: str, covariates: list[str]) -> Prepared:
+def prepare(df: pd.DataFrame, treatment: str, outcome: str, covariates: list[str],
+            weights: str | None = None) -> Prepared:
     """Drop unusable rows (counted, never silently), code covariates, build cells and atoms.
 
     Null treatment or outcome rows are excluded; a null in a categorical covariate is its own
     level ``missing``; a null in a numeric covariate excludes the row. Treatment must be 0/1.
+
+    ``weights`` names a column of row counts (frequency weights): each row of ``df`` then stands
+    for that many identical conversations, so a million rows can arrive already grouped by
+    (covariates, treatment, outcome) — the atoms are the same as from the ungrouped rows.
     """
-    missing = [c for c in [treatment, outcome, *covariates] if c not in df.columns]
+    missing = [c for c in [treatment, outcome, *covariates, *([weights] if weights else [])] if c not in df.columns]
     if missing:
         raise ValueError(f"columns not in the data: {missing}")
     if treatment in covariates or outcome in covariates:
         raise ValueError("treatment and outcome must not be among the covariates")
+    w_all = np.ones(len(df)) if weights is None else df[weights].to_numpy(dtype=float)
+    if weights is not None and not (np.isfinite(w_all).all() and (w_all >= 0).all()):
+        raise ValueError(f"weights column {weights!r} must hold non-negative row counts")
     excluded: dict[str, int] = {}
     keep = np.ones(len(df), dtype=bool)
     t_null = df[treatment].isna().to_numpy()
-    excluded["null_treatment"] = int(t_null.sum())
+    excluded["null_treatment"] = int(np.rint(w_all[t_null].sum()))
     keep &= ~t_null
     y_null = df[outcome].isna().to_numpy()
-    excluded["null_outcome"] = int((y_null & keep).sum())
+    excluded["null_outcome"] = int(np.rint(w_all[y_null & keep].sum()))
     keep &= ~y_null
     kinds = {c: _kind(df[c]) for c in covariates}
     num_null = np.zeros(len(df), dtype=bool)
     for c in covariates:
         if kinds[c] == "numeric":
             num_null |= df[c].isna().to_numpy()
-    excluded["null_numeric_covariate"] = int((num_null & keep).sum())
+    excluded["null_numeric_covariate"] = int(np.rint(w_all[num_null & keep].sum()))
     keep &= ~num_null
     d = df.loc[keep, [treatment, outcome, *covariates]]
+    w = w_all[keep]
 
     t = d[treatment].astype("float64").to_numpy()
     if not np.isin(t, (0.0, 1.0)).all():
@@ -158,9 +167,9 @@ def prepare(df: pd.DataFrame, treatment: str, outcome: str, covariates: list[str
     values = pd.DataFrame(
         {c: uniq[code[first]] for c, code, uniq in zip(covariates, codes, uniques)}
     )
-    counts = np.bincount(cell_of_row, minlength=len(first)).astype(float)
+    counts = np.bincount(cell_of_row, weights=w, minlength=len(first)).astype(float)
     cells = _design(values, covariates, kinds, counts)
-    atoms = _atoms(cell_of_row, t, y)
+    atoms = _atoms(cell_of_row, t, y, w)
     return Prepared(cells, atoms, cell_of_row, t, keep, excluded)
 
 
@@ -174,11 +183,11 @@ def _factorize_first(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ids.astype(np.int64), first
 
 
-def _atoms(cell: np.ndarray, t: np.ndarray, y: np.ndarray) -> Atoms:
+def _atoms(cell: np.ndarray, t: np.ndarray, y: np.ndarray, w: np.ndarray) -> Atoms:
     ycode, yuniq = pd.factorize(y)
     key = (cell * 2 + t) * max(len(yuniq), 1) + ycode
     ids, first = _factorize_first(key)
-    n = np.bincount(ids, minlength=len(first)).astype(float)
+    n = np.bincount(ids, weights=w, minlength=len(first)).astype(float)
     return Atoms(cell=cell[first], t=t[first], y=y[first], n=n)
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from methods.parallel import map_replicates
 from methods.psm.propensity import Atoms
 from methods.result import Refutation
 
@@ -113,7 +114,7 @@ def placebo_treatment(refit: Refit, atoms: Atoms, estimate: float, rng: np.rando
     carries the real treatment shows ≈ the whole estimate (several SE). Without ``std_error``
     the t-test alone decides.
     """
-    sims = np.array([refit(make_placebo(rng, atoms), None) for _ in range(n_sims)])
+    sims = np.array(map_replicates(lambda a: refit(a, None), (make_placebo(rng, atoms) for _ in range(n_sims))))
     sims = sims[np.isfinite(sims)]
     mean = float(np.mean(sims)) if len(sims) else float("nan")
     if len(sims) > 1 and np.std(sims) > 0:
@@ -166,7 +167,7 @@ def random_common_cause(refit: Refit, atoms: Atoms, estimate: float, std_error: 
     false alarms, 78% detection) separates no better than the SE. The SE is the scale the
     reader judges the estimate on; the spread is reported in the message.
     """
-    sims = np.array([refit(*make_cause(rng, atoms)) for _ in range(n_sims)])
+    sims = np.array(map_replicates(lambda ae: refit(*ae), (make_cause(rng, atoms) for _ in range(n_sims))))
     sims = sims[np.isfinite(sims)]
     mean = float(np.mean(sims)) if len(sims) else float("nan")
     spread = float(np.std(sims, ddof=1)) if len(sims) > 1 else float("nan")
@@ -218,7 +219,7 @@ def data_subset(refit: Refit, atoms: Atoms, estimate: float, ci_low: float, ci_h
     from clustered or heavy-tailed data is invisible to any row-level resampling.
     """
     make = make_subset or (lambda r, a: random_subset(r, a, fraction))
-    sims = np.array([refit(make(rng, atoms), None) for _ in range(n_sims)])
+    sims = np.array(map_replicates(lambda a: refit(a, None), (make(rng, atoms) for _ in range(n_sims))))
     sims = sims[np.isfinite(sims)]
     se = std_error if std_error is not None and np.isfinite(std_error) else (ci_high - ci_low) / (2 * 1.959964)
     inside = float(np.mean((sims >= ci_low) & (sims <= ci_high))) if len(sims) else 0.0

@@ -1,0 +1,233 @@
+"""Raw reader, a persistent cache on local disk: what the raw reader computed from each file version.
+
+Why: a nightly run adds one day to a landing directory holding the whole history, but the
+conversation index (:mod:`extract.raw_index`: ids and timestamps of every transcript file) and
+the validation of ``outcomes`` and ``customers`` (every row of the history) were computed again
+in every process. With a cache folder (``cache_dir``; ``None`` = no cache), each result is kept
+under the version of the files it came from, and a later process reads it back instead:
+
+* ``index/<digest>.parquet``: one transcript file's summary (id hash, filed day, first ts), the
+  ``parts`` entry of the index build; only new or changed files are read.
+* ``<table>-<digest>.json`` + ``.accepted.parquet`` + ``.quarantine.parquet``: the validated
+  ``outcomes`` / ``customers`` batch (accepted rows, quarantine rows, counts) *before* the
+  known-conversation check, which is applied on top (:func:`extract.raw.apply_known_conversations`).
+
+What the pipeline uses: only the index entries (``signals_day``, ``analysis_store``, the extraction
+report, ``convocausal run``), which hold 64-bit hashes of the ids and timestamps, no raw value. The
+table entries hold the accepted rows as they came in (a customer's persona with a card number in it,
+an outcome's conversation id that is an e-mail address: ``tests/test_privacy.py`` found the first in
+``customers-*.accepted.parquet``), and no raw PII goes into the store, so the assets validate
+``outcomes`` and ``customers`` whole each night and pass no ``cache_dir`` for them. The table cache
+stays for a caller whose cache folder is as private as the landing directory (``bench_raw_cache.py``
+measures it); storing it without raw values (row numbers and reasons, re-applied to a fresh read) is
+not done.
+
+A file version is (resolved path, size, mtime_ns, ctime_ns, inode) — a rewrite, a replacement or
+a ``touch`` gives a new key. Keys also hold :data:`CACHE_VERSION` (bump it when a rule that
+shapes a cached result changes: hashing, casting, the table rules), the polars and pyarrow
+versions (``Expr.hash`` is not stable across polars releases) and, for a table, the dtypes read
+and the listed paths (``source_file``). Nothing is cached that must be reported again: a file
+that is unreadable, raises, changed while it was read, or was modified in the last
+:data:`SETTLE_SECONDS` (its mtime could still move within the file system's clock tick). Every
+entry is written atomically (temp file + ``os.replace``); one that cannot be read, or whose
+schema or row count does not match its manifest, is ignored and rebuilt; a folder that cannot be
+written (or lies outside ``CONVOCAUSAL_ALLOWED_ROOTS``) just means no cache. Entries of files no
+longer present are pruned after each index build; a table keeps only its newest entry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+import pyarrow
+
+from extract.allowed_roots import outside_roots, resolved_roots
+from extract.raw_contract import RawBatch
+
+CACHE_VERSION = 1
+SETTLE_SECONDS = 2.0  # a file modified this recently is read but not cached
+_TMP_PREFIX = ".tmp-"
+_STALE_TMP_SECONDS = 24 * 3600
+
+
+def raw_cache_dir(store: str | os.PathLike) -> Path:
+    """The raw cache of a store: ``<store>.parts/cache/raw`` beside the local DuckDB file, kept
+    local whatever holds the day parts."""
+    s = Path(store).resolve()
+    return s.with_name(s.name + ".parts") / "cache" / "raw"
+
+
+def file_version(path: str | os.PathLike) -> tuple | None:
+    """(resolved path, size, mtime_ns, ctime_ns, inode) of the file ``path`` leads to; None when
+    it cannot be stat'ed."""
+    try:
+        st = os.stat(path)
+        real = str(Path(path).resolve())
+    except (OSError, RuntimeError):
+        return None
+    return (real, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def _settled(version: tuple, started_ns: int) -> bool:
+    """True when the file's last change is older than the read by :data:`SETTLE_SECONDS`."""
+    return max(version[2], version[3]) < started_ns - int(SETTLE_SECONDS * 1e9)
+
+
+def _digest(parts: list) -> str:
+    text = json.dumps([CACHE_VERSION, pl.__version__, pyarrow.__version__, *parts], default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+def _write_atomic(path: Path, write: Callable[[str], None]) -> bool:
+    """Write through a temp file in the same folder, then rename; False (nothing left behind)
+    on any failure — a cache that cannot be written is only a slower run."""
+    tmp = None
+    try:
+        if outside_roots(path, resolved_roots()) is not None:
+            return False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=path.suffix, dir=path.parent)
+        os.close(fd)
+        write(tmp)
+        os.replace(tmp, path)
+        return True
+    except Exception:  # noqa: BLE001 - never an error, see the module doc
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        return False
+
+
+def _remove(paths: Iterable[Path]) -> None:
+    for p in paths:
+        with contextlib.suppress(OSError):
+            p.unlink()
+
+
+def _stale_tmp(folder: Path) -> list[Path]:
+    """Temp files of writers that died (older than a day; a live writer's are seconds old)."""
+    now = time.time()
+    out = []
+    for p in folder.glob(_TMP_PREFIX + "*"):
+        with contextlib.suppress(OSError):
+            if now - p.stat().st_mtime > _STALE_TMP_SECONDS:
+                out.append(p)
+    return out
+
+
+# ============================================================================ transcript index
+class IndexCache:
+    """Per-file summaries of the conversation index, one parquet file per file version."""
+
+    def __init__(self, cache_dir: str | os.PathLike, schema: dict[str, pl.DataType]):
+        self.dir = Path(cache_dir) / "index"
+        self.schema = schema
+        self.used: set[str] = set()
+
+    def lookup(self, path: Path, folder_day: date | None) -> tuple[str | None, tuple | None, pl.DataFrame | None]:
+        """(entry name, file version, cached summary or None)."""
+        version = file_version(path)
+        if version is None:
+            return None, None, None
+        name = _digest(["index", *version, folder_day]) + ".parquet"
+        self.used.add(name)
+        try:
+            frame = pl.read_parquet(self.dir / name)
+        except Exception:  # noqa: BLE001 - absent or corrupt: computed again
+            return name, version, None
+        if dict(frame.schema) != self.schema:
+            return name, version, None
+        return name, version, frame
+
+    def store(self, name: str | None, version: tuple | None, path: Path, started_ns: int,
+              frame: pl.DataFrame) -> None:
+        """Keep ``frame`` unless the file changed while it was read or is too recent."""
+        if name is None or version is None or file_version(path) != version or not _settled(version, started_ns):
+            return
+        _write_atomic(self.dir / name, frame.write_parquet)
+
+    def prune(self) -> None:
+        """Remove the summaries of file versions this build did not use."""
+        if not self.dir.is_dir():
+            return
+        with contextlib.suppress(OSError):
+            _remove([p for p in self.dir.glob("*.parquet") if p.name not in self.used and
+                     not p.name.startswith(_TMP_PREFIX)])
+            _remove(_stale_tmp(self.dir))
+
+
+# ============================================================================ outcomes, customers
+class TableCache:
+    """The validated batch of one optional table (accepted, quarantine, counts) for one set of
+    file versions and dtypes."""
+
+    def __init__(self, cache_dir: str | os.PathLike, table: str, files: list[Path],
+                 dtypes: dict[str, pl.DataType], required: Iterable[str]):
+        self.dir = Path(cache_dir)
+        self.table = table
+        self.files = files
+        self.versions = [file_version(f) for f in files]
+        self.name = f"{table}-" + _digest(["table", table, [str(f) for f in files], self.versions,
+                                           [(c, str(t)) for c, t in dtypes.items()], list(required)])
+
+    def _paths(self) -> tuple[Path, Path, Path]:
+        base = self.dir / self.name
+        return (base.with_name(self.name + ".json"), base.with_name(self.name + ".accepted.parquet"),
+                base.with_name(self.name + ".quarantine.parquet"))
+
+    def unchanged(self) -> bool:
+        """The files still have the versions this cache entry is keyed by."""
+        return [file_version(f) for f in self.files] == self.versions
+
+    def get(self) -> RawBatch | None:
+        if any(v is None for v in self.versions):
+            return None
+        manifest, acc_path, q_path = self._paths()
+        try:
+            meta = json.loads(manifest.read_text())
+            accepted = pl.read_parquet(acc_path)
+            quarantine = pl.read_parquet(q_path)
+            ok = (meta["name"] == self.name
+                  and _schema_text(accepted) == meta["accepted_schema"] and accepted.height == meta["accepted_rows"]
+                  and _schema_text(quarantine) == meta["quarantine_schema"]
+                  and quarantine.height == meta["quarantine_rows"] and isinstance(meta["counts"], dict))
+        except Exception:  # noqa: BLE001 - absent or corrupt: validated again
+            return None
+        return RawBatch(accepted, quarantine, meta["counts"]) if ok else None
+
+    def store(self, batch: RawBatch, started_ns: int) -> None:
+        """Keep ``batch`` (validated, no unreadable file) unless a file changed while it was read
+        or is too recent, or its counts do not survive JSON unchanged."""
+        if (any(v is None for v in self.versions) or not self.unchanged()
+                or not all(_settled(v, started_ns) for v in self.versions)):
+            return
+        try:
+            counts_text = json.dumps(batch.counts)
+            if json.loads(counts_text) != batch.counts:
+                return
+        except (TypeError, ValueError):
+            return
+        manifest, acc_path, q_path = self._paths()
+        meta = {"name": self.name, "table": self.table, "counts": batch.counts,
+                "accepted_schema": _schema_text(batch.accepted), "accepted_rows": batch.accepted.height,
+                "quarantine_schema": _schema_text(batch.quarantine), "quarantine_rows": batch.quarantine.height}
+        if not (_write_atomic(acc_path, batch.accepted.write_parquet)
+                and _write_atomic(q_path, batch.quarantine.write_parquet)
+                and _write_atomic(manifest, lambda tmp: Path(tmp).write_text(json.dumps(meta)))):
+            return
+        with contextlib.suppress(OSError):  # the table's older entries
+            _remove([p for p in self.dir.glob(f"{self.table}-*") if not p.name.startswith(self.name + ".")])
+            _remove(_stale_tmp(self.dir))
+
+
+def _schema_text(df: pl.DataFrame) -> list[list[str]]:
+    return [[c, str(t)] for c, t in df.schema.items()]
