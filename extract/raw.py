@@ -70,7 +70,7 @@ from pathlib import Path
 import polars as pl
 
 from extract.quarantine import quarantine_frame
-from extract.raw_batch import empty_batch, finish, key_duplicates, merge_batches, read_many
+from extract.raw_batch import empty_batch, finish, is_member, key_duplicates, merge_batches, read_many
 from extract.raw_cache import TableCache, raw_cache_dir
 from extract.raw_cast import add_reason
 from extract.raw_contract import (  # the public names are re-exported, see __all__
@@ -300,9 +300,8 @@ def apply_known_conversations(validated: RawBatch, files: list[str], original: C
     then the quarantine's PII-looking ids are pseudonymized with ``salt``."""
     accepted, quarantine, counts = validated.accepted, validated.quarantine, dict(validated.counts)
     if known_conversation_ids is not None and accepted.height:
-        known = known_conversation_ids.cast(pl.String).implode()
         ids = accepted["conversation_id"] if salt is None else pseudonymize_ids(accepted["conversation_id"], salt)
-        unknown = accepted.select((~pl.lit(ids).is_in(known)).fill_null(False)).to_series()
+        unknown = (~is_member(ids, known_conversation_ids)).fill_null(False)
         if unknown.any():
             bad = accepted.filter(unknown).with_columns(pl.lit(REASON_UNKNOWN_CONVERSATION).alias(REASON_COL))
             sources = {src: original(src) for src in bad["source_file"].unique(maintain_order=True).to_list()}

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import polars as pl
 
+from extract.raw_batch import is_unique
 from extract.raw_cache import IndexCache
 from extract.raw_cast import normalize
 from extract.raw_files import Unreadable, check_allowed, read_file, scan_transcripts
@@ -197,15 +198,24 @@ def _build(key: tuple, _roots: str, cache_dir: str | None = None) -> TranscriptI
     ts_days = entries.select(pl.col(MIN_TS).min().dt.date()).item() if entries.height else None
     candidates = [d for d in (*hive_days, ts_days) if d is not None]
     fallback = min(candidates) if candidates else None
-    owners = (
-        entries.filter(pl.col(H).is_not_null())
-        .group_by(H)
-        .agg(pl.col(MIN_TS).min(), pl.col(FILED).min())
-        .select(H, pl.coalesce(pl.col(MIN_TS).dt.date(), pl.col(FILED), pl.lit(fallback, dtype=pl.Date)).alias(OWNER))
-    )
-    placed = entries.join(owners, on=H, how="left").with_columns(
-        pl.coalesce(pl.col(OWNER), pl.col(FILED), pl.lit(fallback, dtype=pl.Date)).alias(OWNER)
-    )
+    no_day = pl.lit(fallback, dtype=pl.Date)
+    if is_unique(entries.filter(pl.col(H).is_not_null()).select(H)):
+        # every conversation in one file under one day (the usual export): its own entry is its group,
+        # so the owner comes from the entry itself, without a group-by and a join over the history
+        # (3 of 4 s at 10M conversations)
+        placed = entries.with_columns(
+            pl.when(pl.col(H).is_not_null()).then(pl.coalesce(pl.col(MIN_TS).dt.date(), pl.col(FILED), no_day))
+            .otherwise(pl.coalesce(pl.col(FILED), no_day)).alias(OWNER))
+    else:
+        owners = (
+            entries.filter(pl.col(H).is_not_null())
+            .group_by(H)
+            .agg(pl.col(MIN_TS).min(), pl.col(FILED).min())
+            .select(H, pl.coalesce(pl.col(MIN_TS).dt.date(), pl.col(FILED), no_day).alias(OWNER))
+        )
+        placed = entries.join(owners, on=H, how="left").with_columns(
+            pl.coalesce(pl.col(OWNER), pl.col(FILED), no_day).alias(OWNER)
+        )
     known = placed.filter(pl.col(H).is_not_null()).select(FILE, H, OWNER)
     # (file, hash) repeats only in a flat file (one entry per filed day); a Hive file's entries are
     # unique already, and skipping their unique() saves a hash pass over the whole history

@@ -633,3 +633,30 @@ def test_nested_value_in_a_scalar_column_is_a_cast_reason_not_a_crash(tmp_path):
         "c0": "wrong type: resolved cannot be cast to Boolean; wrong type: csat cannot be cast to Int64",
         "c1": "wrong type: resolved cannot be cast to Boolean",
     }
+
+
+def test_is_unique_is_exact_with_nulls_and_several_columns():
+    import polars as pl
+
+    from extract.raw_batch import is_unique
+
+    assert is_unique(pl.DataFrame({"a": ["x", "y", None]}))
+    assert not is_unique(pl.DataFrame({"a": ["x", None, None]}))  # nulls are equal to each other
+    assert not is_unique(pl.DataFrame({"a": ["x", "y", "x"]}))
+    assert is_unique(pl.DataFrame({"a": ["x", "x"], "b": [1, 2]}))
+    assert not is_unique(pl.DataFrame({"a": ["x", "x"], "b": [1, 1]}))
+    assert is_unique(pl.DataFrame({"a": []}, schema={"a": pl.String}))
+
+
+def test_schema_uniqueness_is_still_enforced_on_the_accepted_rows():
+    import polars as pl
+
+    from extract.raw_batch import _validate_accepted
+    from extract.schemas import CustomerSchema
+
+    good = pl.DataFrame({"customer_id": ["c1", "c2"], "persona_segment": ["vip", None], "source_file": ["f", "f"]})
+    _validate_accepted(CustomerSchema, good, "customers")
+    with pytest.raises(RuntimeError, match="column 'customer_id' holds duplicate values"):
+        _validate_accepted(CustomerSchema, good.with_columns(pl.lit("c1").alias("customer_id")), "customers")
+    with pytest.raises(RuntimeError, match="fail CustomerSchema"):
+        _validate_accepted(CustomerSchema, good.with_columns(pl.lit(None, pl.String).alias("customer_id")), "customers")
