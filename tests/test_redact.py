@@ -143,12 +143,11 @@ def test_one_alternation_finds_what_each_pattern_finds(tmp_path):
 
     here = Path(__file__).read_text().splitlines()
     texts = [line.strip() for line in here if line.strip()]
-    sgd = Path(__file__).resolve().parents[2] / "shared" / "data" / "sgd_dialogues"
-    for f in sorted(sgd.rglob("*.parquet"))[:2] if sgd.is_dir() else []:
-        frame = pl.read_parquet(f)
-        column = next((c for c in ("text", "utterance") if c in frame.columns), None)
-        if column:
-            texts += frame[column].cast(pl.String).drop_nulls().head(20_000).to_list()
+    # the SGD dialogue turns copied into the repository (data/sgd_dialogues, see tests/test_sgd_example.py)
+    messages = Path(__file__).resolve().parents[1] / "data" / "sgd_dialogues" / "messages.parquet"
+    sgd = pl.read_parquet(messages)["text"].drop_nulls().head(8_000).to_list()
+    assert len(sgd) == 8_000
+    texts += sgd
     planted = ["ask a.b@c.io", "+44 20 7946 0958", "SSN: 123456789", "221B Baker Street", "GB29NWBK60161331926819"]
     texts += [f"{t} {p}" for t, p in zip(texts[:2_000], planted * 400)]
     s = pl.Series("t", texts, dtype=pl.String)
