@@ -207,21 +207,17 @@ def main() -> None:
 
     print(f"store before the increment: {n_before:,} conversations over {n_days} days; new day {day}: "
           f"{n_after - n_before:,} conversations; DuckDB file {store_mb:,.0f} MiB")
+    from stage_table import print_estimates, print_stages  # benchmarks/, the script's folder
+
     print("build (not part of the increment):")
-    for name, t in build.items():
-        print(f"  {name:<45} {t['seconds']:>8.1f} s   peak RSS {t['peak_rss_mib']:>7,} MiB")
+    print_stages(build)
     print("nightly increment:")
-    for name, t in timings.items():
-        print(f"  {name:<45} {t['seconds']:>8.1f} s   peak RSS {t['peak_rss_mib']:>7,} MiB")
-    print(f"  {'increment total':<45} {total:>8.1f} s")
+    print_stages(timings, "increment total", total)
     print(f"  publish: {json.dumps(publish_mode, default=str)}")
     if rebuild:
         print(f"  {'publish, forced full rebuild (before issue 20)':<45} {rebuild['seconds']:>8.1f} s   "
               f"peak RSS {rebuild['peak_rss_mib']:>7,} MiB   {json.dumps(rebuild['publish'], default=str)}")
-    truth = json.loads((raw / "truth.json").read_text())
-    for r in rows:
-        print(f"  {r['question_id']:<24} estimate {r.get('estimate')} CI [{r.get('ci_low')}, {r.get('ci_high')}] "
-              f"truth {truth.get(r['question_id'])}")
+    print_estimates(rows, json.loads((raw / "truth.json").read_text()))
     if not args.keep and args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
 

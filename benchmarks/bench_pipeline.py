@@ -55,12 +55,10 @@ def main() -> None:
     total = time.perf_counter() - t1
     truth = json.loads((raw / "truth.json").read_text())
     print(f"conversations: {args.conversations:,}" if args.raw is None else f"landing directory: {raw}")
-    for stage, t in timings.items():
-        print(f"  {stage:<45} {t['seconds']:>8.1f} s   peak RSS {t['peak_rss_mib']:>7,} MiB")
-    print(f"  {'nightly run total':<45} {total:>8.1f} s")
-    for r in rows:
-        print(f"  {r['question_id']:<24} estimate {r.get('estimate')} CI [{r.get('ci_low')}, {r.get('ci_high')}] "
-              f"truth {truth.get(r['question_id'])}")
+    from stage_table import print_estimates, print_stages  # benchmarks/, the script's folder
+
+    print_stages(timings, "nightly run total", total)
+    print_estimates(rows, truth)
     if not args.keep and args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
 
