@@ -15,6 +15,7 @@ with all its turns whether the days run one at a time (the nightly case) or as o
 
 from __future__ import annotations
 
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from datetime import date
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from extract.history import load_history
 from extract.raw import (
@@ -31,7 +33,7 @@ from extract.raw import (
     RawBatch,
     continued_days,
     landing_warnings,
-    load_transcripts_day,
+    load_transcripts_days,
 )
 from extract.raw_batch import validate_accepted
 from extract.raw_index import transcript_index
@@ -119,26 +121,60 @@ def _extracted_again(day: date, into: list[date]) -> str:
 def _chunks(raw_dir, days: list[date], max_messages: int, on_unreadable: OnUnreadable, index=None,
             timings: dict | None = None):
     """Validated days in runs of consecutive days (the memory history is loaded once per run,
-    for the days before its first), each run cut at ``max_messages`` accepted messages.
+    for the days before its first), each run cut once it holds ``max_messages`` stored rows.
 
-    Each day keeps its own rules, quarantine and counts, but the accepted rows' schema check (a
-    check of the rules, with a fixed cost per call) runs once per chunk in :func:`_extract_chunk`."""
-    pending: list[tuple[date, RawBatch]] = []
+    A run's days are read and validated together (:func:`extract.raw.load_transcripts_days`:
+    each file once, each rule once), yet each day keeps its own rows, quarantine and counts; the
+    accepted rows' schema check (a check of the rules, with a fixed cost per call) runs once per
+    run in :func:`_extract_chunk`. The rows of a day are known only once read, so the cut uses
+    the row counts of the files' parquet footers."""
+    index = index if index is not None else transcript_index(raw_dir)
+    sizes = _stored_rows(index, days)
+    for run in _runs(days, sizes, max_messages):
+        t = time.perf_counter()
+        batches = load_transcripts_days(raw_dir, run, on_unreadable=on_unreadable, index=index, validate=False)
+        _add(timings, "read_validate", t)
+        yield [(d, batches[d]) for d in run]
+
+
+def _runs(days: list[date], sizes: dict[date, int], max_messages: int) -> Iterator[list[date]]:
+    """Consecutive days, cut at a gap and once a run reaches ``max_messages`` rows."""
+    run: list[date] = []
     size = 0
     for day in days:
-        if pending and (day - pending[-1][0]).days != 1:
-            yield pending
-            pending, size = [], 0
-        t = time.perf_counter()
-        batch = load_transcripts_day(raw_dir, day, on_unreadable=on_unreadable, index=index, validate=False)
-        _add(timings, "read_validate", t)
-        pending.append((day, batch))
-        size += batch.accepted.height
+        if run and (day - run[-1]).days != 1:
+            yield run
+            run, size = [], 0
+        run.append(day)
+        size += sizes.get(day, 0)
         if size >= max_messages:
-            yield pending
-            pending, size = [], 0
-    if pending:
-        yield pending
+            yield run
+            run, size = [], 0
+    if run:
+        yield run
+
+
+def _stored_rows(index, days: list[date]) -> dict[date, int]:
+    """Rows stored for each day, from the parquet footers (no data read): a ``date=`` file counts
+    for its own day, a file shared by other days (a flat file) is split evenly among them. Only
+    regular files are opened (a FIFO would block); an unreadable one counts 0 (its day reports it)."""
+    days_of: dict[Path, list[date]] = {}
+    for d in days:
+        for path in index.files_for([d]):
+            days_of.setdefault(path, []).append(d)
+    sizes = dict.fromkeys(days, 0)
+    for path, owners in days_of.items():
+        try:
+            n = pq.read_metadata(path).num_rows if stat.S_ISREG(path.stat().st_mode) else 0
+        except Exception:  # noqa: BLE001 - unreadable: the loader reports it (stop or quarantine)
+            n = 0
+        home = index.folder_day.get(path)
+        if home in sizes:
+            sizes[home] += n
+        else:
+            for d in owners:
+                sizes[d] += n // len(owners)
+    return sizes
 
 
 def redact_signals(signals: pl.DataFrame, salt: str | None = None) -> pl.DataFrame:

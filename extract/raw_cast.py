@@ -131,13 +131,18 @@ def _decode_binary(s: pl.Series, lossy: bool) -> tuple[pl.Series, pl.Series]:
     return out, invalid
 
 
+REPAIRED_COL = "__repaired"  # per-row flag of normalize(keep_repaired=True): text had invalid UTF-8
+
+
 def normalize(
-    df: pl.DataFrame, dtypes: dict[str, pl.DataType], required: Iterable[str], source_file: str
+    df: pl.DataFrame, dtypes: dict[str, pl.DataType], required: Iterable[str], source_file: str,
+    keep_repaired: bool = False,
 ) -> tuple[pl.DataFrame, int]:
     """Cast the stored columns to contract dtypes; attach per-row cast/null reasons.
 
     Returns the frame (contract columns, source_file, __row, __reason) and the number of
-    repaired rows (invalid UTF-8 in text).
+    repaired rows (invalid UTF-8 in text). ``keep_repaired``: the frame keeps the per-row flag
+    (``REPAIRED_COL``, last), for a caller that counts repairs per day of a file's rows.
     """
     values, reasons, repairs = [], [], []
     decoded = {}
@@ -174,10 +179,10 @@ def normalize(
         pl.lit(source_file).alias("source_file"),
         pl.int_range(pl.len(), dtype=pl.Int64).alias(ROW_COL),
         pl.when(reason_expr != "").then(reason_expr).alias(REASON_COL),
-        (pl.any_horizontal(repairs) if repairs else pl.lit(False)).alias("__repaired"),
+        (pl.any_horizontal(repairs) if repairs else pl.lit(False)).alias(REPAIRED_COL),
     )
-    n_repaired = int(out["__repaired"].sum())
-    return out.drop("__repaired"), n_repaired
+    n_repaired = int(out[REPAIRED_COL].sum())
+    return (out if keep_repaired else out.drop(REPAIRED_COL)), n_repaired
 
 
 def add_reason(current: pl.Expr, cond: pl.Expr, reason: str | pl.Expr) -> pl.Expr:

@@ -94,7 +94,11 @@ class TranscriptIndex:
         return [f for f in self.files if f in wanted]
 
     def owned_mask(self, path: Path, stored: pl.DataFrame, days: set[date]) -> pl.Series:
-        """True for the stored rows of ``path`` whose conversation is owned by one of ``days``.
+        """True for the stored rows of ``path`` whose conversation is owned by one of ``days``."""
+        return self.owner_days(path, stored).is_in(sorted(days)).fill_null(False).alias("owned")
+
+    def owner_days(self, path: Path, stored: pl.DataFrame) -> pl.Series:
+        """The day that owns each stored row of ``path`` (its conversation's day).
 
         A row whose id the index does not know for this file (none, or the file changed since
         the index was built) belongs to its own filed day, so it is read exactly once too.
@@ -111,7 +115,7 @@ class TranscriptIndex:
             else:
                 own_day = stored_ts(stored).dt.date().fill_null(self.fallback).alias(OWNER)
             owner = owner.fill_null(own_day)
-        return owner.is_in(sorted(days)).fill_null(False).alias("owned")
+        return owner
 
     def continued(self, days: Iterable[date]) -> dict[date, list[date]]:
         """Days outside ``days`` that own conversations with rows filed on one of ``days``:

@@ -8,16 +8,19 @@ rules know, and a conversation whose later turns are filed in the next day's fol
 
 from __future__ import annotations
 
+import shutil
 from datetime import date, timedelta
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from configs.signals import load_signals_config
 from data_fixtures.generator import generate
 from extract.day import extract_days
-from extract.raw import load_customers, load_outcomes, load_transcripts_day
+from extract.raw import load_customers, load_outcomes, load_transcripts_day, load_transcripts_days
 from extract.raw_cast import add_reason, add_reasons
 from extract.raw_index import transcript_index
 
@@ -99,3 +102,76 @@ def test_empty_day_stays_an_empty_batch(dirty_landing):
     index = transcript_index(dirty_landing)
     batch = load_transcripts_day(dirty_landing, date(1999, 1, 1), index=index, validate=False)
     assert batch.accepted.height == 0 and batch.counts["files"] == 0
+
+
+def _binary_text(df: pl.DataFrame, bad_rows: list[int]) -> pa.Table:
+    """``df`` with ``text`` stored as bytes, invalid UTF-8 in ``bad_rows`` (repaired on read)."""
+    values = [None if v is None else v.encode() for v in df["text"].to_list()]
+    for i in bad_rows:
+        values[i] = b"caf\xe9 " + values[i]
+    table = df.to_arrow()
+    return table.set_column(table.schema.get_field_index("text"), "text", pa.array(values, type=pa.binary()))
+
+
+@pytest.fixture(scope="module")
+def messy_landing(dirty_landing, tmp_path_factory) -> Path:
+    """The dirty landing plus what a read of many days must keep apart per day: a flat file with
+    rows of three days (one of them an exact copy of a Hive row), a file without optional
+    columns, a file whose text holds invalid UTF-8, and a file that is not parquet."""
+    out = tmp_path_factory.mktemp("messy")
+    shutil.copytree(dirty_landing, out, dirs_exist_ok=True)
+    folders = sorted((out / "transcripts").iterdir())
+    third = pl.read_parquet(folders[2] / "part-0.parquet")
+    cids = third["conversation_id"].unique(maintain_order=True).to_list()
+    flat_rows = pl.concat([
+        pl.read_parquet(f / "part-0.parquet").filter(pl.col("conversation_id").is_in(
+            pl.read_parquet(f / "part-0.parquet")["conversation_id"].unique().head(3).implode()))
+        for f in folders[3:6]
+    ], how="vertical_relaxed")
+    flat_rows = flat_rows.with_columns(pl.format("flat-{}", pl.col("conversation_id")).alias("conversation_id"))
+    first, second = flat_rows["conversation_id"].unique(maintain_order=True).head(2).to_list()
+    flat_rows = flat_rows.filter((pl.col("conversation_id") != first) | (pl.col("turn") != 1)).with_columns(  # a gap
+        pl.when((pl.col("conversation_id") == second) & (pl.col("turn") == 2))  # a timestamp going back
+        .then(pl.col("ts") - timedelta(seconds=1) - (pl.col("ts") - pl.col("ts").min().over("conversation_id")))
+        .otherwise(pl.col("ts")).alias("ts"))
+    flat_rows = pl.concat([flat_rows, third.head(1)], how="vertical_relaxed")  # a copy of a Hive row
+    flat_rows.write_parquet(out / "transcripts" / "export.parquet")
+    pq.write_table(_binary_text(third.filter(pl.col("conversation_id").is_in(cids[:5])), [0, 3]),
+                   folders[2] / "part-1.parquet")
+    fourth = pl.read_parquet(folders[3] / "part-0.parquet")
+    fourth.head(0).write_parquet(folders[3] / "part-0.parquet")
+    fourth.drop("skill", "memory_items").write_parquet(folders[3] / "part-1.parquet")
+    (folders[4] / "part-1.parquet").write_bytes(b"not parquet")
+    return out
+
+
+def test_many_days_at_once_equal_each_day_alone(messy_landing):
+    index = transcript_index(messy_landing)
+    days = list(index.days)[:7]
+    together = load_transcripts_days(messy_landing, days, on_unreadable="quarantine", index=index)
+    counts = [together[d].counts for d in days]
+    assert sum(c["duplicate_copies"] for c in counts) >= 2 and sum(len(c["unreadable_files"]) for c in counts) >= 1
+    assert any(c["repaired"] for c in counts) and any(c["missing_optional_columns"] for c in counts)
+    assert sum(c["conversations_with_turn_gaps"] for c in counts) >= 1
+    assert sum(c["conversations_ts_not_monotonic"] for c in counts) >= 1
+    for day in days:
+        alone = load_transcripts_day(messy_landing, day, on_unreadable="quarantine")
+        assert together[day].accepted.equals(alone.accepted), day
+        assert together[day].quarantine.equals(alone.quarantine), day
+        assert together[day].counts == alone.counts, day
+
+
+def test_conversation_warnings_match_a_group_by(messy_landing):
+    """The row-to-row tests of the sorted accepted rows against the plain definition."""
+    index = transcript_index(messy_landing)
+    accepted = pl.concat([b.accepted.with_columns(pl.lit(d).alias("__day"))
+                          for d, b in load_transcripts_days(messy_landing, index.days, "quarantine", index).items()])
+    per = accepted.group_by("__day", "conversation_id").agg(
+        pl.len().alias("n"), pl.col("turn").min().alias("lo"), pl.col("turn").max().alias("hi"),
+        (pl.col("ts").sort_by("turn").diff().dt.total_microseconds() < 0).any().alias("back"))
+    gaps = per.filter((pl.col("lo") != 0) | (pl.col("hi") != pl.col("n") - 1)).height
+    backs = per.filter(pl.col("back")).height
+    batches = load_transcripts_days(messy_landing, index.days, "quarantine", index)
+    assert sum(b.counts["conversations_with_turn_gaps"] for b in batches.values()) == gaps > 0
+    assert sum(b.counts["conversations_ts_not_monotonic"] for b in batches.values()) == backs > 0
+    assert sum(b.counts["conversations"] for b in batches.values()) == per.height
