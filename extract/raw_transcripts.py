@@ -116,45 +116,44 @@ def transcript_rules(df: pl.DataFrame) -> tuple[pl.DataFrame, dict[date, dict]]:
     # distinct over every column, text included) are skipped, or run on those rows alone.
     df = df.with_columns(ok.alias("__ok0"), (ok & (ok.cast(pl.UInt32).sum().over([CID, "turn"]) > 1)).alias("__shared"))
     shared = df["__shared"]
-    copy = pl.Series("__copy", [False] * df.height, dtype=pl.Boolean)
+    copy = pl.repeat(False, df.height, dtype=pl.Boolean, eager=True).alias("__copy")
     if shared.any():  # the first of equal rows is kept: a distinct among the shared rows is one among all ok rows
         repeated = ~df.filter(shared).select(pl.struct(CONTENT).is_first_distinct()).to_series()
         copy = copy.scatter(shared.arg_true(), repeated)
     df = df.with_columns(copy)
-    df = df.with_columns(add_reason(pl.col(REASON_COL), pl.col("__copy"), REASON_DUPLICATE_COPY).alias(REASON_COL))
+    if copy.any():
+        df = df.with_columns(add_reason(pl.col(REASON_COL), pl.col("__copy"), REASON_DUPLICATE_COPY).alias(REASON_COL))
     copies = {d: {"duplicate_copies": n, "duplicate_files": files} for d, (n, files) in _copy_report(df).items()}
     # conversation-level rules over the rows still ok after row rules and exact copies
     ok = pl.col(REASON_COL).is_null()
-    in_conv = pl.col(CID).is_not_null()
     conflict_reason: str | pl.Expr = REASON_CONFLICTING_TURN
-    if shared.any():
+    flags = []
+    if shared.any():  # else no two ok rows share a turn (row rules never make a row ok): no conflict
         # Two windows in two steps: polars evaluates a window nested in another window ~20x slower.
         df = df.with_columns((ok & (ok.cast(pl.UInt32).sum().over([CID, "turn"]) > 1)).alias("c0"))
         per_conv = _conflict_files(df)
         if per_conv is not None and per_conv.height:
             df = df.join(per_conv, on=CID, how="left", maintain_order="left")
             conflict_reason = pl.coalesce(pl.col("__conflict_reason"), pl.lit(REASON_CONFLICTING_TURN))
-        conflict = pl.col("c0").any().over(CID)
-    else:  # no two ok rows share a turn, and row rules never make a row ok: no conflict
-        df = df.with_columns(pl.lit(False).alias("c0"))
-        conflict = pl.lit(False)
+        flags.append(pl.col("c0").any().alias("c1"))
     # channel codes, not strings: a min and max of strings per conversation took twice as long
     ch = pl.when(ok).then(pl.col("channel").cast(pl.Categorical).to_physical())
-    channel_varies = (ch.min().over(CID) != ch.max().over(CID)).fill_null(False)
     talk = ok & pl.col("role").is_in(["user", "assistant"])
-    empty = ~talk.any().over(CID)
-    conv_flags = df.select(
-        (in_conv & conflict).alias("c1"), (in_conv & channel_varies).alias("c2"), (in_conv & empty).alias("c3")
+    flags += [(ch.min() != ch.max()).fill_null(False).alias("c2"), (~talk.any()).alias("c3")]
+    # One group-by of the conversations, and only those a rule hits joined back (a clean export
+    # has none): a window per rule over every row took 2.5 times as long.
+    hit = (
+        df.group_by(CID).agg(flags)
+        .filter(pl.col(CID).is_not_null() & pl.any_horizontal([pl.col(f.meta.output_name()) for f in flags]))
     )
-    df = df.with_columns(conv_flags)
-    keep_ok = pl.col(REASON_COL).is_null()
-    out = df.with_columns(
-        add_reasons(pl.col(REASON_COL), [
-            (keep_ok & pl.col("c1"), conflict_reason),
-            (keep_ok & pl.col("c2"), REASON_CHANNEL),
-            (keep_ok & pl.col("c3"), REASON_EMPTY),
-        ]).alias(REASON_COL)
-    ).drop("c0", "c1", "c2", "c3", "__ok0", "__copy", "__shared", "__conflict_reason", strict=False)
+    if hit.height:
+        df = df.join(hit, on=CID, how="left", maintain_order="left").with_columns(
+            pl.col(c).fill_null(False) for c in hit.columns if c != CID)
+        keep_ok = pl.col(REASON_COL).is_null()
+        rules = [(keep_ok & pl.col("c1"), conflict_reason)] if "c1" in hit.columns else []
+        rules += [(keep_ok & pl.col("c2"), REASON_CHANNEL), (keep_ok & pl.col("c3"), REASON_EMPTY)]
+        df = df.with_columns(add_reasons(pl.col(REASON_COL), rules).alias(REASON_COL))
+    out = df.drop("c0", "c1", "c2", "c3", "__ok0", "__copy", "__shared", "__conflict_reason", strict=False)
     return out, copies
 
 
@@ -238,6 +237,15 @@ def _normalized(run: list[tuple[str, pl.DataFrame, pl.Series]]) -> pl.DataFrame:
     )
 
 
+def _in_key_order(accepted: pl.DataFrame) -> bool:
+    """Whether the rows already run in (day, conversation, turn) order, each key after the one
+    before: then the sort would return them as they are (the accepted keys are distinct), and an
+    export written in conversation order (the usual one) skips a sort that took 0.4 s at 1.6M rows."""
+    d, c, t = pl.col(DAY_COL), pl.col(CID), pl.col("turn")
+    after = (d > d.shift(1)) | ((d == d.shift(1)) & ((c > c.shift(1)) | ((c == c.shift(1)) & (t > t.shift(1)))))
+    return bool(accepted.select(after.fill_null(True).all()).item())
+
+
 def _day_info(day_files: list[Path], per_file: dict) -> dict:
     """What read_many reports for one day, from the per-file results of a read of many days."""
     info = {"files": 0, "unreadable_files": [], "missing_optional_columns": {}, "repaired": 0}
@@ -282,8 +290,9 @@ def load_transcript_days(files: list[Path], files_by_day: dict[date, list[Path]]
     df, copies = transcript_rules(df)
     good = df.filter(pl.col(REASON_COL).is_null())
     bad = df.filter(pl.col(REASON_COL).is_not_null())
-    accepted = good.select(*TRANSCRIPT_DTYPES, "source_file", DAY_COL).sort(
-        DAY_COL, CID, "turn", maintain_order=True)
+    accepted = good.select(*TRANSCRIPT_DTYPES, "source_file", DAY_COL)
+    if not _in_key_order(accepted):
+        accepted = accepted.sort(DAY_COL, CID, "turn", maintain_order=True)
     if validate:
         validate_accepted(TranscriptSchema, accepted.drop(DAY_COL), "transcripts")
     quarantine = quarantine_frame(bad, originals, "transcripts")
