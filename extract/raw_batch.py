@@ -49,6 +49,19 @@ def empty_batch(dtypes: dict[str, pl.DataType], table: str, **extra) -> RawBatch
     return RawBatch(accepted, pl.DataFrame(schema=QUARANTINE_SCHEMA), counts)
 
 
+def read_or_skip(path: Path, dtypes: dict[str, pl.DataType], required: Iterable[str], on_unreadable: OnUnreadable):
+    """``read_file``'s frame and missing optional columns, and None; or, for an unreadable file the
+    caller skips (``on_unreadable="quarantine"``), None, None and the error (``"stop"`` raises it,
+    naming the file)."""
+    try:
+        stored, optional_missing = read_file(path, dtypes, required)
+    except Unreadable as exc:
+        if on_unreadable == "stop":
+            raise unreadable_error(path, exc) from None
+        return None, None, str(exc)
+    return stored, optional_missing, None
+
+
 def read_many(
     files: list[Path],
     dtypes: dict[str, pl.DataType],
@@ -61,12 +74,9 @@ def read_many(
     frames, originals = [], {}
     info = {"files": 0, "unreadable_files": [], "missing_optional_columns": {}, "repaired": 0}
     for path in files:
-        try:
-            stored, optional_missing = read_file(path, dtypes, required)
-        except Unreadable as exc:
-            if on_unreadable == "stop":
-                raise unreadable_error(path, exc) from None
-            info["unreadable_files"].append({"file": str(path), "error": str(exc)})
+        stored, optional_missing, error = read_or_skip(path, dtypes, required, on_unreadable)
+        if error is not None:
+            info["unreadable_files"].append({"file": str(path), "error": error})
             continue
         if row_filter is not None:
             stored = stored.filter(row_filter(path, stored))

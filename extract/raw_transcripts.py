@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from extract.quarantine import quarantine_frame
-from extract.raw_batch import empty_batch, validate_accepted
+from extract.raw_batch import empty_batch, read_or_skip, validate_accepted
 from extract.raw_cast import REPAIRED_COL, add_reason, add_reasons, normalize
 from extract.raw_contract import (
     DAY_COL,
@@ -38,7 +38,6 @@ from extract.raw_contract import (
     OnUnreadable,
     RawBatch,
 )
-from extract.raw_files import Unreadable, read_file, unreadable_error
 from extract.schemas import ROLES, TRANSCRIPT_DTYPES, TRANSCRIPT_REQUIRED, TranscriptSchema
 
 CID = "conversation_id"
@@ -198,12 +197,9 @@ def _read_owned(files: list[Path], files_by_day: dict[date, list[Path]], owner_o
             days_of.setdefault(path, []).append(d)
     run: list[tuple[str, pl.DataFrame, pl.Series]] = []
     for path in files:
-        try:
-            stored, optional_missing = read_file(path, TRANSCRIPT_DTYPES, TRANSCRIPT_REQUIRED)
-        except Unreadable as exc:
-            if on_unreadable == "stop":
-                raise unreadable_error(path, exc) from None
-            per_file[path] = {"error": str(exc)}
+        stored, optional_missing, error = read_or_skip(path, TRANSCRIPT_DTYPES, TRANSCRIPT_REQUIRED, on_unreadable)
+        if error is not None:
+            per_file[path] = {"error": error}
             continue
         owner = owner_of(path, stored)
         keep = owner.is_in(pl.Series(sorted(days_of.get(path, [])), dtype=pl.Date)).fill_null(False)
