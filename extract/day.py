@@ -25,7 +25,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
-from extract.history import load_history
+from extract.history import HistoryCarry
 from extract.raw import (
     QUARANTINE_SCHEMA,
     REASON_UNREADABLE_FILE,
@@ -104,8 +104,9 @@ def extract_days(raw_dir: str | Path, days: list[date], config, outcomes: RawBat
                            "signals config (`customer_key: {salt: …}`) before sharing the store")
     wanted = sorted(set(requested) | set(continued))
     index = transcript_index(raw_dir, cache_dir)  # once per run: each look-up walks the landing directory
+    carry = HistoryCarry(config.memory.window_days, index)
     for chunk in _chunks(raw_dir, wanted, max_messages, on_unreadable, index, timings):
-        for result in _extract_chunk(raw_dir, chunk, config, outcomes, customers, intent_extractor, index, timings):
+        for result in _extract_chunk(chunk, config, outcomes, customers, intent_extractor, carry, timings):
             result.requested = result.day not in continued
             result.warnings = notes.get(result.day, []) + first_notes
             first_notes = []
@@ -121,7 +122,8 @@ def _extracted_again(day: date, into: list[date]) -> str:
 def _chunks(raw_dir, days: list[date], max_messages: int, on_unreadable: OnUnreadable, index=None,
             timings: dict | None = None):
     """Validated days in runs of consecutive days (the memory history is loaded once per run,
-    for the days before its first), each run cut once it holds ``max_messages`` stored rows.
+    for the days before its first, from the runs before where they hold them), each run cut
+    once it holds ``max_messages`` stored rows.
 
     A run's days are read and validated together (:func:`extract.raw.load_transcripts_days`:
     each file once, each rule once), yet each day keeps its own rows, quarantine and counts; the
@@ -132,7 +134,8 @@ def _chunks(raw_dir, days: list[date], max_messages: int, on_unreadable: OnUnrea
     sizes = _stored_rows(index, days)
     for run in _runs(days, sizes, max_messages):
         t = time.perf_counter()
-        batches = load_transcripts_days(raw_dir, run, on_unreadable=on_unreadable, index=index, validate=False)
+        batches = load_transcripts_days(raw_dir, run, on_unreadable=on_unreadable, index=index, validate=False,
+                                        starts=True)
         _add(timings, "read_validate", t)
         yield [(d, batches[d]) for d in run]
 
@@ -215,11 +218,14 @@ def _add(timings: dict | None, key: str, since: float) -> None:
         timings[key] = timings.get(key, 0.0) + time.perf_counter() - since
 
 
-def _extract_chunk(raw_dir, pending, config, outcomes, customers, intent_extractor, index=None,
+def _extract_chunk(pending, config, outcomes, customers, intent_extractor, carry: HistoryCarry,
                    timings: dict | None = None) -> Iterator[DayResult]:
     first = pending[0][0]
     t = time.perf_counter()
-    history = load_history(raw_dir, first, config.memory.window_days, index=index)
+    history = carry.history(first)
+    for day, batch in pending:  # after the history: a chunk's own days are never in its window
+        carry.add(day, batch.starts)
+        batch.starts = None
     _add(timings, "history", t)
     t = time.perf_counter()
     messages = pl.concat([b.accepted for _, b in pending], how="vertical_relaxed")

@@ -7,23 +7,94 @@ filed, the same rule that puts a conversation in a day's batch — so a day extr
 sees the same earlier conversations as a run over the whole range. Only four columns of those
 files are read (parquet column pruning), which keeps this cheap and independent of the order in
 which days are extracted, so day steps can run in parallel.
+
+A backfill extracts its days in chunks, and each chunk's window (30 days by default) is mostly
+days the chunk before has just read: :class:`HistoryCarry` keeps the conversation starts of the
+days a run has read (:func:`conversation_starts`, computed from the same rows) and reads from
+the files only the window's days it does not hold. At 10M conversations a window is ≈ 12M rows,
+re-read for each of ≈ 36 chunks.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import polars as pl
 
+from extract.raw_batch import is_unique
 from extract.raw_cast import normalize
+from extract.raw_contract import DAY_COL
 from extract.raw_files import Unreadable, read_file
 from extract.raw_index import transcript_index
 from extract.schemas import TRANSCRIPT_DTYPES
 
 HISTORY_SCHEMA = {"customer_id": pl.String, "started_at": pl.Datetime("us", "UTC")}
-_COLUMNS = ("conversation_id", "turn", "ts", "customer_id")
+STARTS_SCHEMA = {"conversation_id": pl.String, DAY_COL: pl.Date, "first_turn": pl.Int64, "customer_id": pl.String,
+                 "started_at": pl.Datetime("us", "UTC")}
+HISTORY_COLUMNS = ("conversation_id", "turn", "ts", "customer_id")
+
+
+def conversation_starts(rows: pl.DataFrame) -> pl.DataFrame:
+    """Per conversation and owner day of ``rows`` (every row read, quarantined ones too, each
+    with its owner day in ``DAY_COL``): its first turn, the customer on it and its first
+    timestamp — what the history of a later day needs of it (``STARTS_SCHEMA``). A conversation
+    has one owner day unless a file changed after the index was built (its unknown rows belong
+    to their filed day); :func:`history_window` then merges its days' entries."""
+    if rows.height == 0:
+        return pl.DataFrame(schema=STARTS_SCHEMA)
+    return (
+        rows.filter(pl.col("conversation_id").is_not_null())
+        .group_by("conversation_id", DAY_COL)
+        .agg(pl.col("turn").min().alias("first_turn"), pl.col("customer_id").sort_by("turn").first(),
+             pl.col("ts").min().alias("started_at"))
+        .select(list(STARTS_SCHEMA))
+    )
+
+
+def history_window(starts: pl.DataFrame, day: date, window_days: float) -> pl.DataFrame:
+    """The history of ``day`` from conversation starts holding (at least) its window's days."""
+    days = window(day, window_days)
+    start = min(days)
+    lo = datetime(start.year, start.month, start.day, tzinfo=timezone.utc)
+    hi = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    starts = starts.filter(pl.col(DAY_COL).is_in(sorted(days)))
+    if not is_unique(starts.select("conversation_id")):  # one conversation owned by two days: merge them
+        starts = starts.group_by("conversation_id").agg(
+            pl.col("customer_id").sort_by("first_turn").first(), pl.col("started_at").min())
+    return (
+        starts.filter(pl.col("customer_id").is_not_null() & (pl.col("started_at") >= lo) & (pl.col("started_at") < hi))
+        .select("customer_id", "started_at")
+        .sort("started_at", "customer_id")
+    )
+
+
+def window(day: date, window_days: float) -> set[date]:
+    """The whole days before ``day`` that the history reads (the window rounded up; the
+    extraction applies the exact window)."""
+    return {day - timedelta(days=k) for k in range(1, math.ceil(window_days) + 1)}
+
+
+def read_starts(days: Iterable[date], index) -> pl.DataFrame:
+    """:func:`conversation_starts` of the conversations ``days`` own, read from their files. A file
+    that cannot be read is skipped here: the day that owns it reports it (stop or quarantine)."""
+    days = set(days)
+    dtypes = {c: TRANSCRIPT_DTYPES[c] for c in HISTORY_COLUMNS}
+    frames = []
+    for path in index.files_for(days):
+        try:
+            stored, _ = read_file(path, dtypes, ())
+        except Unreadable:
+            continue
+        owner = index.owner_days(path, stored)
+        keep = owner.is_in(sorted(days)).fill_null(False)
+        stored, owner = stored.filter(keep), owner.filter(keep)
+        if stored.height:
+            norm, _ = normalize(stored, dtypes, (), str(path))
+            frames.append(norm.select(HISTORY_COLUMNS).with_columns(owner.alias(DAY_COL)))
+    return conversation_starts(pl.concat(frames, how="vertical")) if frames else pl.DataFrame(schema=STARTS_SCHEMA)
 
 
 def load_history(raw_dir: str | Path, day: date, window_days: float, index=None) -> pl.DataFrame:
@@ -34,31 +105,36 @@ def load_history(raw_dir: str | Path, day: date, window_days: float, index=None)
     cannot be read is skipped here: the day that owns it reports it (stop or quarantine).
     ``index``: the run's conversation index, when the caller already has it.
     """
-    n_days = math.ceil(window_days)
-    days = {day - timedelta(days=k) for k in range(1, n_days + 1)}
     index = index if index is not None else transcript_index(raw_dir)
-    dtypes = {c: TRANSCRIPT_DTYPES[c] for c in _COLUMNS}
-    frames = []
-    for path in index.files_for(days):
-        try:
-            stored, _ = read_file(path, dtypes, ())
-        except Unreadable:
-            continue
-        stored = stored.filter(index.owned_mask(path, stored, days))
-        if stored.height:
-            norm, _ = normalize(stored, dtypes, (), str(path))
-            frames.append(norm.select(_COLUMNS))
-    if not frames:
-        return pl.DataFrame(schema=HISTORY_SCHEMA)
-    start = min(days)
-    lo = datetime(start.year, start.month, start.day, tzinfo=timezone.utc)
-    hi = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
-    return (
-        pl.concat(frames, how="vertical")
-        .filter(pl.col("conversation_id").is_not_null())
-        .group_by("conversation_id")
-        .agg(pl.col("customer_id").sort_by("turn").first(), pl.col("ts").min().alias("started_at"))
-        .filter(pl.col("customer_id").is_not_null() & (pl.col("started_at") >= lo) & (pl.col("started_at") < hi))
-        .select("customer_id", "started_at")
-        .sort("started_at", "customer_id")
-    )
+    return history_window(read_starts(window(day, window_days), index), day, window_days)
+
+
+class HistoryCarry:
+    """The conversation starts of the days a run has read, so the history of a later chunk reads
+    from the files only the days of its window the run has not.
+
+    ``add(day, starts)`` with the starts of every row read for that day (None when a file of the
+    day could not be read: those rows are unknown, and the day is read again from its files
+    like any day not held); ``history(day)`` equals :func:`load_history` of that day
+    (``tests/test_extract_batched.py``); days before the earliest window still ahead are dropped.
+    """
+
+    def __init__(self, window_days: float, index) -> None:
+        self.window_days = window_days
+        self.index = index
+        self._held: dict[date, pl.DataFrame] = {}
+
+    def add(self, day: date, starts: pl.DataFrame | None) -> None:
+        if starts is not None:
+            self._held[day] = starts
+
+    def history(self, day: date) -> pl.DataFrame:
+        days = window(day, self.window_days)
+        for d in [d for d in self._held if d < min(days)]:  # chunks run forward: never needed again
+            del self._held[d]
+        held = [self._held[d] for d in sorted(days) if d in self._held]
+        missing = sorted(d for d in days if d not in self._held)
+        if missing:
+            held.append(read_starts(missing, self.index))
+        starts = pl.concat(held, how="vertical") if held else pl.DataFrame(schema=STARTS_SCHEMA)
+        return history_window(starts, day, self.window_days)

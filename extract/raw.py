@@ -161,7 +161,8 @@ def load_transcripts_day(raw_dir: str | os.PathLike, day: date, on_unreadable: O
 
 
 def load_transcripts_days(raw_dir: str | os.PathLike, days: Iterable[date], on_unreadable: OnUnreadable = "stop",
-                          index: TranscriptIndex | None = None, validate: bool = True) -> dict[date, RawBatch]:
+                          index: TranscriptIndex | None = None, validate: bool = True,
+                          starts: bool = False) -> dict[date, RawBatch]:
     """:func:`load_transcripts_day` for many days at once: day → its batch, the same batch.
 
     Each file is read once for all the days (a flat file, or a folder holding the later turns of
@@ -175,7 +176,7 @@ def load_transcripts_days(raw_dir: str | os.PathLike, days: Iterable[date], on_u
     wanted = sorted(set(days))
     files_by_day = {d: index.files_for([d]) for d in wanted}
     return load_transcript_days(index.files_for(wanted), files_by_day, index.owner_days, on_unreadable,
-                                validate=validate)
+                                validate=validate, starts=starts)
 
 
 def load_transcripts(

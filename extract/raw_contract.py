@@ -77,9 +77,13 @@ class RawBatch:
 
     ``accepted``: canonical dtypes + ``source_file``; ``quarantine``: QUARANTINE_SCHEMA;
     ``counts``: raw_rows, accepted, quarantined, quarantined_by_reason, files, … (see
-    :mod:`extract.raw`).
+    :mod:`extract.raw`). ``starts``: for a transcript day read with ``starts=True``, the
+    conversation starts of every row read for it (:func:`extract.history.conversation_starts`),
+    which the memory history of later days reuses; None when not asked for, or when a file of
+    the day could not be read (its rows are unknown).
     """
 
     accepted: pl.DataFrame
     quarantine: pl.DataFrame
     counts: dict = field(default_factory=dict)
+    starts: pl.DataFrame | None = None

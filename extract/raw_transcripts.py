@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from extract.history import HISTORY_COLUMNS, STARTS_SCHEMA, conversation_starts
 from extract.quarantine import quarantine_frame
 from extract.raw_batch import empty_batch, read_or_skip, validate_accepted
 from extract.raw_cast import REPAIRED_COL, add_reason, add_reasons, normalize
@@ -266,7 +267,8 @@ def _empty_day(info: dict, day: date) -> RawBatch:
 
 
 def load_transcript_days(files: list[Path], files_by_day: dict[date, list[Path]], owner_of,
-                         on_unreadable: OnUnreadable, validate: bool = True) -> dict[date, RawBatch]:
+                         on_unreadable: OnUnreadable, validate: bool = True,
+                         starts: bool = False) -> dict[date, RawBatch]:
     """One batch per day of ``files_by_day``: the rows of its conversations, validated.
 
     ``files``: every file of those days, in reading order, each read once (a file can hold rows
@@ -276,13 +278,16 @@ def load_transcript_days(files: list[Path], files_by_day: dict[date, list[Path]]
     cost of a frame operation is paid once per call, not once per day; each day's batch holds
     exactly the rows, reasons and counts that a call for that day alone gives.
     ``validate=False``: the caller runs the accepted rows' schema check itself, once over
-    several days (see :func:`extract.raw_batch.finish`).
+    several days (see :func:`extract.raw_batch.finish`). ``starts=True``: each batch carries
+    its conversation starts (``RawBatch.starts``) for the memory history of later days.
     """
     days = sorted(files_by_day)
     df, originals, per_file = _read_owned(files, files_by_day, owner_of, on_unreadable)
     infos = {d: _day_info(files_by_day[d], per_file) for d in days}
     if df is None:
-        return {d: _empty_day(infos[d], d) for d in days}
+        out = {d: _empty_day(infos[d], d) for d in days}
+        return _with_starts(out, infos, None) if starts else out
+    read_starts = conversation_starts(df.select(*HISTORY_COLUMNS, DAY_COL)) if starts else None
     df, copies = transcript_rules(df)
     good = df.filter(pl.col(REASON_COL).is_null())
     bad = df.filter(pl.col(REASON_COL).is_not_null())
@@ -337,4 +342,14 @@ def load_transcript_days(files: list[Path], files_by_day: dict[date, list[Path]]
         if counts["raw_rows"] != counts["accepted"] + counts["quarantined"]:  # invariant of CONTRACT §1
             raise RuntimeError(f"internal error: transcripts rows do not reconcile: {counts}")
         out[d] = RawBatch(acc, q, counts)
+    return _with_starts(out, infos, read_starts) if starts else out
+
+
+def _with_starts(out: dict[date, RawBatch], infos: dict[date, dict], starts: pl.DataFrame | None) -> dict[date, RawBatch]:
+    """Each day's share of the conversation starts; None for a day with a file that could not be
+    read (its rows are unknown: the history reads that day from its files, as it always did)."""
+    parts = starts.partition_by(DAY_COL, as_dict=True, maintain_order=True) if starts is not None and starts.height else {}
+    empty = pl.DataFrame(schema=STARTS_SCHEMA)
+    for d, batch in out.items():
+        batch.starts = None if infos[d]["unreadable_files"] else parts.get((d,), empty)
     return out

@@ -9,7 +9,7 @@ rules know, and a conversation whose later turns are filed in the next day's fol
 from __future__ import annotations
 
 import shutil
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import polars as pl
@@ -20,6 +20,7 @@ import pytest
 from configs.signals import load_signals_config
 from data_fixtures.generator import generate
 from extract.day import extract_days
+from extract.history import HistoryCarry, conversation_starts, history_window, load_history
 from extract.raw import load_customers, load_outcomes, load_transcripts_day, load_transcripts_days
 from extract.raw_cast import add_reason, add_reasons
 from extract.raw_index import transcript_index
@@ -175,3 +176,38 @@ def test_conversation_warnings_match_a_group_by(messy_landing):
     assert sum(b.counts["conversations_with_turn_gaps"] for b in batches.values()) == gaps > 0
     assert sum(b.counts["conversations_ts_not_monotonic"] for b in batches.values()) == backs > 0
     assert sum(b.counts["conversations"] for b in batches.values()) == per.height
+
+
+@pytest.mark.parametrize("window_days", [2.5, 30])
+def test_carried_history_equals_a_read_of_the_window(messy_landing, window_days):
+    """The history a chunk gets from the starts of the days read before it (``HistoryCarry``)
+    against :func:`load_history`, which reads the window's files: for every day, in chunks of
+    three days (some window days held, some not, held days dropped as the window moves on), with
+    an unreadable file (its day is read from the files again) and a flat file spanning days."""
+    index = transcript_index(messy_landing)
+    days = list(index.days)
+    carry = HistoryCarry(window_days, index)
+    seen = 0
+    for k in range(0, len(days), 3):
+        chunk = days[k:k + 3]
+        want = load_history(messy_landing, chunk[0], window_days, index=index)
+        assert carry.history(chunk[0]).equals(want), chunk[0]
+        seen += want.height
+        batches = load_transcripts_days(messy_landing, chunk, "quarantine", index, validate=False, starts=True)
+        for d in chunk:
+            if batches[d].counts["unreadable_files"]:
+                assert batches[d].starts is None
+            carry.add(d, batches[d].starts)
+    assert seen > 0
+    assert any(b.starts is None for b in load_transcripts_days(
+        messy_landing, days, "quarantine", index, starts=True).values())
+
+
+def test_conversation_starts_merge_a_conversation_owned_by_two_days():
+    """A file changed after the index was built gives a conversation rows owned by two days: the
+    history merges them as a read of the whole window does (first turn's customer, first time)."""
+    ts = [datetime(2026, 1, 1, 10, tzinfo=timezone.utc), datetime(2026, 1, 2, 9, tzinfo=timezone.utc)]
+    rows = pl.DataFrame({"conversation_id": ["c", "c"], "turn": [3, 0], "ts": ts, "customer_id": ["late", "first"],
+                         "__day": [date(2026, 1, 1), date(2026, 1, 2)]})
+    got = history_window(conversation_starts(rows), date(2026, 1, 3), 5)
+    assert got.to_dicts() == [{"customer_id": "first", "started_at": ts[0]}]
