@@ -42,8 +42,9 @@ def signals_day(context: dg.AssetExecutionContext, settings: ConvocausalSettings
     check_salt(config.customer_key.salt, settings.raw_path)
     paths = settings.store_paths()
     # The conversation index by file version (ids as 64-bit hashes, timestamps): a night re-reads only the
-    # new day's files. Outcomes and customers are validated whole, uncached: their cache entries would
-    # hold raw values (a customer's persona, an id that is an e-mail), and no raw PII goes into the store.
+    # new day's files. Outcomes and customers are validated whole, not cached on disk: their entries would
+    # hold raw values (a customer's persona, an id that is an e-mail), and no raw PII goes into the store;
+    # in one process, analysis_store takes the validated batches from memory (extract.raw_cache.HeldTable).
     cache = raw_cache_dir(settings.store)
     present = set(list_transcript_days(settings.raw_path, settings.on_unreadable, cache_dir=cache))
     outcomes = load_outcomes(settings.raw_path, None, config=config)

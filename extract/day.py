@@ -37,7 +37,7 @@ from extract.raw import (
 )
 from extract.raw_batch import validate_accepted
 from extract.raw_index import transcript_index
-from extract.redact import SHIPPED_SALT, pseudonymize_ids, redact_text
+from extract.redact import SHIPPED_SALT, pseudonymize_ids, redact_labels
 from extract.schemas import TranscriptSchema
 from extract.signals import extract_signals
 
@@ -184,18 +184,15 @@ def redact_signals(signals: pl.DataFrame, salt: str | None = None) -> pl.DataFra
     """Redact PII from every label column of the signals (tool names, skills, versions…).
 
     Message text never reaches the signals, but labels are free text in the raw export too (a
-    tool name logged with its argument, a queue named after a person's email). Done per
-    conversation, not per message, so the cost is one regex pass over a few short columns.
-    The conversation id is the join key and is kept as it is, unless it looks like PII (an
-    email used as an id): with ``salt`` such ids are hashed like customer ids
-    (:func:`extract.redact.pseudonymize_ids`).
+    tool name logged with its argument, a queue named after a person's email). Labels take few
+    distinct values, so each column's distinct values are redacted and only those that change are
+    replaced (:func:`extract.redact.redact_labels`). The conversation id is the join key and is
+    kept as it is, unless it looks like PII (an email used as an id): with ``salt`` such ids are
+    hashed like customer ids (:func:`extract.redact.pseudonymize_ids`).
     """
-    strings = [c for c, t in signals.schema.items() if t == pl.String and c not in ("conversation_id", "customer_key")]
-    lists = [c for c, t in signals.schema.items() if t == pl.List(pl.String)]
-    out = signals.with_columns(
-        *[redact_text(pl.col(c)).alias(c) for c in strings],
-        *[pl.col(c).list.eval(redact_text(pl.element())).alias(c) for c in lists],
-    )
+    redacted = [redact_labels(signals[c]) for c, t in signals.schema.items()
+                if t in (pl.String, pl.List(pl.String)) and c not in ("conversation_id", "customer_key")]
+    out = signals.with_columns(redacted) if redacted else signals
     if salt is not None and "conversation_id" in out.columns:
         out = out.with_columns(pseudonymize_ids(out["conversation_id"], salt))
     return out

@@ -71,7 +71,7 @@ import polars as pl
 
 from extract.quarantine import quarantine_frame
 from extract.raw_batch import empty_batch, finish, is_member, key_duplicates, merge_batches, read_many
-from extract.raw_cache import TableCache, raw_cache_dir
+from extract.raw_cache import HeldTable, TableCache, raw_cache_dir
 from extract.raw_cast import add_reason
 from extract.raw_contract import (  # the public names are re-exported, see __all__
     ON_UNREADABLE,
@@ -269,19 +269,20 @@ def _validated_table(raw_dir, table: str, dtypes: dict[str, pl.DataType], requir
     getter of a file's stored rows (for the ``raw_row`` of rows quarantined afterwards).
 
     With ``cache_dir``, a batch validated earlier from the same file versions is read back;
-    a batch is cached only when every file was read (an unreadable file is reported each time)."""
+    without, one validated earlier in this process and not yet taken (:class:`HeldTable`). A
+    batch is kept only when every file was read (an unreadable file is reported each time)."""
     check_on_unreadable(on_unreadable)
     files = optional_table_files(raw_dir, table)
     names = [str(f) for f in files]
     if not files:
         return empty_batch(dtypes, table), names, {}.__getitem__
-    cache = TableCache(cache_dir, table, files, dtypes, required) if cache_dir is not None else None
-    if cache is not None:
-        for f in files:
-            check_allowed(f)  # as read_file would, before the cached rows stand in for the files
-        hit = cache.get()
-        if hit is not None:
-            return hit, names, _reader(cache, dtypes, required)
+    cache = (TableCache(cache_dir, table, files, dtypes, required) if cache_dir is not None
+             else HeldTable(table, files, dtypes, required))
+    for f in files:
+        check_allowed(f)  # as read_file would, before the cached rows stand in for the files
+    hit = cache.get()
+    if hit is not None:
+        return hit, names, _reader(cache, dtypes, required)
     started = time.time_ns()
     df, originals, info = read_many(files, dtypes, required, on_unreadable)
     if df is None:
@@ -290,12 +291,12 @@ def _validated_table(raw_dir, table: str, dtypes: dict[str, pl.DataType], requir
         return batch, names, originals.__getitem__
     df = rules(df, dtypes)
     batch = finish(df, originals, info, dtypes, schema, table, [_KEY[table]], keep_row=True)
-    if cache is not None and not info["unreadable_files"]:
+    if not info["unreadable_files"]:
         cache.store(batch, started)
     return batch, names, originals.__getitem__
 
 
-def _reader(cache: TableCache, dtypes, required) -> Callable[[str], pl.DataFrame]:
+def _reader(cache: TableCache | HeldTable, dtypes, required) -> Callable[[str], pl.DataFrame]:
     def original(src: str) -> pl.DataFrame:
         stored, _ = read_file(Path(src), dtypes, required)
         if not cache.unchanged():

@@ -8,6 +8,7 @@ rules as reasons, then split into ``accepted`` and ``quarantine`` and check that
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Iterable
 from pathlib import Path
@@ -101,9 +102,10 @@ def validate_accepted(schema: type[pa.DataFrameModel], accepted: pl.DataFrame, t
 def _validate_accepted(schema: type[pa.DataFrameModel], accepted: pl.DataFrame, table: str) -> None:
     """Schema failure after the row rules ran is a bug in the rules, not bad input.
 
-    The schema's ``unique`` columns are checked here instead of by pandera: its uniqueness check of
-    a string column took 3.7 s of 3.7 s for 10M outcome rows (polars' string hashing), where
-    :func:`is_unique` takes 0.25 s with the same answer."""
+    The schema's uniqueness (of a column, or of a set of columns: the transcripts' conversation
+    and turn) is checked here instead of by pandera: its check of a string column took 3.7 s of
+    3.7 s for 10M outcome rows and 0.35 of 0.73 s for a 2M-message chunk (polars' string
+    hashing), where :func:`is_unique` takes 0.25 s and 0.09 s with the same answer."""
     checked, unique = _schema_without_unique(schema)
     try:
         checked.validate(accepted, lazy=True)
@@ -111,18 +113,30 @@ def _validate_accepted(schema: type[pa.DataFrameModel], accepted: pl.DataFrame, 
         raise RuntimeError(
             f"internal error: accepted {table} rows fail {schema.__name__} after quarantine rules: {exc}"
         ) from exc
-    for column in unique:
-        if column in accepted.columns and not is_unique(accepted.select(column)):
+    for columns in unique:
+        if set(columns) <= set(accepted.columns) and not is_unique(accepted.select(columns)):
             raise RuntimeError(f"internal error: accepted {table} rows fail {schema.__name__} after quarantine "
-                               f"rules: column {column!r} holds duplicate values")
+                               f"rules: {_named(columns)} duplicate values")
+
+
+def _named(columns: tuple[str, ...]) -> str:
+    if len(columns) == 1:
+        return f"column {columns[0]!r} holds"
+    return f"columns {' and '.join(map(repr, columns))} together hold"
 
 
 @functools.cache
 def _schema_without_unique(schema: type[pa.DataFrameModel]):
-    """The model's schema with ``unique`` switched off, and the columns it was on for."""
+    """The model's schema with ``unique`` switched off, and the column sets it was on for: each
+    ``unique`` column alone, and the model's ``Config.unique`` columns together."""
     full = schema.to_schema()
-    unique = tuple(name for name, column in full.columns.items() if column.unique)
-    return (full.update_columns({name: {"unique": False} for name in unique}) if unique else full), unique
+    unique = [(name,) for name, column in full.columns.items() if column.unique]
+    checked = full.update_columns({name: {"unique": False} for (name,) in unique}) if unique else full
+    if full.unique:
+        unique.append(tuple([full.unique] if isinstance(full.unique, str) else full.unique))
+        checked = copy.deepcopy(checked)
+        checked.unique = None
+    return checked, tuple(unique)
 
 
 def is_member(values: pl.Series, pool: pl.Series) -> pl.Series:

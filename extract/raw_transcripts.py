@@ -243,6 +243,33 @@ def _in_key_order(accepted: pl.DataFrame) -> bool:
     return bool(accepted.select(after.fill_null(True).all()).item())
 
 
+def _wholly_quarantined(quarantine: pl.DataFrame, accepted: pl.DataFrame) -> dict[date, int]:
+    """Per day, the conversations with quarantined rows and no accepted row (none without a
+    quarantined row with an id: a clean chunk skips the distinct over its accepted keys)."""
+    keys = quarantine.filter(pl.col("conversation_id").is_not_null()).select("date", "conversation_id").unique()
+    if keys.height == 0:
+        return {}
+    lost = (
+        keys.join(accepted.select(pl.col(DAY_COL).alias("date"), "conversation_id").unique(),
+                  on=["date", "conversation_id"], how="anti")
+        .group_by("date").len()
+    )
+    return dict(lost.iter_rows())
+
+
+def _day_slices(accepted: pl.DataFrame) -> dict[tuple[date], pl.DataFrame]:
+    """``accepted.partition_by(DAY_COL, as_dict=True, include_key=False)`` for rows sorted by day:
+    each day's rows are one run, so each part is a zero-copy slice (the partition copied every
+    column of 2M rows, 0.1 s a chunk)."""
+    runs = accepted[DAY_COL].rle()
+    rows = accepted.drop(DAY_COL)
+    out, start = {}, 0
+    for n, d in runs.struct.unnest().iter_rows():
+        out[(d,)] = rows.slice(start, n)
+        start += n
+    return out
+
+
 def _day_info(day_files: list[Path], per_file: dict) -> dict:
     """What read_many reports for one day, from the per-file results of a read of many days."""
     info = {"files": 0, "unreadable_files": [], "missing_optional_columns": {}, "repaired": 0}
@@ -305,14 +332,8 @@ def load_transcript_days(files: list[Path], files_by_day: dict[date, list[Path]]
     for d, reason, n in bad.group_by(DAY_COL, REASON_COL).len().sort(
             [DAY_COL, "len", REASON_COL], descending=[False, True, False]).iter_rows():
         by_reason.setdefault(d, {})[reason] = n
-    lost = (  # conversations with quarantined rows and no accepted row: wholly quarantined
-        quarantine.filter(pl.col("conversation_id").is_not_null()).select("date", "conversation_id").unique()
-        .join(accepted.select(pl.col(DAY_COL).alias("date"), "conversation_id").unique(),
-              on=["date", "conversation_id"], how="anti")
-        .group_by("date").len()
-    )
-    lost_by_day = dict(lost.iter_rows())
-    acc_parts = accepted.partition_by(DAY_COL, as_dict=True, include_key=False, maintain_order=True)
+    lost_by_day = _wholly_quarantined(quarantine, accepted)
+    acc_parts = _day_slices(accepted)
     q_parts = quarantine.partition_by("date", as_dict=True, maintain_order=True) if quarantine.height else {}
     out = {}
     for d in days:

@@ -140,6 +140,26 @@ def redact_text(expr: pl.Expr) -> pl.Expr:
     return expr
 
 
+def redact_labels(values: pl.Series) -> pl.Series:
+    """:func:`redact_text` of a label column (strings, or lists of strings), the same values.
+
+    Why not ``redact_text`` on the column: a label column takes a handful of distinct values
+    over hundreds of thousands of rows (channel, version, tool names), and eight regex passes
+    over every row were 0.47 s per 280k conversations. Redaction is a function of the value
+    alone, so the distinct values are redacted and only the rows holding one that changes are
+    rewritten; a column none of whose values changes is returned as it is."""
+    strings = values.explode() if values.dtype == pl.List(pl.String) else values
+    distinct = strings.unique().drop_nulls()
+    clean = distinct.to_frame("v").select(redact_text(pl.col("v"))).to_series()
+    changed = distinct != clean
+    if not changed.any():
+        return values
+    old, new = distinct.filter(changed), clean.filter(changed)
+    if values.dtype == pl.List(pl.String):
+        return values.to_frame().select(pl.col(values.name).list.eval(pl.element().replace(old, new))).to_series()
+    return values.replace(old, new)
+
+
 def contains_pii(expr: pl.Expr) -> pl.Expr:
     """Boolean expression: does the string hold anything :func:`redact_text` would replace?
 

@@ -315,3 +315,32 @@ def test_files_modified_a_moment_ago_are_not_cached(landing, tmp_path, monkeypat
 def test_raw_cache_dir_sits_beside_the_store(tmp_path):
     store = tmp_path / "a" / "store.duckdb"
     assert raw.raw_cache_dir(store) == tmp_path / "a" / "store.duckdb.parts" / "cache" / "raw"
+
+
+def test_validated_tables_are_handed_on_in_memory_once(landing, tmp_path, monkeypatch):
+    """Without a cache folder, a validated outcomes/customers batch is kept in this process for
+    the next load (signals_day → analysis_store), equal to a single pass, taken once, never
+    written anywhere, and validated again when a file changed."""
+    raw_cache._HELD.clear()
+    monkeypatch.setattr(raw_cache, "SETTLE_SECONDS", 0.0)  # the fixture's files may be seconds old
+    known = _known(landing)
+    reference = _single_pass_outcomes(landing, known, SALT, CONFIG)
+    first = raw.load_outcomes(landing, None, config=CONFIG)  # as signals_day loads it
+    first.counts["accepted"] = -1  # a caller's change to its counts is its own
+    read = _count(monkeypatch, raw_batch)
+    _same_batch(raw.load_outcomes(landing, known, salt=SALT, config=CONFIG), reference)  # as analysis_store
+    assert read == []
+    _same_batch(raw.load_outcomes(landing, known, salt=SALT, config=CONFIG), reference)  # taken: validated again
+    assert len(read) == 2
+    work = tmp_path / "landing"
+    work.mkdir()
+    (work / "customers.parquet").write_bytes((landing / "customers.parquet").read_bytes())
+    raw.load_customers(work)
+    df = pl.read_parquet(work / "customers.parquet")
+    df.head(df.height - 1).write_parquet(work / "customers.parquet")  # changed before the next load
+    read.clear()
+    changed = raw.load_customers(work)
+    assert len(read) == 1 and changed.counts["raw_rows"] == df.height - 1  # the new file validated
+    raw_cache._HELD.clear()
+    _same_batch(changed, raw.load_customers(work))
+    assert not list(tmp_path.rglob("*.parquet.*")) and sorted(p.name for p in work.iterdir()) == ["customers.parquet"]

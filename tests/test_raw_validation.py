@@ -660,3 +660,41 @@ def test_schema_uniqueness_is_still_enforced_on_the_accepted_rows():
         _validate_accepted(CustomerSchema, good.with_columns(pl.lit("c1").alias("customer_id")), "customers")
     with pytest.raises(RuntimeError, match="fail CustomerSchema"):
         _validate_accepted(CustomerSchema, good.with_columns(pl.lit(None, pl.String).alias("customer_id")), "customers")
+
+
+def test_transcript_key_uniqueness_checked_outside_pandera_gives_pandera_verdict():
+    """The transcripts' (conversation_id, turn) uniqueness, taken out of pandera for speed, fails
+    exactly where pandera's full schema fails: a repeated key, and not a repeated conversation
+    or a repeated turn alone; the other checks (a channel that changes) stay pandera's."""
+    from datetime import datetime, timezone
+
+    import pandera.polars as pa
+    import polars as pl
+
+    from extract.raw_batch import _validate_accepted
+    from extract.schemas import TRANSCRIPT_DTYPES, TranscriptSchema
+
+    ts = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    rows = pl.DataFrame({"conversation_id": ["a", "a", "b"], "turn": [0, 1, 0], "ts": [ts] * 3,
+                         "role": ["user", "assistant", "user"], "text": ["x"] * 3, "tool_name": [None] * 3,
+                         "channel": ["web"] * 3, "agent_version": ["v1"] * 3, "customer_id": ["c"] * 3,
+                         "skill": [None] * 3, "memory_items": [0] * 3},
+                        schema=TRANSCRIPT_DTYPES)
+    cases = {"ok": rows, "key twice": rows.with_columns(pl.Series("turn", [0, 0, 0])),
+             "conversation twice, turns distinct": rows.with_columns(pl.Series("conversation_id", ["a", "a", "a"]).alias(
+                 "conversation_id"), pl.Series("turn", [0, 1, 2])),
+             "channel changes": rows.with_columns(pl.Series("channel", ["web", "chat", "web"]))}
+    for name, frame in cases.items():
+        try:
+            TranscriptSchema.validate(frame, lazy=True)
+            pandera_fails = False
+        except (pa.errors.SchemaErrors, pa.errors.SchemaError):
+            pandera_fails = True
+        try:
+            _validate_accepted(TranscriptSchema, frame, "transcripts")
+            ours_fails = False
+        except RuntimeError as exc:
+            ours_fails = True
+            if name == "key twice":
+                assert "columns 'conversation_id' and 'turn' together hold duplicate values" in str(exc)
+        assert ours_fails == pandera_fails == (name in ("key twice", "channel changes")), name

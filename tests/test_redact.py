@@ -156,3 +156,22 @@ def test_one_alternation_finds_what_each_pattern_finds(tmp_path):
     combined = pl.select(contains_pii(pl.lit(s))).to_series()
     assert one_by_one.sum() >= 2_000
     assert (one_by_one == combined).all()
+
+
+def test_labels_redacted_on_distinct_values_equal_the_column_redacted():
+    """``redact_labels`` redacts each distinct value once and rewrites only what changes: against
+    ``redact_text`` over every row, on label columns with PII (an email as a queue name, a phone
+    number logged in a tool name), nulls, and lists (null lists, empty lists, null elements)."""
+    from extract.redact import redact_labels
+
+    values = ["web", "queue-jane.doe@example.com", None, "v2.1+001", "lookup_order +44 20 7946 0958", "chat"]
+    s = pl.Series("label", [values[i % len(values)] for i in range(3_000)], dtype=pl.String)
+    assert redact_labels(s).equals(pl.select(redact_text(pl.lit(s))).to_series().alias("label"))
+    assert "[EMAIL]" in redact_labels(s).to_list()[1]
+    clean = s.filter(~s.str.contains("@|\\+44").fill_null(False))
+    assert redact_labels(clean) is clean  # nothing to change: the column as it is
+    lists = pl.Series("tools", [[values[i % 6], values[(i + 1) % 6]] if i % 5 else ([] if i % 2 else None)
+                                for i in range(3_000)], dtype=pl.List(pl.String))
+    want = lists.to_frame().select(pl.col("tools").list.eval(redact_text(pl.element()))).to_series()
+    assert redact_labels(lists).equals(want)
+    assert redact_labels(pl.Series("e", [], dtype=pl.String)).len() == 0
