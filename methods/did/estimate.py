@@ -324,7 +324,8 @@ def _refuse_if_thin(cells: pd.DataFrame, cluster_role: str | None, cluster: str 
                 f"the uncertainty; cluster at the level treatment was assigned at.")
     elif tr.sum() == 0 or (~tr).sum() == 0:
         raise MethodRefusal("Every row is in one group: diff-in-diff needs treated and control rows.")
-    have = set(map(tuple, cells.loc[cells["n"] > 0, ["treated", "post"]].to_numpy().tolist()))
+    # the distinct (treated, post) pairs first: a tolist of every cell took 0.17 s at 10M conversations
+    have = set(map(tuple, cells.loc[cells["n"] > 0, ["treated", "post"]].drop_duplicates().to_numpy().tolist()))
     missing = [f"{'treated' if t else 'control'} {'after' if p else 'before'} launch"
                for t in (1, 0) for p in (0, 1) if (t, p) not in have]
     if missing:
