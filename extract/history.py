@@ -38,18 +38,26 @@ HISTORY_COLUMNS = ("conversation_id", "turn", "ts", "customer_id")
 
 
 def conversation_starts(rows: pl.DataFrame) -> pl.DataFrame:
-    """Per conversation and owner day of ``rows`` (every row read, quarantined ones too, each
-    with its owner day in ``DAY_COL``): its first turn, the customer on it and its first
-    timestamp — what the history of a later day needs of it (``STARTS_SCHEMA``). A conversation
-    has one owner day unless a file changed after the index was built (its unknown rows belong
-    to their filed day); :func:`history_window` then merges its days' entries."""
+    """The conversation starts of ``rows`` (every row read, quarantined ones too, each with its
+    owner day in ``DAY_COL``): per run of consecutive rows of one conversation and owner day, its
+    first turn, the customer on it and its first timestamp (``STARTS_SCHEMA``) — what the history
+    of a later day needs of it.
+
+    A conversation can come in several runs (its later turns filed in the next day's folder, or
+    a file changed after the index was built, whose unknown rows belong to their filed day):
+    :func:`history_window` merges its entries, which gives what one group-by of all its rows
+    gives. Runs, not a group-by of the ids: a group-by over a sorted run number took 1.2 s where
+    one over the string ids took 2.0 s, for a 10M store's 30-day window (14M rows)."""
     if rows.height == 0:
         return pl.DataFrame(schema=STARTS_SCHEMA)
+    cid, day = pl.col("conversation_id"), pl.col(DAY_COL)
+    run = ((cid != cid.shift(1)) | (day != day.shift(1))).fill_null(True).cum_sum()
     return (
-        rows.filter(pl.col("conversation_id").is_not_null())
-        .group_by("conversation_id", DAY_COL)
-        .agg(pl.col("turn").min().alias("first_turn"), pl.col("customer_id").sort_by("turn").first(),
-             pl.col("ts").min().alias("started_at"))
+        rows.filter(cid.is_not_null())
+        .with_columns(run.alias("__run").set_sorted())
+        .group_by("__run")
+        .agg(cid.first(), day.first(), pl.col("turn").min().alias("first_turn"),
+             pl.col("customer_id").sort_by("turn").first(), pl.col("ts").min().alias("started_at"))
         .select(list(STARTS_SCHEMA))
     )
 
@@ -61,7 +69,7 @@ def history_window(starts: pl.DataFrame, day: date, window_days: float) -> pl.Da
     lo = datetime(start.year, start.month, start.day, tzinfo=timezone.utc)
     hi = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
     starts = starts.filter(pl.col(DAY_COL).is_in(sorted(days)))
-    if not is_unique(starts.select("conversation_id")):  # one conversation owned by two days: merge them
+    if not is_unique(starts.select("conversation_id")):  # a conversation in several runs: merge its entries
         starts = starts.group_by("conversation_id").agg(
             pl.col("customer_id").sort_by("first_turn").first(), pl.col("started_at").min())
     return (
