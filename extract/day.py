@@ -40,6 +40,7 @@ from extract.raw_index import transcript_index
 from extract.redact import SHIPPED_SALT, pseudonymize_ids, redact_labels
 from extract.schemas import TranscriptSchema
 from extract.signals import extract_signals
+from extract.signals_inputs import rows_for_keys
 
 DEFAULT_CHUNK_MESSAGES = 2_000_000
 _OWNER = "__owner_day"
@@ -105,8 +106,9 @@ def extract_days(raw_dir: str | Path, days: list[date], config, outcomes: RawBat
     wanted = sorted(set(requested) | set(continued))
     index = transcript_index(raw_dir, cache_dir)  # once per run: each look-up walks the landing directory
     carry = HistoryCarry(config.memory.window_days, index)
+    sides = _SideTables(outcomes.accepted, customers.accepted)
     for chunk in _chunks(raw_dir, wanted, max_messages, on_unreadable, index, timings):
-        for result in _extract_chunk(chunk, config, outcomes, customers, intent_extractor, carry, timings):
+        for result in _extract_chunk(chunk, config, sides, intent_extractor, carry, timings):
             result.requested = result.day not in continued
             result.warnings = notes.get(result.day, []) + first_notes
             first_notes = []
@@ -215,7 +217,23 @@ def _add(timings: dict | None, key: str, since: float) -> None:
         timings[key] = timings.get(key, 0.0) + time.perf_counter() - since
 
 
-def _extract_chunk(pending, config, outcomes, customers, intent_extractor, carry: HistoryCarry,
+class _SideTables:
+    """``outcomes`` and ``customers`` (accepted rows) for one chunk: only the rows whose key the
+    chunk's messages hold (:func:`extract.signals_inputs.rows_for_keys`), the keys hashed once per
+    run. The signals are those of the whole tables: a left join takes nothing else from them."""
+
+    def __init__(self, outcomes: pl.DataFrame, customers: pl.DataFrame) -> None:
+        self.outcomes, self.customers = outcomes, customers
+        self._hashes = {name: frame[key].hash() for name, frame, key in
+                        (("outcomes", outcomes, "conversation_id"), ("customers", customers, "customer_id"))}
+
+    def for_messages(self, messages: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        outcomes = rows_for_keys(self.outcomes, "conversation_id", messages["conversation_id"], self._hashes["outcomes"])
+        customers = rows_for_keys(self.customers, "customer_id", messages["customer_id"], self._hashes["customers"])
+        return outcomes, customers
+
+
+def _extract_chunk(pending, config, sides: _SideTables, intent_extractor, carry: HistoryCarry,
                    timings: dict | None = None) -> Iterator[DayResult]:
     first = pending[0][0]
     t = time.perf_counter()
@@ -227,7 +245,8 @@ def _extract_chunk(pending, config, outcomes, customers, intent_extractor, carry
     t = time.perf_counter()
     messages = pl.concat([b.accepted for _, b in pending], how="vertical_relaxed")
     _validate_chunk(pending, messages)
-    signals = extract_signals(messages, outcomes=outcomes.accepted, customers=customers.accepted,
+    outcomes, customers = sides.for_messages(messages)
+    signals = extract_signals(messages, outcomes=outcomes, customers=customers,
                               history=history, config=config, intent_extractor=intent_extractor)
     signals = redact_signals(signals)
     # Each conversation goes to the day whose batch holds it (the day of its first message as

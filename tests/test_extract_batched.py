@@ -211,3 +211,40 @@ def test_conversation_starts_merge_a_conversation_owned_by_two_days():
                          "__day": [date(2026, 1, 1), date(2026, 1, 2)]})
     got = history_window(conversation_starts(rows), date(2026, 1, 3), 5)
     assert got.to_dicts() == [{"customer_id": "first", "started_at": ts[0]}]
+
+
+def test_side_tables_narrowed_to_a_chunk_give_the_signals_of_the_whole_tables(dirty_landing):
+    """A chunk's outcomes and customers are only the rows whose key its messages hold (on 64-bit
+    hashes); the signals equal those from the whole tables, also when a key repeats (inside and
+    outside the chunk: the first row wins either way), and when every hash collides."""
+    from extract.signals import extract_signals
+    from extract.signals_inputs import rows_for_keys
+
+    cfg = load_signals_config()
+    index = transcript_index(dirty_landing)
+    day = index.days[2]
+    messages = load_transcripts_day(dirty_landing, day, index=index).accepted
+    outcomes = pl.read_parquet(dirty_landing / "outcomes.parquet")
+    inside = messages["conversation_id"][0]
+    outside = outcomes.filter(~pl.col("conversation_id").is_in(messages["conversation_id"].implode()))["conversation_id"][0]
+    repeats = outcomes.filter(pl.col("conversation_id").is_in([inside, outside])).with_columns(
+        ~pl.col("resolved").fill_null(False).alias("resolved"))
+    outcomes = pl.concat([outcomes, repeats], how="vertical_relaxed")
+    customers = pl.read_parquet(dirty_landing / "customers.parquet")
+    whole = extract_signals(messages, outcomes=outcomes, customers=customers, config=cfg)
+    for hashes in ("real", "colliding"):
+        def narrowed_side(frame, key, how=hashes):
+            real = frame[key].hash()
+            if how == "colliding":  # every row's hash equals that of a key the messages hold
+                real = pl.repeat(messages[key].drop_nulls().hash()[0], frame.height, dtype=pl.UInt64, eager=True)
+            return rows_for_keys(frame, key, messages[key], real)
+        few_outcomes = narrowed_side(outcomes, "conversation_id")
+        few_customers = narrowed_side(customers, "customer_id")
+        if hashes == "real":
+            assert few_outcomes.height < outcomes.height / 10 and few_customers.height < customers.height
+        else:
+            assert few_outcomes.height == outcomes.height and few_customers.height == customers.height
+        narrowed = extract_signals(messages, outcomes=few_outcomes, customers=few_customers, config=cfg)
+        assert narrowed.equals(whole), hashes
+    assert whole.filter(pl.col("conversation_id") == inside)["resolved"].item() == outcomes.filter(
+        pl.col("conversation_id") == inside)["resolved"][0]
