@@ -24,8 +24,11 @@ def ipw_aipw(eta: np.ndarray, st: CellStats, X: np.ndarray, estimand: str) -> tu
 
     ATT weights controls by p/(1−p) = exp(logit); ATE uses 1/p and 1/(1−p). Weights are not
     trimmed: extreme ones show up as a wide bootstrap interval, not as a silent change.
+
+    The treated arm's outcome model ``m1`` enters only the ATE: the ATT's AIPW uses the treated
+    outcomes themselves, so ``m1`` is fitted only for the ATE (it ran on every bootstrap replicate
+    and was thrown away; the numbers are the same, tests/test_psm_crosschecks.py).
     """
-    m1 = _wls(X, st.n1, st.s1)
     m0 = _wls(X, st.n0, st.s0)
     if estimand == "ATT":
         odds = np.exp(eta)
@@ -36,6 +39,7 @@ def ipw_aipw(eta: np.ndarray, st: CellStats, X: np.ndarray, estimand: str) -> tu
         inv1 = 1 + np.exp(-eta)  # 1/p
         inv0 = 1 + np.exp(eta)  # 1/(1-p)
         ipw = (inv1 @ st.s1) / (inv1 @ st.n1) - (inv0 @ st.s0) / (inv0 @ st.n0)
+        m1 = _wls(X, st.n1, st.s1)
         n = st.n1 + st.n0
         aipw = (n @ (m1 - m0) + inv1 @ (st.s1 - st.n1 * m1) - inv0 @ (st.s0 - st.n0 * m0)) / n.sum()
     return float(ipw), float(aipw)
