@@ -85,6 +85,21 @@ def test_cell_gram_equals_the_dense_product(seed):
         assert _close(plan(w), _dense(X, w))
 
 
+@pytest.mark.parametrize("subset", [False, True])
+def test_planned_design_products_equal_the_dense_ones(subset):
+    prep, _ = _cells(4000, 4)
+    X = prep.cells.X
+    plan = CellGram.build(X)
+    rng = np.random.default_rng(4)
+    cells = np.flatnonzero(rng.random(len(X)) < 0.7) if subset else None
+    Xs = X if cells is None else X[cells]
+    d = plan.on(cells)
+    beta, r, w = rng.normal(size=X.shape[1]), rng.normal(size=len(Xs)), rng.random(len(Xs))
+    assert _close(d.dot(beta), Xs @ beta)
+    assert _close(d.tdot(r), Xs.T @ r)
+    assert _close(d.gram(w), _dense(Xs, w))
+
+
 def test_cell_gram_finds_a_block_anywhere_and_declines_without_one():
     rng = np.random.default_rng(5)
     n = 600

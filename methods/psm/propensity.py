@@ -302,10 +302,11 @@ class CellGram:
         rest = np.concatenate([self.rest, np.arange(self.p, self.p + levels - 1)])
         return CellGram(self.p + levels - 1, self.block, rest, self.level[rows], group, XR)
 
-    def __call__(self, w: np.ndarray) -> np.ndarray:
-        """XᵀWX for cell weights ``w`` (one per cell)."""
+    def __call__(self, w: np.ndarray, cells: np.ndarray | None = None) -> np.ndarray:
+        """XᵀWX for cell weights ``w`` (one per cell, or per cell of ``cells`` when given)."""
         m, nb = len(self.XR), len(self.block)
-        M = np.bincount(self.level * m + self.group, weights=w, minlength=(nb + 1) * m).reshape(nb + 1, m)
+        level, group = (self.level, self.group) if cells is None else (self.level[cells], self.group[cells])
+        M = np.bincount(level * m + group, weights=w, minlength=(nb + 1) * m).reshape(nb + 1, m)
         XR = self.XR
         H = np.empty((self.p, self.p))
         H[np.ix_(self.rest, self.rest)] = (XR * M.sum(axis=0)[:, None]).T @ XR
@@ -314,6 +315,55 @@ class CellGram:
         H[np.ix_(self.rest, self.block)] = HBR.T
         H[np.ix_(self.block, self.block)] = np.diag(M[1:].sum(axis=1))
         return H
+
+    def on(self, cells: np.ndarray | None = None) -> _PlannedDesign:
+        """The three products the logistic fit needs, over ``cells`` (all when None)."""
+        return _PlannedDesign(self, cells)
+
+
+class _PlannedDesign:
+    """Xβ, Xᵀr and XᵀWX over some cells of a ``CellGram``'s design, from its distinct X_R rows:
+    X_Rβ_R is computed once per distinct row and gathered, Xᵀr is summed per distinct row (and
+    per column of B) first, so no pass touches the cells × terms matrix. Same sums in another
+    order as the dense products: equal to rounding."""
+
+    def __init__(self, plan: CellGram, cells: np.ndarray | None):
+        self.plan = plan
+        self.cells = cells
+        self.group = plan.group if cells is None else plan.group[cells]
+        self.level = plan.level if cells is None else plan.level[cells]
+        self.m = len(plan.XR)
+
+    def dot(self, beta: np.ndarray) -> np.ndarray:
+        pl = self.plan
+        on_block = np.concatenate([[0.0], beta[pl.block]])
+        return (pl.XR @ beta[pl.rest])[self.group] + on_block[self.level]
+
+    def tdot(self, r: np.ndarray) -> np.ndarray:
+        pl = self.plan
+        out = np.empty(pl.p)
+        out[pl.rest] = pl.XR.T @ np.bincount(self.group, weights=r, minlength=self.m)
+        out[pl.block] = np.bincount(self.level, weights=r, minlength=len(pl.block) + 1)[1:]
+        return out
+
+    def gram(self, w: np.ndarray) -> np.ndarray:
+        return self.plan(w, self.cells)
+
+
+class _DenseDesign:
+    """The same three products as ``_PlannedDesign``, straight from the rows of X."""
+
+    def __init__(self, X: np.ndarray):
+        self.X = X
+
+    def dot(self, beta: np.ndarray) -> np.ndarray:
+        return self.X @ beta
+
+    def tdot(self, r: np.ndarray) -> np.ndarray:
+        return self.X.T @ r
+
+    def gram(self, w: np.ndarray) -> np.ndarray:
+        return (self.X * w[:, None]).T @ self.X
 
 
 def gram(X: np.ndarray, w: np.ndarray, plan: CellGram | None = None) -> np.ndarray:
@@ -381,30 +431,29 @@ def fit_logit(X: np.ndarray, n1: np.ndarray, n0: np.ndarray, beta0: np.ndarray |
     Same coefficients as ``statsmodels.GLM(t, X, family=Binomial(), freq_weights=…)`` on the
     rows (tested). Cells with no units contribute nothing. Under (quasi-)separation the
     coefficients run off; we stop at ``max_iter`` and report ``converged=False`` instead of
-    clipping anything. ``plan`` (``CellGram.build(X)``) computes the Hessian from the design's
-    one-hot structure instead of the dense product; only the Hessian changes, by rounding.
+    clipping anything. ``plan`` (``CellGram.build(X)``) computes Xβ, Xᵀr and the Hessian from
+    the design's one-hot structure instead of the cells × terms matrix; they change by rounding.
     """
     n = n1 + n0
     use = n > 0
-    Xu, n1u, nu = X[use], n1[use], n[use]
-    w_all = np.zeros(len(n)) if plan is not None else None
+    n1u, nu = n1[use], n[use]
+    if plan is None:
+        Xu = _DenseDesign(X[use])
+    else:
+        Xu = plan.on(None if use.all() else np.flatnonzero(use))
     beta = np.zeros(X.shape[1]) if beta0 is None else beta0.copy()
     if beta0 is None:
         pbar = n1u.sum() / nu.sum()
         beta[0] = np.log(pbar / (1 - pbar)) if 0 < pbar < 1 else 0.0
-    eta = Xu @ beta
+    eta = Xu.dot(beta)
     ll = _loglik(eta, n1u, nu)
     converged = False
     it = 0
     for it in range(1, max_iter + 1):
         p = expit(eta)
         wgt = nu * p * (1 - p)
-        grad = Xu.T @ (n1u - nu * p)
-        if plan is None:
-            H = (Xu * wgt[:, None]).T @ Xu
-        else:
-            w_all[use] = wgt  # empty cells weigh 0
-            H = plan(w_all)
+        grad = Xu.tdot(n1u - nu * p)
+        H = Xu.gram(wgt)
         try:
             step = np.linalg.solve(H + 1e-12 * np.eye(len(beta)), grad)
         except np.linalg.LinAlgError:
@@ -412,7 +461,7 @@ def fit_logit(X: np.ndarray, n1: np.ndarray, n0: np.ndarray, beta0: np.ndarray |
         t = 1.0
         while True:
             nb = beta + t * step
-            neta = Xu @ nb
+            neta = Xu.dot(nb)
             nll = _loglik(neta, n1u, nu)
             if nll >= ll - 1e-12 * abs(ll) or t < 1e-6:
                 break
@@ -420,9 +469,10 @@ def fit_logit(X: np.ndarray, n1: np.ndarray, n0: np.ndarray, beta0: np.ndarray |
         gain = nll - ll
         beta, eta, ll = nb, neta, nll
         if np.max(np.abs(t * step)) < tol or (0 <= gain < 1e-12 * max(1.0, abs(ll))):
-            converged = bool(np.max(np.abs(Xu @ beta)) < SEPARATION_LOGIT)
+            converged = bool(np.max(np.abs(eta)) < SEPARATION_LOGIT)  # eta is Xu·beta
             break
-    return LogitFit(beta, X @ beta, converged, it)
+    eta_all = X @ beta if plan is None else plan.on().dot(beta)
+    return LogitFit(beta, eta_all, converged, it)
 
 
 def dowhy_design(df: pd.DataFrame, covariates: list[str]) -> pd.DataFrame:
