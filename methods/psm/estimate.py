@@ -86,8 +86,9 @@ class PSMEstimator:
         self.propensity_model = propensity_model
         self.beta0: np.ndarray | None = None
 
-    def fit_eta(self, X: np.ndarray, st: CellStats, warm: bool = True,
+    def fit_eta(self, X: np.ndarray | None, st: CellStats, warm: bool = True,
                 plan: CellGram | None = None) -> tuple[np.ndarray, bool]:
+        """Logit of the propensity per cell; ``X`` may be None when ``plan`` holds the design."""
         if self.propensity_model == "sklearn_default":
             use = (st.n1 + st.n0) > 0
             Xs = np.vstack([X[use], X[use]])
@@ -98,7 +99,8 @@ class PSMEstimator:
             return lr.decision_function(X), True
         beta0 = None
         if warm and self.beta0 is not None:
-            beta0 = np.concatenate([self.beta0, np.zeros(X.shape[1] - len(self.beta0))])
+            terms = X.shape[1] if X is not None else plan.p
+            beta0 = np.concatenate([self.beta0, np.zeros(terms - len(self.beta0))])
         fit = fit_logit(X, st.n1, st.n0, beta0=beta0, plan=plan)
         return fit.eta, fit.converged
 
@@ -111,9 +113,10 @@ class PSMEstimator:
         sd = float(np.sqrt(n @ (coord - mu) ** 2 / n.sum()))
         return coord, self.caliper * sd
 
-    def run(self, X: np.ndarray, st: CellStats, eta: np.ndarray | None = None,
+    def run(self, X: np.ndarray | None, st: CellStats, eta: np.ndarray | None = None,
             plan: CellGram | None = None) -> tuple[Matched, np.ndarray]:
-        """Fit (unless ``eta`` is given) and match; ``plan`` is the ``CellGram`` of ``X``, if any."""
+        """Fit (unless ``eta`` is given) and match; ``plan`` is the ``CellGram`` of ``X``, if any
+        (then ``X`` may be None)."""
         if eta is None:
             eta, _ = self.fit_eta(X, st, plan=plan)
         coord, width = self.coord_width(eta, st)
@@ -121,18 +124,22 @@ class PSMEstimator:
 
     def refit(self, atoms: Atoms, extra: np.ndarray | None = None) -> float:
         """Estimate from scratch on ``atoms`` (optionally with an extra categorical covariate
-        given per atom): new cells, refitted propensity, new matching."""
+        given per atom): new cells, refitted propensity, new matching. With a ``CellGram`` the
+        split design is never written out: the extended plan is all the fit reads."""
         cell, X, plan = atoms.cell, self.X, self.plan
+        n_cells = X.shape[0]
         if extra is not None:
             levels = int(extra.max()) + 1
             ids, uniq = pd.factorize(atoms.cell * levels + extra)
             first = np.zeros(len(uniq), dtype=np.int64)
             first[ids[::-1]] = np.arange(len(ids))[::-1]
-            dummies = np.eye(levels)[extra[first]][:, 1:]
-            X = np.hstack([self.X[atoms.cell[first]], dummies])
-            plan = self.plan.extend(atoms.cell[first], extra[first], levels) if self.plan is not None else None
+            if self.plan is not None:
+                plan, X = self.plan.extend(atoms.cell[first], extra[first], levels), None
+            else:
+                X = np.hstack([self.X[atoms.cell[first]], np.eye(levels)[extra[first]][:, 1:]])
             cell = ids.astype(np.int64)
-        st = cell_stats(cell, atoms.t, atoms.y, atoms.n, X.shape[0])
+            n_cells = len(first)
+        st = cell_stats(cell, atoms.t, atoms.y, atoms.n, n_cells)
         if st.n1.sum() == 0 or st.n0.sum() == 0:
             return float("nan")
         matched, _ = self.run(X, st, plan=plan)

@@ -14,6 +14,7 @@ draw — exact, and independent of the number of rows.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -307,14 +308,19 @@ class CellGram:
         m, nb = len(self.XR), len(self.block)
         level, group = (self.level, self.group) if cells is None else (self.level[cells], self.group[cells])
         M = np.bincount(level * m + group, weights=w, minlength=(nb + 1) * m).reshape(nb + 1, m)
-        XR = self.XR
-        H = np.empty((self.p, self.p))
-        H[np.ix_(self.rest, self.rest)] = (XR * M.sum(axis=0)[:, None]).T @ XR
-        HBR = M[1:] @ XR
-        H[np.ix_(self.block, self.rest)] = HBR
-        H[np.ix_(self.rest, self.block)] = HBR.T
-        H[np.ix_(self.block, self.block)] = np.diag(M[1:].sum(axis=1))
-        return H
+        XR, r = self.XR, len(self.rest)
+        H = np.zeros((self.p, self.p))  # rows and columns in the order R, B; put back below
+        H[:r, :r] = (XR * M.sum(axis=0)[:, None]).T @ XR
+        H[r:, :r] = M[1:] @ XR
+        H[:r, r:] = H[r:, :r].T
+        H[r:, r:].flat[::nb + 1] = M[1:].sum(axis=1)
+        return H[self._unpermute]
+
+    @cached_property
+    def _unpermute(self) -> tuple[np.ndarray, np.ndarray]:
+        """Index that takes a matrix in (R, B) order back to the design's column order."""
+        back = np.argsort(np.concatenate([self.rest, self.block]))
+        return np.ix_(back, back)
 
     def on(self, cells: np.ndarray | None = None) -> _PlannedDesign:
         """The three products the logistic fit needs, over ``cells`` (all when None)."""
@@ -424,7 +430,7 @@ def _loglik(eta: np.ndarray, n1: np.ndarray, n: np.ndarray) -> float:
     return float(n1 @ eta - n @ np.logaddexp(0.0, eta))
 
 
-def fit_logit(X: np.ndarray, n1: np.ndarray, n0: np.ndarray, beta0: np.ndarray | None = None,
+def fit_logit(X: np.ndarray | None, n1: np.ndarray, n0: np.ndarray, beta0: np.ndarray | None = None,
               max_iter: int = 100, tol: float = 1e-10, plan: CellGram | None = None) -> LogitFit:
     """Unpenalised grouped-binomial logistic regression by Newton–Raphson with step halving.
 
@@ -433,7 +439,12 @@ def fit_logit(X: np.ndarray, n1: np.ndarray, n0: np.ndarray, beta0: np.ndarray |
     coefficients run off; we stop at ``max_iter`` and report ``converged=False`` instead of
     clipping anything. ``plan`` (``CellGram.build(X)``) computes Xβ, Xᵀr and the Hessian from
     the design's one-hot structure instead of the cells × terms matrix; they change by rounding.
+    With a plan ``X`` may be None: the plan holds the design (the random-common-cause refits never
+    write their split design out).
     """
+    if X is None and plan is None:
+        raise ValueError("fit_logit needs the design X or its CellGram")
+    terms = X.shape[1] if X is not None else plan.p
     n = n1 + n0
     use = n > 0
     n1u, nu = n1[use], n[use]
@@ -441,7 +452,7 @@ def fit_logit(X: np.ndarray, n1: np.ndarray, n0: np.ndarray, beta0: np.ndarray |
         Xu = _DenseDesign(X[use])
     else:
         Xu = plan.on(None if use.all() else np.flatnonzero(use))
-    beta = np.zeros(X.shape[1]) if beta0 is None else beta0.copy()
+    beta = np.zeros(terms) if beta0 is None else beta0.copy()
     if beta0 is None:
         pbar = n1u.sum() / nu.sum()
         beta[0] = np.log(pbar / (1 - pbar)) if 0 < pbar < 1 else 0.0
