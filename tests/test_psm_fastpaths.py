@@ -164,3 +164,14 @@ def test_estimator_with_the_cell_gram_equals_the_dense_estimator(monkeypatch, es
     for a, b in zip(fast.diagnostics, dense.diagnostics):
         assert a.name == b.name and a.passed == b.passed and a.message == b.message
         assert (a.value is None and b.value is None) or _close(a.value, b.value), a.name
+
+
+def test_sorted_lookup_gives_searchsorteds_positions():
+    from methods.psm.matching import _searchsorted
+
+    rng = np.random.default_rng(8)
+    G = np.unique(np.round(rng.normal(size=3000), 2))  # ties in the keys and keys equal to G
+    keys = np.concatenate([np.round(rng.normal(size=4000), 2), G[:50], [-np.inf, np.inf]])
+    rng.shuffle(keys)
+    assert np.array_equal(_searchsorted(G, keys), np.searchsorted(G, keys))
+    assert np.array_equal(_searchsorted(G, keys[:0]), np.searchsorted(G, keys[:0]))
