@@ -29,7 +29,7 @@ def ipw_aipw(eta: np.ndarray, st: CellStats, X: np.ndarray, estimand: str,
 
     The treated arm's outcome model ``m1`` enters only the ATE: the ATT's AIPW uses the treated
     outcomes themselves, so ``m1`` is fitted only for the ATE (it ran on every bootstrap replicate
-    and was thrown away; the numbers are the same, tests/test_psm_crosschecks.py).
+    and was thrown away; the numbers are the same, tests/test_psm_fastpaths.py).
     """
     m0 = _wls(X, st.n0, st.s0, plan)
     if estimand == "ATT":
