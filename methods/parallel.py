@@ -11,9 +11,9 @@ as the sequential loop (tests/test_parallel_replicates.py).
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from itertools import islice
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -48,7 +48,13 @@ def map_replicates(fn: Callable[[T], R], inputs: Iterable[T], threads: int | Non
     if n == 1:
         return [fn(x) for x in it]
     out: list[R] = []
+    # a sliding window, not chunks: the next input is drawn while the threads work on the earlier
+    # ones (chunk by chunk, the threads sat idle while the caller drew each chunk's inputs)
+    window: deque[Future[R]] = deque()
     with ThreadPoolExecutor(max_workers=n, thread_name_prefix="replicate") as pool:
-        while chunk := list(islice(it, CHUNK * n)):
-            out.extend(pool.map(fn, chunk))
+        for x in it:
+            window.append(pool.submit(fn, x))
+            if len(window) >= CHUNK * n:
+                out.append(window.popleft().result())
+        out.extend(f.result() for f in window)
     return out

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from methods.parallel import ENV_THREADS, map_replicates, replicate_threads
+from methods.parallel import CHUNK, ENV_THREADS, map_replicates, replicate_threads
 from tests.test_psm import COVARIATES, T, Y, simulate
 
 
@@ -20,6 +20,24 @@ def test_results_come_back_in_input_order_and_inputs_are_drawn_in_the_callers_th
 
     assert map_replicates(lambda x: x * x, inputs(), threads=3) == [i * i for i in range(100)]
     assert set(drawn_in) == {threading.current_thread().name}
+
+
+def test_inputs_are_drawn_at_most_a_window_ahead_of_the_results():
+    done, ahead, lock = [0], [], threading.Lock()
+
+    def inputs():
+        for i in range(200):
+            with lock:
+                ahead.append(i - done[0])
+            yield i
+
+    def fn(x):
+        with lock:
+            done[0] += 1
+        return -x
+
+    assert map_replicates(fn, inputs(), threads=2) == [-i for i in range(200)]
+    assert max(ahead) <= CHUNK * 2
 
 
 def test_thread_count_comes_from_the_environment(monkeypatch):

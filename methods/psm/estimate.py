@@ -43,6 +43,7 @@ from methods.psm.matching import Matched, matched_estimate
 from methods.psm.plots import _love_png, _overlap_png
 from methods.psm.propensity import (
     Atoms,
+    CellGram,
     CellStats,
     Prepared,
     cell_stats,
@@ -75,8 +76,9 @@ class PSMEstimator:
     """The whole estimator as a function of atoms, so bootstrap and refuters refit everything."""
 
     def __init__(self, X: np.ndarray, estimand: str, caliper: float | None, replace: bool,
-                 match_on: str = "logit", propensity_model: str = "logit"):
+                 match_on: str = "logit", propensity_model: str = "logit", plan: CellGram | None = None):
         self.X = X
+        self.plan = plan  # CellGram of X: the Hessians of every refit without the dense product
         self.estimand = estimand
         self.caliper = caliper
         self.replace = replace
@@ -84,7 +86,9 @@ class PSMEstimator:
         self.propensity_model = propensity_model
         self.beta0: np.ndarray | None = None
 
-    def fit_eta(self, X: np.ndarray, st: CellStats, warm: bool = True) -> tuple[np.ndarray, bool]:
+    def fit_eta(self, X: np.ndarray | None, st: CellStats, warm: bool = True,
+                plan: CellGram | None = None) -> tuple[np.ndarray, bool]:
+        """Logit of the propensity per cell; ``X`` may be None when ``plan`` holds the design."""
         if self.propensity_model == "sklearn_default":
             use = (st.n1 + st.n0) > 0
             Xs = np.vstack([X[use], X[use]])
@@ -95,8 +99,9 @@ class PSMEstimator:
             return lr.decision_function(X), True
         beta0 = None
         if warm and self.beta0 is not None:
-            beta0 = np.concatenate([self.beta0, np.zeros(X.shape[1] - len(self.beta0))])
-        fit = fit_logit(X, st.n1, st.n0, beta0=beta0)
+            terms = X.shape[1] if X is not None else plan.p
+            beta0 = np.concatenate([self.beta0, np.zeros(terms - len(self.beta0))])
+        fit = fit_logit(X, st.n1, st.n0, beta0=beta0, plan=plan)
         return fit.eta, fit.converged
 
     def coord_width(self, eta: np.ndarray, st: CellStats) -> tuple[np.ndarray, float]:
@@ -108,28 +113,36 @@ class PSMEstimator:
         sd = float(np.sqrt(n @ (coord - mu) ** 2 / n.sum()))
         return coord, self.caliper * sd
 
-    def run(self, X: np.ndarray, st: CellStats, eta: np.ndarray | None = None) -> tuple[Matched, np.ndarray]:
+    def run(self, X: np.ndarray | None, st: CellStats, eta: np.ndarray | None = None,
+            plan: CellGram | None = None) -> tuple[Matched, np.ndarray]:
+        """Fit (unless ``eta`` is given) and match; ``plan`` is the ``CellGram`` of ``X``, if any
+        (then ``X`` may be None)."""
         if eta is None:
-            eta, _ = self.fit_eta(X, st)
+            eta, _ = self.fit_eta(X, st, plan=plan)
         coord, width = self.coord_width(eta, st)
         return matched_estimate(coord, st, self.estimand, width, self.replace), eta
 
     def refit(self, atoms: Atoms, extra: np.ndarray | None = None) -> float:
         """Estimate from scratch on ``atoms`` (optionally with an extra categorical covariate
-        given per atom): new cells, refitted propensity, new matching."""
-        cell, X = atoms.cell, self.X
+        given per atom): new cells, refitted propensity, new matching. With a ``CellGram`` the
+        split design is never written out: the extended plan is all the fit reads."""
+        cell, X, plan = atoms.cell, self.X, self.plan
+        n_cells = X.shape[0]
         if extra is not None:
             levels = int(extra.max()) + 1
             ids, uniq = pd.factorize(atoms.cell * levels + extra)
             first = np.zeros(len(uniq), dtype=np.int64)
             first[ids[::-1]] = np.arange(len(ids))[::-1]
-            dummies = np.eye(levels)[extra[first]][:, 1:]
-            X = np.hstack([self.X[atoms.cell[first]], dummies])
+            if self.plan is not None:
+                plan, X = self.plan.extend(atoms.cell[first], extra[first], levels), None
+            else:
+                X = np.hstack([self.X[atoms.cell[first]], np.eye(levels)[extra[first]][:, 1:]])
             cell = ids.astype(np.int64)
-        st = cell_stats(cell, atoms.t, atoms.y, atoms.n, X.shape[0])
+            n_cells = len(first)
+        st = cell_stats(cell, atoms.t, atoms.y, atoms.n, n_cells)
         if st.n1.sum() == 0 or st.n0.sum() == 0:
             return float("nan")
-        matched, _ = self.run(X, st)
+        matched, _ = self.run(X, st, plan=plan)
         return matched.estimate
 
 
@@ -187,7 +200,11 @@ def _estimate_psm(df, treatment, outcome, covariates, estimand, caliper, replace
     diags.append(check_sample_size(n1_all, n0_all, treatment, min_group))
 
     X = cells.X
-    est = PSMEstimator(X, estimand, caliper, replace, match_on, propensity_model)
+    # the Hessians and outcome-model Gram matrices of every refit from the design's one-hot
+    # structure (CellGram): the same sums in another order, equal to rounding
+    plan = CellGram.build(cells.X)
+    est = PSMEstimator(X, estimand, caliper, replace, match_on, propensity_model,
+                       plan=plan if propensity_model == "logit" else None)
     if propensity_model == "sklearn_default":
         # DoWhy fits on the rows in their order; do the same so the coefficients are identical
         rows = dowhy_design(df.loc[prep.keep], covariates).to_numpy(dtype=float)
@@ -196,14 +213,14 @@ def _estimate_psm(df, treatment, outcome, covariates, estimand, caliper, replace
         eta = fit_sklearn_default(rows, prep.treatment_rows)[first]
         converged = True
     else:
-        fit = fit_logit(X, st.n1, st.n0)
+        fit = fit_logit(X, st.n1, st.n0, plan=plan)
         eta, converged = fit.eta, fit.converged
         est.beta0 = fit.beta if converged else None  # never warm-start from a diverged fit
     matched, _ = est.run(X, st, eta)
     naive = float(st.s1.sum() / st.n1.sum() - st.s0.sum() / st.n0.sum())
-    ipw, aipw = ipw_aipw(eta, st, cells.X, estimand)
+    ipw, aipw = ipw_aipw(eta, st, cells.X, estimand, plan)
 
-    boot = _bootstrap(est, X, atoms, cells.n_cells, cells.X, n_bootstrap, seed)
+    boot = _bootstrap(est, X, atoms, cells.n_cells, cells.X, n_bootstrap, seed, plan)
     se = _sd(boot[:, 0])
     z = stats.norm.ppf(0.975)
     ci_low, ci_high = matched.estimate - z * se, matched.estimate + z * se
@@ -272,8 +289,9 @@ def _first_rows(cell_of_row: np.ndarray, n_cells: int) -> np.ndarray:
 
 
 def _bootstrap(est: PSMEstimator, X: np.ndarray, atoms: Atoms, n_cells: int, Xcc: np.ndarray,
-               n_bootstrap: int, seed: int) -> np.ndarray:
-    """Rows resampled with replacement = multinomial counts over atoms; everything refitted."""
+               n_bootstrap: int, seed: int, plan_cc: CellGram | None = None) -> np.ndarray:
+    """Rows resampled with replacement = multinomial counts over atoms; everything refitted
+    (``plan_cc``: the ``CellGram`` of the cross-checks' design ``Xcc``)."""
     rng = np.random.default_rng([seed, 0])
     N = int(np.rint(atoms.n.sum()))
     pv = atoms.n / atoms.n.sum()
@@ -282,8 +300,8 @@ def _bootstrap(est: PSMEstimator, X: np.ndarray, atoms: Atoms, n_cells: int, Xcc
         st = cell_stats(atoms.cell, atoms.t, atoms.y, nb, n_cells)
         if st.n1.sum() == 0 or st.n0.sum() == 0:
             return (np.nan, np.nan, np.nan)
-        matched, eta = est.run(X, st)
-        return (matched.estimate, *ipw_aipw(eta, st, Xcc, est.estimand))
+        matched, eta = est.run(X, st, plan=est.plan)
+        return (matched.estimate, *ipw_aipw(eta, st, Xcc, est.estimand, plan_cc))
 
     # the draws in order in this thread, the refits on the cores (methods/parallel.py)
     draws = (rng.multinomial(N, pv).astype(float) for _ in range(max(n_bootstrap, 0)))

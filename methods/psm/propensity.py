@@ -14,6 +14,7 @@ draw — exact, and independent of the number of rows.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -250,6 +251,168 @@ def cell_stats(atoms_cell: np.ndarray, atoms_t: np.ndarray, atoms_y: np.ndarray,
     return CellStats(cnt[:, 1], cnt[:, 0], s[:, 1], s[:, 0], qq[:, 1], qq[:, 0])
 
 
+@dataclass(frozen=True)
+class CellGram:
+    """Weighted Gram matrices XᵀWX of one cell design, without the dense cells × terms² product.
+
+    Why: the logistic fit needs XᵀWX at every Newton step and the outcome models of the
+    cross-checks need XᵀNX, thousands of times per question (bootstrap and refuter refits); as a
+    dense product over a few thousand cells × 40 terms it was most of the matching question's
+    time. The design is mostly one-hot blocks, so split the columns into the largest block ``B`` of
+    mutually exclusive 0/1 columns (a covariate's dummies; ``hour_of_day`` has 23) and the rest
+    ``R``. A cell is then (a distinct row ``g`` of X_R, which column of B it sets, if any), and with
+    M[b, g] = Σ of the weights of those cells
+
+        X_RᵀWX_R = X_Rgᵀ diag(Σ_b M[b, g]) X_Rg,   X_BᵀWX_R = M[1:] X_Rg,   X_BᵀWX_B = diag(Σ_g M[1:, g]),
+
+    products over the few hundred distinct rows of X_R instead of the cells. The entries are the
+    same sums taken in another order, so they agree with the dense product to rounding (≈1e-16
+    relative; tests/test_psm_fastpaths.py), not bit for bit.
+    """
+
+    p: int  # design columns
+    block: np.ndarray  # the columns of B
+    rest: np.ndarray  # the columns of R
+    level: np.ndarray  # per cell: 1 + which column of B it sets, 0 if none
+    group: np.ndarray  # per cell: its distinct row of X_R
+    XR: np.ndarray  # the distinct rows of X_R (groups × |R|)
+
+    @classmethod
+    def build(cls, X: np.ndarray) -> CellGram | None:
+        """The plan for design ``X`` (cells × terms), or None when it would not beat the dense
+        product (no one-hot block, or almost as many distinct X_R rows as cells)."""
+        block = _largest_onehot_block(X)
+        if len(block) < 2:
+            return None
+        rest = np.setdiff1d(np.arange(X.shape[1]), block)
+        level = np.rint(X[:, block] @ np.arange(1, len(block) + 1)).astype(np.int64)
+        group, first = _factorize_first(_row_key(X[:, rest]))
+        plan = cls(X.shape[1], block, rest, level, group, np.ascontiguousarray(X[first][:, rest]))
+        return plan if plan._cost() < 0.5 * X.shape[0] * X.shape[1] ** 2 else None
+
+    def _cost(self) -> float:
+        m, r = self.XR.shape
+        return m * r * (r + len(self.block)) + len(self.level)
+
+    def extend(self, rows: np.ndarray, codes: np.ndarray, levels: int) -> CellGram:
+        """The plan of ``hstack([X[rows], one-hot(codes)[:, 1:]])`` (the random-common-cause
+        refuter's design: each cell split by a new categorical), derived without rescanning X."""
+        group, first = _factorize_first(self.group[rows] * levels + codes)
+        dummies = np.eye(levels)[codes[first]][:, 1:]
+        XR = np.hstack([self.XR[self.group[rows[first]]], dummies])
+        rest = np.concatenate([self.rest, np.arange(self.p, self.p + levels - 1)])
+        return CellGram(self.p + levels - 1, self.block, rest, self.level[rows], group, XR)
+
+    def __call__(self, w: np.ndarray, cells: np.ndarray | None = None) -> np.ndarray:
+        """XᵀWX for cell weights ``w`` (one per cell, or per cell of ``cells`` when given)."""
+        m, nb = len(self.XR), len(self.block)
+        level, group = (self.level, self.group) if cells is None else (self.level[cells], self.group[cells])
+        M = np.bincount(level * m + group, weights=w, minlength=(nb + 1) * m).reshape(nb + 1, m)
+        XR, r = self.XR, len(self.rest)
+        H = np.zeros((self.p, self.p))  # rows and columns in the order R, B; put back below
+        H[:r, :r] = (XR * M.sum(axis=0)[:, None]).T @ XR
+        H[r:, :r] = M[1:] @ XR
+        H[:r, r:] = H[r:, :r].T
+        H[r:, r:].flat[::nb + 1] = M[1:].sum(axis=1)
+        return H[self._unpermute]
+
+    @cached_property
+    def _unpermute(self) -> tuple[np.ndarray, np.ndarray]:
+        """Index that takes a matrix in (R, B) order back to the design's column order."""
+        back = np.argsort(np.concatenate([self.rest, self.block]))
+        return np.ix_(back, back)
+
+    def on(self, cells: np.ndarray | None = None) -> _PlannedDesign:
+        """The three products the logistic fit needs, over ``cells`` (all when None)."""
+        return _PlannedDesign(self, cells)
+
+
+class _PlannedDesign:
+    """Xβ, Xᵀr and XᵀWX over some cells of a ``CellGram``'s design, from its distinct X_R rows:
+    X_Rβ_R is computed once per distinct row and gathered, Xᵀr is summed per distinct row (and
+    per column of B) first, so no pass touches the cells × terms matrix. Same sums in another
+    order as the dense products: equal to rounding."""
+
+    def __init__(self, plan: CellGram, cells: np.ndarray | None):
+        self.plan = plan
+        self.cells = cells
+        self.group = plan.group if cells is None else plan.group[cells]
+        self.level = plan.level if cells is None else plan.level[cells]
+        self.m = len(plan.XR)
+
+    def dot(self, beta: np.ndarray) -> np.ndarray:
+        pl = self.plan
+        on_block = np.concatenate([[0.0], beta[pl.block]])
+        return (pl.XR @ beta[pl.rest])[self.group] + on_block[self.level]
+
+    def tdot(self, r: np.ndarray) -> np.ndarray:
+        pl = self.plan
+        out = np.empty(pl.p)
+        out[pl.rest] = pl.XR.T @ np.bincount(self.group, weights=r, minlength=self.m)
+        out[pl.block] = np.bincount(self.level, weights=r, minlength=len(pl.block) + 1)[1:]
+        return out
+
+    def gram(self, w: np.ndarray) -> np.ndarray:
+        return self.plan(w, self.cells)
+
+
+class _DenseDesign:
+    """The same three products as ``_PlannedDesign``, straight from the rows of X."""
+
+    def __init__(self, X: np.ndarray):
+        self.X = X
+
+    def dot(self, beta: np.ndarray) -> np.ndarray:
+        return self.X @ beta
+
+    def tdot(self, r: np.ndarray) -> np.ndarray:
+        return self.X.T @ r
+
+    def gram(self, w: np.ndarray) -> np.ndarray:
+        return (self.X * w[:, None]).T @ self.X
+
+
+def gram(X: np.ndarray, w: np.ndarray, plan: CellGram | None = None) -> np.ndarray:
+    """XᵀWX through ``plan`` when there is one, else the dense product."""
+    return plan(w) if plan is not None else (X * w[:, None]).T @ X
+
+
+def _largest_onehot_block(X: np.ndarray) -> np.ndarray:
+    """The longest run of adjacent non-constant 0/1 columns that no row sets twice (``_design``
+    writes each covariate's dummies side by side). Any such run would do; the longest saves most."""
+    binary = ((X == 0) | (X == 1)).all(axis=0) & (X.min(axis=0) != X.max(axis=0))
+    best: list[int] = []
+    run: list[int] = []
+    used = np.zeros(X.shape[0])
+    for j in range(X.shape[1]):  # over the design's columns, a few dozen
+        if binary[j] and run and not (used + X[:, j] > 1).any():
+            run.append(j)
+            used += X[:, j]
+        elif binary[j]:
+            run, used = [j], X[:, j].copy()
+        else:
+            run, used = [], np.zeros(X.shape[0])
+        if len(run) > len(best):
+            best = list(run)
+    return np.array(best, dtype=np.int64)
+
+
+def _row_key(A: np.ndarray) -> np.ndarray:
+    """An integer per row, equal exactly when the rows are (column codes combined, re-compacted
+    before they could overflow)."""
+    key = np.zeros(len(A), dtype=np.int64)
+    span = 1
+    for j in range(A.shape[1]):
+        code, uniq = pd.factorize(A[:, j])
+        card = max(len(uniq), 1)
+        if span > (2**62) // card:
+            key = pd.factorize(key)[0].astype(np.int64)
+            span = int(key.max(initial=0)) + 1
+        key = key * card + code
+        span *= card
+    return key
+
+
 @dataclass
 class LogitFit:
     beta: np.ndarray
@@ -267,31 +430,41 @@ def _loglik(eta: np.ndarray, n1: np.ndarray, n: np.ndarray) -> float:
     return float(n1 @ eta - n @ np.logaddexp(0.0, eta))
 
 
-def fit_logit(X: np.ndarray, n1: np.ndarray, n0: np.ndarray, beta0: np.ndarray | None = None,
-              max_iter: int = 100, tol: float = 1e-10) -> LogitFit:
+def fit_logit(X: np.ndarray | None, n1: np.ndarray, n0: np.ndarray, beta0: np.ndarray | None = None,
+              max_iter: int = 100, tol: float = 1e-10, plan: CellGram | None = None) -> LogitFit:
     """Unpenalised grouped-binomial logistic regression by Newton–Raphson with step halving.
 
     Same coefficients as ``statsmodels.GLM(t, X, family=Binomial(), freq_weights=…)`` on the
     rows (tested). Cells with no units contribute nothing. Under (quasi-)separation the
     coefficients run off; we stop at ``max_iter`` and report ``converged=False`` instead of
-    clipping anything.
+    clipping anything. ``plan`` (``CellGram.build(X)``) computes Xβ, Xᵀr and the Hessian from
+    the design's one-hot structure instead of the cells × terms matrix; they change by rounding.
+    With a plan ``X`` may be None: the plan holds the design (the random-common-cause refits never
+    write their split design out).
     """
+    if X is None and plan is None:
+        raise ValueError("fit_logit needs the design X or its CellGram")
+    terms = X.shape[1] if X is not None else plan.p
     n = n1 + n0
     use = n > 0
-    Xu, n1u, nu = X[use], n1[use], n[use]
-    beta = np.zeros(X.shape[1]) if beta0 is None else beta0.copy()
+    n1u, nu = n1[use], n[use]
+    if plan is None:
+        Xu = _DenseDesign(X[use])
+    else:
+        Xu = plan.on(None if use.all() else np.flatnonzero(use))
+    beta = np.zeros(terms) if beta0 is None else beta0.copy()
     if beta0 is None:
         pbar = n1u.sum() / nu.sum()
         beta[0] = np.log(pbar / (1 - pbar)) if 0 < pbar < 1 else 0.0
-    eta = Xu @ beta
+    eta = Xu.dot(beta)
     ll = _loglik(eta, n1u, nu)
     converged = False
     it = 0
     for it in range(1, max_iter + 1):
         p = expit(eta)
         wgt = nu * p * (1 - p)
-        grad = Xu.T @ (n1u - nu * p)
-        H = (Xu * wgt[:, None]).T @ Xu
+        grad = Xu.tdot(n1u - nu * p)
+        H = Xu.gram(wgt)
         try:
             step = np.linalg.solve(H + 1e-12 * np.eye(len(beta)), grad)
         except np.linalg.LinAlgError:
@@ -299,7 +472,7 @@ def fit_logit(X: np.ndarray, n1: np.ndarray, n0: np.ndarray, beta0: np.ndarray |
         t = 1.0
         while True:
             nb = beta + t * step
-            neta = Xu @ nb
+            neta = Xu.dot(nb)
             nll = _loglik(neta, n1u, nu)
             if nll >= ll - 1e-12 * abs(ll) or t < 1e-6:
                 break
@@ -307,9 +480,10 @@ def fit_logit(X: np.ndarray, n1: np.ndarray, n0: np.ndarray, beta0: np.ndarray |
         gain = nll - ll
         beta, eta, ll = nb, neta, nll
         if np.max(np.abs(t * step)) < tol or (0 <= gain < 1e-12 * max(1.0, abs(ll))):
-            converged = bool(np.max(np.abs(Xu @ beta)) < SEPARATION_LOGIT)
+            converged = bool(np.max(np.abs(eta)) < SEPARATION_LOGIT)  # eta is Xu·beta
             break
-    return LogitFit(beta, X @ beta, converged, it)
+    eta_all = X @ beta if plan is None else plan.on().dot(beta)
+    return LogitFit(beta, eta_all, converged, it)
 
 
 def dowhy_design(df: pd.DataFrame, covariates: list[str]) -> pd.DataFrame:
