@@ -31,7 +31,6 @@ from extract.raw_files import Unreadable, read_file
 from extract.raw_index import transcript_index
 from extract.schemas import TRANSCRIPT_DTYPES
 
-HISTORY_SCHEMA = {"customer_id": pl.String, "started_at": pl.Datetime("us", "UTC")}
 STARTS_SCHEMA = {"conversation_id": pl.String, DAY_COL: pl.Date, "first_turn": pl.Int64, "customer_id": pl.String,
                  "started_at": pl.Datetime("us", "UTC")}
 HISTORY_COLUMNS = ("conversation_id", "turn", "ts", "customer_id")

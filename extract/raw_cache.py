@@ -169,29 +169,47 @@ class IndexCache:
 
 
 # ============================================================================ outcomes, customers
-class TableCache:
+class _TableVersions:
+    """One optional table's files, their versions when first looked at, and the key they give
+    (with the dtypes read): what both keepers of a validated batch are keyed by."""
+
+    def __init__(self, table: str, files: list[Path], dtypes: dict[str, pl.DataType], required: Iterable[str]):
+        self.table = table
+        self.files = files
+        self.versions = [file_version(f) for f in files]
+        self.name = f"{table}-" + _digest(["table", table, [str(f) for f in files], self.versions,
+                                           [(c, str(t)) for c, t in dtypes.items()], list(required)])
+
+    def unchanged(self) -> bool:
+        """The files still have the versions this entry is keyed by."""
+        return [file_version(f) for f in self.files] == self.versions
+
+    def keyed(self) -> bool:
+        """Every file could be stat'ed (else there is no key to look up or keep under)."""
+        return all(v is not None for v in self.versions)
+
+    def keepable(self, started_ns: int) -> bool:
+        """A batch validated from a read started at ``started_ns`` may be kept: no file changed
+        since the versions were taken, and none changed within :data:`SETTLE_SECONDS` of the read."""
+        return self.keyed() and self.unchanged() and all(_settled(v, started_ns) for v in self.versions)
+
+
+class TableCache(_TableVersions):
     """The validated batch of one optional table (accepted, quarantine, counts) for one set of
     file versions and dtypes."""
 
     def __init__(self, cache_dir: str | os.PathLike, table: str, files: list[Path],
                  dtypes: dict[str, pl.DataType], required: Iterable[str]):
+        super().__init__(table, files, dtypes, required)
         self.dir = Path(cache_dir)
-        self.table = table
-        self.files = files
-        self.versions = [file_version(f) for f in files]
-        self.name = _table_key(table, files, self.versions, dtypes, required)
 
     def _paths(self) -> tuple[Path, Path, Path]:
         base = self.dir / self.name
         return (base.with_name(self.name + ".json"), base.with_name(self.name + ".accepted.parquet"),
                 base.with_name(self.name + ".quarantine.parquet"))
 
-    def unchanged(self) -> bool:
-        """The files still have the versions this cache entry is keyed by."""
-        return [file_version(f) for f in self.files] == self.versions
-
     def get(self) -> RawBatch | None:
-        if any(v is None for v in self.versions):
+        if not self.keyed():
             return None
         manifest, acc_path, q_path = self._paths()
         try:
@@ -209,8 +227,7 @@ class TableCache:
     def store(self, batch: RawBatch, started_ns: int) -> None:
         """Keep ``batch`` (validated, no unreadable file) unless a file changed while it was read
         or is too recent, or its counts do not survive JSON unchanged."""
-        if (any(v is None for v in self.versions) or not self.unchanged()
-                or not all(_settled(v, started_ns) for v in self.versions)):
+        if not self.keepable(started_ns):
             return
         try:
             counts_text = json.dumps(batch.counts)
@@ -231,16 +248,11 @@ class TableCache:
             _remove(_stale_tmp(self.dir))
 
 
-def _table_key(table: str, files: list[Path], versions: list, dtypes: dict[str, pl.DataType], required) -> str:
-    return f"{table}-" + _digest(["table", table, [str(f) for f in files], versions,
-                                  [(c, str(t)) for c, t in dtypes.items()], list(required)])
-
-
 _HELD: dict[str, tuple[str, RawBatch]] = {}
 _HELD_LOCK = threading.Lock()
 
 
-class HeldTable:
+class HeldTable(_TableVersions):
     """The validated batch of one optional table kept in this process's memory, from the asset
     that validates it to the next one that needs it, for the same file versions and dtypes.
 
@@ -248,23 +260,13 @@ class HeldTable:
     in ``analysis_store`` (for their quarantine rows), ≈ 3.5 s each time at 10M conversations;
     in one process (``convocausal run``, the in-process executor) the second validation is the
     first's result. Held in memory only — nothing with raw values is written — and handed out
-    once: ``get`` takes the entry, so it is freed by the asset that uses it. Stored under the same
+    once: ``get`` takes the entry, so it is freed by the asset that uses it. Kept under the same
     rules as :class:`TableCache` (every file read, none changed while read or settling); an
     executor with a process per step simply validates in each, as before.
     """
 
-    def __init__(self, table: str, files: list[Path], dtypes: dict[str, pl.DataType], required: Iterable[str]):
-        self.table = table
-        self.files = files
-        self.versions = [file_version(f) for f in files]
-        self.name = _table_key(table, files, self.versions, dtypes, required)
-
-    def unchanged(self) -> bool:
-        """The files still have the versions this entry is keyed by."""
-        return [file_version(f) for f in self.files] == self.versions
-
     def get(self) -> RawBatch | None:
-        if any(v is None for v in self.versions):
+        if not self.keyed():
             return None
         with _HELD_LOCK:
             entry = _HELD.pop(self.table, None)
@@ -274,8 +276,7 @@ class HeldTable:
         return RawBatch(batch.accepted, batch.quarantine, copy.deepcopy(batch.counts))
 
     def store(self, batch: RawBatch, started_ns: int) -> None:
-        if (any(v is None for v in self.versions) or not self.unchanged()
-                or not all(_settled(v, started_ns) for v in self.versions)):
+        if not self.keepable(started_ns):
             return
         with _HELD_LOCK:
             _HELD[self.table] = (self.name, RawBatch(batch.accepted, batch.quarantine, copy.deepcopy(batch.counts)))

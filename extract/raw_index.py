@@ -93,10 +93,6 @@ class TranscriptIndex:
             wanted |= {f for f, fd in self.folder_day.items() if fd == d}
         return [f for f in self.files if f in wanted]
 
-    def owned_mask(self, path: Path, stored: pl.DataFrame, days: set[date]) -> pl.Series:
-        """True for the stored rows of ``path`` whose conversation is owned by one of ``days``."""
-        return self.owner_days(path, stored).is_in(sorted(days)).fill_null(False).alias("owned")
-
     def owner_days(self, path: Path, stored: pl.DataFrame) -> pl.Series:
         """The day that owns each stored row of ``path`` (its conversation's day).
 

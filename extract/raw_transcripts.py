@@ -314,7 +314,7 @@ def load_transcript_days(files: list[Path], files_by_day: dict[date, list[Path]]
     if df is None:
         out = {d: _empty_day(infos[d], d) for d in days}
         return _with_starts(out, infos, None) if starts else out
-    read_starts = conversation_starts(df.select(*HISTORY_COLUMNS, DAY_COL)) if starts else None
+    day_starts = conversation_starts(df.select(*HISTORY_COLUMNS, DAY_COL)) if starts else None
     df, copies = transcript_rules(df)
     good = df.filter(pl.col(REASON_COL).is_null())
     bad = df.filter(pl.col(REASON_COL).is_not_null())
@@ -363,7 +363,7 @@ def load_transcript_days(files: list[Path], files_by_day: dict[date, list[Path]]
         if counts["raw_rows"] != counts["accepted"] + counts["quarantined"]:  # invariant of CONTRACT §1
             raise RuntimeError(f"internal error: transcripts rows do not reconcile: {counts}")
         out[d] = RawBatch(acc, q, counts)
-    return _with_starts(out, infos, read_starts) if starts else out
+    return _with_starts(out, infos, day_starts) if starts else out
 
 
 def _with_starts(out: dict[date, RawBatch], infos: dict[date, dict], starts: pl.DataFrame | None) -> dict[date, RawBatch]:
