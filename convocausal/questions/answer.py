@@ -13,6 +13,7 @@ import duckdb
 
 from checks.verdict import CheckOutcome, evaluate_checks
 from configs.questions import Question
+from convocausal.questions.confounding import shared_scans
 from convocausal.questions.extraction_sensitivity import apply_extraction_sensitivity
 from convocausal.questions.outcomes import question_outcomes
 from convocausal.questions.preflight import Preflight, run_preflight
@@ -47,6 +48,12 @@ class QuestionAnswer:
 
 def answer_question(con: duckdb.DuckDBPyConnection, question: Question, catalog: list[dict],
                     seed: int = 0, relation: str = "signals") -> QuestionAnswer:
+    with shared_scans():  # the guardrails' answers (question_outcomes) reuse the question's confounding scans
+        return _answer(con, question, catalog, seed, relation)
+
+
+def _answer(con: duckdb.DuckDBPyConnection, question: Question, catalog: list[dict], seed: int,
+            relation: str) -> QuestionAnswer:
     spec = spec_for(question)
     pre = run_preflight(con, question, catalog, spec.preflight, relation)
     if not pre.ok:

@@ -96,7 +96,8 @@ def _psm_after(con, question: Question, by_name: dict, relation: str, result: Es
 
     graph = identify(question, list(by_name.values()), frozenset(turn_covariates(question, by_name)))
     where, params = window_sql(question)
-    out = confounding_diagnostics(con, question, graph.unadjusted, relation, where, params, result)
+    out = confounding_diagnostics(con, question, graph.unadjusted, relation, where, params, result,
+                                  also_outcomes=[g.outcome for g in question.guardrails])
     mediators = ", ".join(graph.mediators[:12]) + (" …" if len(graph.mediators) > 12 else "")
     out.append(Diagnostic(
         "causal_graph", float(len(graph.unadjusted)), 0.0, True,
