@@ -25,7 +25,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
-from extract.history import HistoryCarry
+from extract.history import FILE_STARTS_SCHEMA, HistoryCarry, HistoryKey
 from extract.raw import (
     QUARANTINE_SCHEMA,
     REASON_UNREADABLE_FILE,
@@ -36,6 +36,7 @@ from extract.raw import (
     load_transcripts_days,
 )
 from extract.raw_batch import validate_accepted
+from extract.raw_cache import StartsCache
 from extract.raw_index import transcript_index
 from extract.redact import SHIPPED_SALT, pseudonymize_ids, redact_labels
 from extract.schemas import TranscriptSchema
@@ -90,8 +91,9 @@ def extract_days(raw_dir: str | Path, days: list[date], config, outcomes: RawBat
     ``on_unreadable="quarantine"`` skips a corrupt file and puts one file-level row in the day's
     quarantine (``raw_row`` null: its rows cannot be counted) instead of stopping the run.
 
-    ``cache_dir``: the raw cache (:mod:`extract.raw_cache`) for the conversation index, so a
-    nightly run reads only the new or changed transcript files to build it.
+    ``cache_dir``: the raw cache (:mod:`extract.raw_cache`) for the conversation index and the
+    files' conversation starts, so a nightly run reads only the new or changed transcript files to
+    build the index and its memory window.
     """
     requested = sorted(set(days))
     if not requested:
@@ -105,7 +107,9 @@ def extract_days(raw_dir: str | Path, days: list[date], config, outcomes: RawBat
                            "signals config (`customer_key: {salt: …}`) before sharing the store")
     wanted = sorted(set(requested) | set(continued))
     index = transcript_index(raw_dir, cache_dir)  # once per run: each look-up walks the landing directory
-    carry = HistoryCarry(config.memory.window_days, index)
+    key = HistoryKey.from_salt(config.customer_key.salt)
+    starts_cache = StartsCache(cache_dir, FILE_STARTS_SCHEMA) if cache_dir is not None else None
+    carry = HistoryCarry(config.memory.window_days, index, key, starts_cache)
     sides = _SideTables(outcomes.accepted, customers.accepted)
     for chunk in _chunks(raw_dir, wanted, max_messages, on_unreadable, index, timings):
         for result in _extract_chunk(chunk, config, sides, intent_extractor, carry, timings):
@@ -113,6 +117,8 @@ def extract_days(raw_dir: str | Path, days: list[date], config, outcomes: RawBat
             result.warnings = notes.get(result.day, []) + first_notes
             first_notes = []
             yield result
+    if starts_cache is not None:  # the starts of files removed or changed since are of no further use
+        starts_cache.prune(index.files, key)
 
 
 def _extracted_again(day: date, into: list[date]) -> str:

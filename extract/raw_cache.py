@@ -8,12 +8,18 @@ under the version of the files it came from, and a later process reads it back i
 
 * ``index/<digest>.parquet``: one transcript file's summary (id hash, filed day, first ts), the
   ``parts`` entry of the index build; only new or changed files are read.
+* ``starts/<digest>.parquet``: one transcript file's conversation starts for the memory history
+  (:func:`extract.history.read_starts`): per conversation a keyed 64-bit hash of its id and of its
+  first-turn customer (seeded from the ``customer_key`` salt, whose hash is part of the key), its
+  first turn and first timestamp, and the index's id hash. A nightly run reads its 30-day window
+  from these instead of ≈ 10M transcript rows.
 * ``<table>-<digest>.json`` + ``.accepted.parquet`` + ``.quarantine.parquet``: the validated
   ``outcomes`` / ``customers`` batch (accepted rows, quarantine rows, counts) *before* the
   known-conversation check, which is applied on top (:func:`extract.raw.apply_known_conversations`).
 
-What the pipeline uses: only the index entries (``signals_day``, ``analysis_store``, the extraction
-report, ``convocausal run``), which hold 64-bit hashes of the ids and timestamps, no raw value. The
+What the pipeline uses: the index entries (``signals_day``, ``analysis_store``, the extraction
+report, ``convocausal run``), which hold 64-bit hashes of the ids and timestamps, no raw value, and
+the starts entries (``signals_day``), which hold keyed hashes, turns and timestamps, no raw value. The
 table entries hold the accepted rows as they came in (a customer's persona with a card number in it,
 an outcome's conversation id that is an e-mail address: ``tests/test_privacy.py`` found the first in
 ``customers-*.accepted.parquet``), and no raw PII goes into the store, so the assets validate
@@ -47,6 +53,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -165,6 +172,60 @@ class IndexCache:
         with contextlib.suppress(OSError):
             _remove([p for p in self.dir.glob("*.parquet") if p.name not in self.used and
                      not p.name.startswith(_TMP_PREFIX)])
+            _remove(_stale_tmp(self.dir))
+
+
+# ============================================================================ conversation starts
+@dataclass(frozen=True)
+class StartsEntry:
+    name: str
+    version: tuple
+    frame: pl.DataFrame | None  # the kept starts, None when there are none (yet)
+
+
+class StartsCache:
+    """Per-file conversation starts for the memory history, one parquet file per file version and
+    history key (:meth:`prune` removes the entries of files no longer present or changed)."""
+
+    def __init__(self, cache_dir: str | os.PathLike, schema: dict[str, pl.DataType]):
+        self.dir = Path(cache_dir) / "starts"
+        self.schema = schema
+
+    def lookup(self, path: Path, key) -> StartsEntry | None:
+        """The entry of ``path``'s current version under ``key`` (a :class:`extract.history.HistoryKey`):
+        its kept starts or ``frame=None``; None when the file cannot be stat'ed."""
+        version = file_version(path)
+        if version is None:
+            return None
+        name = self._name(version, key)
+        try:
+            frame = pl.read_parquet(self.dir / name)
+            if dict(frame.schema) != self.schema:
+                frame = None
+        except Exception:  # noqa: BLE001 - absent or corrupt: computed again
+            frame = None
+        return StartsEntry(name, version, frame)
+
+    def store(self, entry: StartsEntry, path: Path, started_ns: int, frame: pl.DataFrame) -> None:
+        """Keep ``frame`` unless the file changed since the entry was looked up or is too recent."""
+        if file_version(path) != entry.version or not _settled(entry.version, started_ns):
+            return
+        if dict(frame.schema) != self.schema:
+            raise RuntimeError(f"internal error: starts of {path} do not have the cached schema: {frame.schema}")
+        _write_atomic(self.dir / entry.name, frame.write_parquet)
+
+    @staticmethod
+    def _name(version: tuple, key) -> str:
+        return _digest(["starts", *version, key.digest]) + ".parquet"
+
+    def prune(self, files: Iterable[Path], key) -> None:
+        """Remove every entry but those of the current versions of ``files`` under ``key`` (entries of
+        files removed or changed, or of another salt), and stale temp files."""
+        if not self.dir.is_dir():
+            return
+        keep = {self._name(v, key) for v in map(file_version, files) if v is not None}
+        with contextlib.suppress(OSError):
+            _remove([p for p in self.dir.glob("*.parquet") if p.name not in keep and not p.name.startswith(_TMP_PREFIX)])
             _remove(_stale_tmp(self.dir))
 
 

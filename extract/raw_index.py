@@ -113,6 +113,14 @@ class TranscriptIndex:
             owner = owner.fill_null(own_day)
         return owner
 
+    def file_owners(self, path: Path, hashes: pl.Series) -> pl.Series | None:
+        """The owner day of each conversation hash of ``path`` (null where the index does not know
+        it in this file); None when the index holds no ids for the file."""
+        table = self._file_owners.get(path)
+        if table is None:
+            return None
+        return pl.DataFrame({H: hashes}).join(table, on=H, how="left", maintain_order="left")[OWNER]
+
     def continued(self, days: Iterable[date]) -> dict[date, list[date]]:
         """Days outside ``days`` that own conversations with rows filed on one of ``days``:
         owner day → the days of ``days`` its conversations continue into."""

@@ -72,7 +72,8 @@ def extract_signals(
     those columns). ``outcomes``: conversation_id + downstream outcome columns. ``customers``:
     customer_id + persona_segment. ``history``: customer_id + started_at of conversations from
     earlier days, so ``memory_has_prior_session`` is right across day partitions; it may carry
-    ``customer_key`` instead of ``customer_id`` (e.g. read back from the signals store).
+    ``customer_key`` instead of ``customer_id`` (e.g. read back from the signals store), or
+    ``customer_hash`` keyed with the config's salt (:mod:`extract.history`).
     ``intent_extractor``: any ``IntentExtractor``; default the one the config names
     (``extract.intent.extractor_from_config``), never silently the rules for a config that asks for
     a learned model — that one needs its model folder, so build it with
@@ -112,7 +113,7 @@ def extract_signals(
     keys = customer_keys(out["customer_id"], config.customer_key.salt)
     out = out.join(keys, on="customer_id", how="left")
     lap("customer_key")
-    prior = prior_session(out, history_rows(history), config.memory.window_days)
+    prior = prior_session(out, history_rows(history), config.memory.window_days, config.customer_key.salt)
     out = out.with_columns(prior.alias("__prior"))
     lap("memory")
 

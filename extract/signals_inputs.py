@@ -96,14 +96,16 @@ def join_side(out: pl.DataFrame, side: pl.DataFrame, key: str) -> pl.DataFrame:
 
 
 def history_rows(history: Frame | None) -> pl.DataFrame | None:
-    """Earlier conversation starts: (customer_id or customer_key, started_at as UTC), nulls dropped."""
+    """Earlier conversation starts: (customer_id, customer_key or customer_hash; started_at as UTC),
+    nulls dropped."""
     if history is None:
         return None
     lf = history.lazy()
     schema = lf.collect_schema()
-    who = "customer_id" if "customer_id" in schema else "customer_key"
-    if who not in schema or "started_at" not in schema:
-        raise ValueError("history frame needs started_at and customer_id (or customer_key)")
+    who = next((c for c in ("customer_id", "customer_hash", "customer_key") if c in schema), None)
+    if who is None or "started_at" not in schema:
+        raise ValueError("history frame needs started_at and customer_id (or customer_key, customer_hash)")
     return lf.select(
-        pl.col(who).cast(pl.String), utc(pl.col("started_at"), schema["started_at"]).alias("started_at")
+        pl.col(who).cast(pl.UInt64 if who == "customer_hash" else pl.String),
+        utc(pl.col("started_at"), schema["started_at"]).alias("started_at"),
     ).drop_nulls().collect()

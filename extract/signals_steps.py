@@ -21,16 +21,25 @@ from extract.signals_queries import GID
 
 
 # --------------------------------------------------------------------------- conversation-level steps
-def prior_session(base: pl.DataFrame, history: pl.DataFrame | None, window_days: float) -> pl.Series:
+def prior_session(base: pl.DataFrame, history: pl.DataFrame | None, window_days: float,
+                  salt: str | None = None) -> pl.Series:
     """True where the customer started another conversation strictly earlier, within the window.
 
     Earlier starts come from ``history`` (earlier day partitions) and from this batch itself.
     An as-of join finds each conversation's nearest strictly earlier start of the same customer.
-    ``history`` identifies customers by ``customer_id`` or, when it comes from the signals
-    store, by ``customer_key``; the batch is matched on the same column. Returns one value per
-    row of ``base`` (in order).
+    ``history`` identifies customers by ``customer_id``, by ``customer_key`` (read back from the
+    signals store) or by ``customer_hash`` (the extraction's own history, :mod:`extract.history`,
+    keyed with ``salt``); the batch is matched on the same column. Returns one value per row of
+    ``base`` (in order).
     """
-    by = "customer_id" if history is None or "customer_id" in history.columns else "customer_key"
+    from extract.history import CUSTOMER_HASH, HistoryKey
+
+    by = "customer_id" if history is None or "customer_id" in history.columns else \
+        CUSTOMER_HASH if CUSTOMER_HASH in history.columns else "customer_key"
+    if by == CUSTOMER_HASH:
+        if salt is None:
+            raise ValueError("a history keyed by customer_hash needs the salt it was keyed with")
+        base = base.with_columns(HistoryKey.from_salt(salt).hash(pl.col("customer_id")).alias(CUSTOMER_HASH))
     known = base.select(GID, pl.col(by), pl.col("started_at")).filter(pl.col(by).is_not_null())
     events = [known.select(pl.col(by), pl.col("started_at").alias("prev_start"))]
     if history is not None and history.height:

@@ -20,8 +20,20 @@ import pytest
 from configs.signals import load_signals_config
 from data_fixtures.generator import generate
 from extract.day import extract_days
-from extract.history import HistoryCarry, conversation_starts, history_window, load_history
+from extract.history import (
+    CUSTOMER_HASH,
+    FILE_STARTS_SCHEMA,
+    HistoryCarry,
+    HistoryKey,
+    conversation_starts,
+    history_window,
+    load_history,
+    read_raw_starts,
+    read_starts,
+    window,
+)
 from extract.raw import load_customers, load_outcomes, load_transcripts_day, load_transcripts_days
+from extract.raw_cache import StartsCache
 from extract.raw_cast import add_reason, add_reasons
 from extract.raw_index import transcript_index
 
@@ -178,19 +190,37 @@ def test_conversation_warnings_match_a_group_by(messy_landing):
     assert sum(b.counts["conversations"] for b in batches.values()) == per.height
 
 
+def _hashed(history: pl.DataFrame, key: HistoryKey) -> pl.DataFrame:
+    """A raw-id history (``customer_id, started_at``) keyed as the extraction keys it."""
+    return (history.select(key.hash(pl.col("customer_id")).alias(CUSTOMER_HASH), "started_at")
+            .select(CUSTOMER_HASH, "started_at").sort("started_at", CUSTOMER_HASH))
+
+
 @pytest.mark.parametrize("window_days", [2.5, 30])
-def test_carried_history_equals_a_read_of_the_window(messy_landing, window_days):
+@pytest.mark.parametrize("cache", ["none", "cold", "warm"])
+def test_carried_history_equals_a_read_of_the_window(messy_landing, tmp_path, window_days, cache, monkeypatch):
     """The history a chunk gets from the starts of the days read before it (``HistoryCarry``)
-    against :func:`load_history`, which reads the window's files: for every day, in chunks of
-    three days (some window days held, some not, held days dropped as the window moves on), with
-    an unreadable file (its day is read from the files again) and a flat file spanning days."""
+    against :func:`load_history`, which reads the window's raw rows, with its customers hashed:
+    for every day, in chunks of three days (some window days held, some not, held days dropped as
+    the window moves on), with an unreadable file (its day is read from the files again) and a
+    flat file spanning days; without the starts cache, with an empty one, and with one a run
+    before has filled (every window day not held then comes from the kept per-file starts)."""
+    from extract import raw_cache
+
+    monkeypatch.setattr(raw_cache, "SETTLE_SECONDS", 0.0)  # the fixture's files are seconds old
     index = transcript_index(messy_landing)
     days = list(index.days)
-    carry = HistoryCarry(window_days, index)
+    key = HistoryKey.from_salt("test salt")
+    starts_cache = None if cache == "none" else StartsCache(tmp_path / "cache", FILE_STARTS_SCHEMA)
+    if cache == "warm":
+        for d in days:
+            read_starts(window(d, window_days), index, key, starts_cache)
+        assert len(list((tmp_path / "cache" / "starts").glob("*.parquet"))) > 0
+    carry = HistoryCarry(window_days, index, key, starts_cache)
     seen = 0
     for k in range(0, len(days), 3):
         chunk = days[k:k + 3]
-        want = load_history(messy_landing, chunk[0], window_days, index=index)
+        want = _hashed(load_history(messy_landing, chunk[0], window_days, index=index), key)
         assert carry.history(chunk[0]).equals(want), chunk[0]
         seen += want.height
         batches = load_transcripts_days(messy_landing, chunk, "quarantine", index, validate=False, starts=True)
@@ -201,6 +231,66 @@ def test_carried_history_equals_a_read_of_the_window(messy_landing, window_days)
     assert seen > 0
     assert any(b.starts is None for b in load_transcripts_days(
         messy_landing, days, "quarantine", index, starts=True).values())
+
+
+def test_memory_from_the_keyed_history_equals_the_memory_from_raw_ids(messy_landing):
+    """``prior_session`` (the memory signal) with the keyed history (customers matched on their hash)
+    equals the flag with the raw-id history of :func:`load_history`, on the days of the messy landing
+    where the history changes the flag (asserted: without it, some flags differ)."""
+    from extract.signals_steps import prior_session
+
+    cfg = load_signals_config()
+    index = transcript_index(messy_landing)
+    salt = cfg.customer_key.salt
+    key = HistoryKey.from_salt(salt)
+    batches = load_transcripts_days(messy_landing, index.days, "quarantine", index, validate=False)
+    raw_starts = read_raw_starts(index.days, index)  # every day's starts read once: each window is a filter
+    keyed_starts = read_starts(index.days, index, key)
+    moved = 0
+    for day in index.days:
+        rows = batches[day].accepted
+        base = (rows.group_by("conversation_id").agg(pl.col("customer_id").sort_by("turn").first(),
+                                                      pl.col("ts").min().alias("started_at"))
+                .sort("conversation_id").with_row_index("__gid"))
+        raw = prior_session(base, history_window(raw_starts, day, 30), 30)
+        hashed = prior_session(base, history_window(keyed_starts, day, 30), 30, salt)
+        assert hashed.equals(raw), day
+        moved += int((raw != prior_session(base, None, 30)).sum())
+    assert moved > 0
+
+
+def test_kept_starts_are_read_back_and_pruned_and_hold_no_raw_id(messy_landing, tmp_path, monkeypatch):
+    """A second read of a window comes from the kept per-file starts (the files are not opened), gives
+    the same starts, and the entries hold no string at all; a changed file's entry is pruned."""
+    from extract import history, raw_cache
+
+    monkeypatch.setattr(raw_cache, "SETTLE_SECONDS", 0.0)
+    index = transcript_index(messy_landing)
+    key = HistoryKey.from_salt("test salt")
+    starts_cache = StartsCache(tmp_path / "cache", FILE_STARTS_SCHEMA)
+    days = set(index.days)  # every file, the unreadable one and the flat one too
+    first = read_starts(days, index, key, starts_cache)
+    entries = sorted((tmp_path / "cache" / "starts").glob("*.parquet"))
+    assert entries and first.height
+    for e in entries:
+        assert all(not dtype.is_(pl.String) for dtype in pl.read_parquet_schema(e).values())
+    opened = []
+    real = history.read_file
+    monkeypatch.setattr(history, "read_file", lambda *a, **k: opened.append(a[0]) or real(*a, **k))
+    again = read_starts(days, index, key, starts_cache)
+    assert again.sort(list(again.columns)).equals(first.sort(list(first.columns)))
+    unreadable = []
+    for f in index.files_for(days):
+        try:
+            real(f, {}, ())
+        except history.Unreadable:
+            unreadable.append(f)
+    assert unreadable and sorted(opened) == sorted(unreadable)  # only the file that cannot be read, again
+    index.files_for(days)[0].touch()  # a new version: its entry is of no further use
+    starts_cache.prune(index.files, key)
+    assert len(list((tmp_path / "cache" / "starts").glob("*.parquet"))) == len(entries) - 1
+    other = read_starts(days, index, HistoryKey.from_salt("another salt"), starts_cache)  # no entry of it is read
+    assert other.height == first.height and not other[CUSTOMER_HASH].is_in(first[CUSTOMER_HASH].implode()).any()
 
 
 def test_conversation_starts_merge_a_conversation_owned_by_two_days():
