@@ -328,13 +328,19 @@ def extraction_report_from(con, config: SignalsConfig, openings: pl.DataFrame | 
     if n_null:
         histogram.append({"low": None, "high": None, "n": n_null})
 
+    no_rows = pl.DataFrame(schema={"conversation_id": pl.String, "intent": pl.String})
+
+    def opened_rows():
+        # only conversations that fell to the default can give an example: none fell, nothing to read
+        return _signal_rows(con, openings["conversation_id"], default) if n_default else no_rows
+
     def label_rows():
         if "conversation_id" not in labels.columns:  # accuracy_against says what is missing
-            return pl.DataFrame(schema={"conversation_id": pl.String, "intent": pl.String})
+            return no_rows
         return _signal_rows(con, labels["conversation_id"])
 
     return _assemble(config, n, classes, n_default, by_day, histogram, threshold, openings, labels,
-                     lambda: _signal_rows(con, openings["conversation_id"], default), label_rows, n_examples)
+                     opened_rows, label_rows, n_examples)
 
 
 _BY_DAY_SCHEMA = {"date": pl.Date, "n": pl.Int64, "n_default": pl.Int64}

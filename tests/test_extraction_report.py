@@ -339,6 +339,7 @@ def test_the_counted_report_equals_the_report_of_every_row():
               "neither": sig.drop("date", "intent_confidence"),
               "integer ids": sig.with_columns(pl.int_range(pl.len()).alias("conversation_id")),
               "float32 confidence": sig.with_columns(pl.col("intent_confidence").cast(pl.Float32)),
+              "nothing fell": sig.filter((pl.col("intent") != config.intent.default) & pl.col("intent").is_not_null()),
               "empty": sig.head(0), "empty, no confidence": sig.head(0).drop("intent_confidence"),
               "null intents": sig.filter(pl.col("intent").is_null()), "null dates": sig.filter(pl.col("date").is_null())}
     raised = set()
@@ -352,6 +353,8 @@ def test_the_counted_report_equals_the_report_of_every_row():
     # both paths raise alike where the frame's did: labels against only null intents (the accuracy is a
     # mean of nulls) and days that are all null (no calendar to test) -- neither in a validated store
     assert raised == {("null intents", "labels"), ("null dates",), ("null dates", "openings"), ("null dates", "labels")}
+    nothing_fell, _ = _both_paths(frames["nothing fell"], config, openings=_openings_and_labels(frames["nothing fell"])[0])
+    assert nothing_fell["n_default"] == 0 and nothing_fell["unmatched_examples"] == []
     empty, _ = _both_paths(sig.head(0), config)
     assert empty["n_conversations"] == 0 and empty["default_share"] is None and empty["default_share_by_day"] == []
     assert [b["n"] for b in empty["confidence_histogram"]] == [0] * 10
