@@ -166,7 +166,7 @@ def cmd_report(args) -> int:
     from configs.signals import load_signals_config
     from convocausal.file_settings import FileSettingError, check_file_settings, check_write_target
     from convocausal.store import open_signals, store_paths
-    from extract.report import DEFAULT_SHARE_THRESHOLD, extraction_report, format_report, report_signals
+    from extract.report import DEFAULT_SHARE_THRESHOLD, extraction_report_from, format_report
 
     try:
         # without --raw the store's own folder stands in for it (the rules on paths are the same)
@@ -186,21 +186,20 @@ def cmd_report(args) -> int:
     except FileNotFoundError as exc:
         raise SignalsConfigError(f"--store {args.store}: {exc}") from exc
     try:
-        signals = report_signals(con)
+        openings = None
+        if args.raw is not None:
+            from extract.raw import load_transcripts
+            from extract.signals import opening_texts
+
+            if not args.raw.is_dir():
+                raise SignalsConfigError(f"--raw {args.raw}: not a directory")
+            openings = opening_texts(load_transcripts(args.raw).accepted, config.intent.opening_user_turns)
+        try:
+            report = extraction_report_from(con, config, openings=openings, labels=labels, threshold=threshold)
+        except ValueError as exc:
+            raise SignalsConfigError(f"--labels {args.labels}: {exc}") from exc
     finally:
         con.close()
-    openings = None
-    if args.raw is not None:
-        from extract.raw import load_transcripts
-        from extract.signals import opening_texts
-
-        if not args.raw.is_dir():
-            raise SignalsConfigError(f"--raw {args.raw}: not a directory")
-        openings = opening_texts(load_transcripts(args.raw).accepted, config.intent.opening_user_turns)
-    try:
-        report = extraction_report(signals, config, openings=openings, labels=labels, threshold=threshold)
-    except ValueError as exc:
-        raise SignalsConfigError(f"--labels {args.labels}: {exc}") from exc
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True, default=str))
     else:

@@ -16,6 +16,10 @@ default) or when one day's share jumps away from the 7 days before it (two-propo
 p < 0.001 *and* a move of at least 5 points: a large sample makes tiny moves significant).
 
 Pure polars; no Dagster (``assets/extraction.py`` and ``convocausal signals report`` wrap it).
+:func:`extraction_report` reads a frame of every conversation; :func:`extraction_report_from` gives
+the same report from a DuckDB ``signals`` relation, pulling only counts per (day, intent,
+confidence bin) and, for the openings and the labels, the rows of the conversations they name
+(at 10M conversations the frame of every row was most of the asset's time).
 """
 
 from __future__ import annotations
@@ -106,9 +110,60 @@ REPORT_COLUMNS = ("conversation_id", "date", "intent", "intent_confidence")
 def report_signals(con) -> pl.DataFrame:
     """The signals columns the report reads, from a DuckDB connection with a ``signals`` relation
     (a store written before ``intent_confidence`` existed simply lacks that column)."""
-    have = {row[0] for row in con.execute("DESCRIBE signals").fetchall()}
-    cols = [c for c in REPORT_COLUMNS if c in have]
+    cols = [c for c in REPORT_COLUMNS if c in _columns(con)]
     return pl.from_arrow(con.sql(f"SELECT {', '.join(cols)} FROM signals").to_arrow_table())
+
+
+def _columns(con) -> set[str]:
+    return {row[0] for row in con.execute("DESCRIBE signals").fetchall()}
+
+
+def signal_counts(con, bins: int = HISTOGRAM_BINS) -> pl.DataFrame:
+    """``[date,] intent, b, n``: conversations per (start day, intent, confidence bin) of a DuckDB ``signals`` relation.
+
+    ``b`` is the :func:`confidence_histogram` bin (null: no ``intent_confidence``); ``date`` is
+    absent when the relation has no such column. A few thousand rows where the relation has millions.
+    """
+    have = _columns(con)
+    keys = (["date"] if "date" in have else []) + ["intent"]
+    if "intent_confidence" in have:
+        c = "CAST(intent_confidence AS DOUBLE)"
+        # the frame's expression: clip to [0, 1], times bins, floor, clip to [0, bins - 1] (exact in
+        # doubles); greatest/least skip a NULL, so it stays NULL first; NaN (which DuckDB orders above 1)
+        # is bin -1 here, refused below
+        b = (f"CASE WHEN {c} IS NULL THEN NULL WHEN isnan({c}) THEN -1 ELSE least(greatest(CAST(floor("
+             f"least(greatest({c}, 0.0), 1.0) * {int(bins)}) AS BIGINT), 0), {int(bins) - 1}) END")
+    else:
+        b = "CAST(NULL AS BIGINT)"
+    got = pl.from_arrow(con.sql(
+        f"SELECT {', '.join(keys)}, {b} AS b, count(*) AS n FROM signals GROUP BY ALL").to_arrow_table())
+    nan = int(got.filter(pl.col("b") == -1)["n"].sum())
+    if nan:  # the frame path refuses them too (a NaN cannot be cast to a bin): never in a validated store
+        raise pl.exceptions.InvalidOperationError(f"intent_confidence holds {nan} NaN value(s): no histogram bin")
+    return got.with_columns(pl.col("b").cast(pl.Int64), pl.col("n").cast(pl.Int64))
+
+
+def newest_day(counts: pl.DataFrame):
+    """The latest start day of :func:`signal_counts` (None: no dated conversation); the frame's ``date.max()``."""
+    return counts["date"].max() if "date" in counts.columns and counts.height else None
+
+
+def _signal_rows(con, ids: pl.Series, default: str | None = None) -> pl.DataFrame:
+    """``conversation_id, intent`` of the stored conversations whose id (as text) is one of ``ids``
+    (``default``: only those whose intent is ``default`` or null, the ones :func:`unmatched_examples` keeps)."""
+    wanted = pl.DataFrame({"id": ids.cast(pl.String)}).drop_nulls().unique().to_arrow()
+    fell = "(intent = $default OR intent IS NULL) AND " if default is not None else ""
+    con.register(_WANTED, wanted)
+    try:
+        return pl.from_arrow(con.sql(
+            f"SELECT conversation_id, intent FROM signals WHERE {fell}"
+            f"CAST(conversation_id AS VARCHAR) IN (SELECT id FROM {_WANTED})",
+            params={"default": default} if default is not None else None).to_arrow_table())
+    finally:
+        con.unregister(_WANTED)
+
+
+_WANTED = "_report_wanted_ids"
 
 
 def default_share_by_day(signals: pl.DataFrame | pl.LazyFrame, default: str) -> pl.DataFrame:
@@ -242,7 +297,61 @@ def extraction_report(signals: pl.DataFrame, config: SignalsConfig, openings: pl
                .with_columns((pl.col("n") / max(n, 1)).alias("share")).sort(["n", "intent"], descending=[True, False]))
     n_default = int(signals.select(((pl.col("intent") == default) | pl.col("intent").is_null()).sum()).item()) if n else 0
     by_day = default_share_by_day(signals, default) if "date" in signals.columns and n else pl.DataFrame(
-        schema={"date": pl.Date, "n": pl.Int64, "n_default": pl.Int64})
+        schema=_BY_DAY_SCHEMA)
+    return _assemble(config, n, classes, n_default, by_day, confidence_histogram(signals), threshold,
+                     openings, labels, lambda: signals, lambda: signals, n_examples)
+
+
+def extraction_report_from(con, config: SignalsConfig, openings: pl.DataFrame | None = None,
+                           labels: pl.DataFrame | None = None, threshold: float = DEFAULT_SHARE_THRESHOLD,
+                           n_examples: int = N_EXAMPLES, counts: pl.DataFrame | None = None) -> dict:
+    """:func:`extraction_report` of a DuckDB connection's ``signals`` relation, equal to
+    ``extraction_report(report_signals(con), …)`` without a frame of every conversation.
+
+    The counts come from :func:`signal_counts` (``counts``: already read); the unmatched openers
+    and the label comparison read the rows of the conversations the openings or the labels name.
+    """
+    default = config.intent.default
+    counts = signal_counts(con) if counts is None else counts
+    is_default = (pl.col("intent") == default).fill_null(True)
+    n = int(counts["n"].sum())
+    classes = (counts.group_by("intent").agg(pl.col("n").sum().cast(pl.Int64))
+               .with_columns((pl.col("n") / max(n, 1)).alias("share")).sort(["n", "intent"], descending=[True, False]))
+    n_default = int(counts.filter(is_default)["n"].sum()) if n else 0
+    by_day = (counts.group_by("date").agg(pl.col("n").sum().cast(pl.Int64),
+                                          pl.col("n").filter(is_default).sum().cast(pl.Int64).alias("n_default"))
+              .sort("date") if "date" in counts.columns and n else pl.DataFrame(schema=_BY_DAY_SCHEMA))
+    binned = dict(counts.filter(pl.col("b").is_not_null()).group_by("b").agg(pl.col("n").sum()).iter_rows())
+    histogram = [{"low": i / HISTOGRAM_BINS, "high": (i + 1) / HISTOGRAM_BINS, "n": int(binned.get(i, 0))}
+                 for i in range(HISTOGRAM_BINS)]
+    n_null = int(counts.filter(pl.col("b").is_null())["n"].sum())
+    if n_null:
+        histogram.append({"low": None, "high": None, "n": n_null})
+
+    no_rows = pl.DataFrame(schema={"conversation_id": pl.String, "intent": pl.String})
+
+    def opened_rows():
+        # only conversations that fell to the default can give an example: none fell, nothing to read
+        return _signal_rows(con, openings["conversation_id"], default) if n_default else no_rows
+
+    def label_rows():
+        if "conversation_id" not in labels.columns:  # accuracy_against says what is missing
+            return no_rows
+        return _signal_rows(con, labels["conversation_id"])
+
+    return _assemble(config, n, classes, n_default, by_day, histogram, threshold, openings, labels,
+                     opened_rows, label_rows, n_examples)
+
+
+_BY_DAY_SCHEMA = {"date": pl.Date, "n": pl.Int64, "n_default": pl.Int64}
+
+
+def _assemble(config: SignalsConfig, n: int, classes: pl.DataFrame, n_default: int, by_day: pl.DataFrame,
+              histogram: list[dict], threshold: float, openings: pl.DataFrame | None, labels: pl.DataFrame | None,
+              opened_rows, labelled_rows, n_examples: int) -> dict:
+    """The report dict of both entry points; ``opened_rows``/``labelled_rows`` give (at least) the
+    signals rows of the conversations the openings/labels name, read only when those are given."""
+    default = config.intent.default
     check = default_share_check(by_day, threshold=threshold)
     out = {
         "n_conversations": n,
@@ -251,7 +360,7 @@ def extraction_report(signals: pl.DataFrame, config: SignalsConfig, openings: pl
         "n_default": n_default,
         "default_share": n_default / n if n else None,
         "class_counts": classes.to_dicts(),
-        "confidence_histogram": confidence_histogram(signals),
+        "confidence_histogram": histogram,
         "default_share_by_day": [{"date": str(d), "n": c, "n_default": k}
                                  for d, c, k in by_day.select("date", "n", "n_default").iter_rows()],
         "default_share_check": check.as_dict(),
@@ -261,9 +370,9 @@ def extraction_report(signals: pl.DataFrame, config: SignalsConfig, openings: pl
     }
     if openings is not None:
         out["rule_hits"] = rule_match_counts(openings.select("conversation_id", "opening_text"), config).to_dicts()
-        out["unmatched_examples"] = unmatched_examples(openings, signals, default, n_examples)
+        out["unmatched_examples"] = unmatched_examples(openings, opened_rows(), default, n_examples)
     if labels is not None:
-        out["labels"] = accuracy_against(signals, labels)
+        out["labels"] = accuracy_against(labelled_rows(), labels)
     return out
 
 

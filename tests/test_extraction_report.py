@@ -249,3 +249,141 @@ def test_a_second_extractor_from_the_landing_dir_joins_the_store(sgd_store, tmp_
         f"JOIN {COMPARE_RELATION} c ON s.conversation_id = c.conversation_id").fetchone()
     # the model (fit on every label) and the rules disagree on some conversations, not most
     assert n_joined == 1006 and 0 < n_diff < 1006 / 4, n_diff
+
+
+# --------------------------------------------------------------------------- counts in DuckDB = the frame of rows
+def _con_with(signals: pl.DataFrame):
+    con = duckdb.connect()
+    con.register("signals_frame", signals.to_arrow())
+    con.execute("CREATE TABLE signals AS SELECT * FROM signals_frame")
+    con.unregister("signals_frame")
+    return con
+
+
+def _comparable(report: dict) -> dict:
+    # the confusion is sorted by (gold, n desc): ties between predictions come in either order on either path
+    if report["labels"] is not None:
+        report = {**report, "labels": {**report["labels"], "confusion": sorted(
+            report["labels"]["confusion"], key=lambda c: (c["gold"], -c["n"], str(c["predicted"])))}}
+    return report
+
+
+def _both_paths(signals: pl.DataFrame, config, **kw) -> tuple[dict, dict]:
+    """Both reports of ``signals``; where the frame's raises, the counted one raises the same."""
+    from extract.report import extraction_report_from, report_signals
+
+    con = _con_with(signals)
+    try:
+        try:
+            rows = extraction_report(report_signals(con), config, **kw)
+        except Exception as exc:  # noqa: BLE001 - compared below
+            with pytest.raises(type(exc)):
+                extraction_report_from(con, config, **kw)
+            return {"raised": type(exc)}, {"raised": type(exc)}
+        counted = extraction_report_from(con, config, **kw)
+    finally:
+        con.close()
+    return _comparable(rows), _comparable(counted)
+
+
+def _messy_signals(n: int = 5000, seed: int = 3) -> pl.DataFrame:
+    """Nulls in every column, the default and unknown intents, confidences on the bin edges and outside 0..1."""
+    rng = np.random.default_rng(seed)
+    days = [dt.date(2026, 3, 1) + dt.timedelta(days=int(d)) for d in rng.integers(0, 30, n)]
+    intents = np.array(["other", "refund_request", "Order.Status", "billing", "other"], dtype=object)[
+        rng.integers(0, 5, n)]
+    edges = [0.0, 0.1, 0.2, 0.3, 0.7, 0.9, 0.95, 1.0, -0.5, 1.5, 0.9999999999, 1e-12, float("inf"), float("-inf")]
+    conf = np.where(rng.random(n) < 0.5, rng.random(n), np.array(edges)[rng.integers(0, len(edges), n)])
+    ids = [f"c{i % (n - 40)}" for i in range(n)]  # some ids twice
+    frame = pl.DataFrame({"conversation_id": ids, "date": days, "intent": intents.tolist(), "intent_confidence": conf,
+                          "resolved": rng.random(n) < 0.5})
+    rows = np.arange(n)
+    return frame.with_columns(
+        pl.when(pl.lit(rows % 17 == 0)).then(None).otherwise(pl.col("intent")).alias("intent"),
+        pl.when(pl.lit(rows % 11 == 0)).then(None).otherwise(pl.col("intent_confidence")).alias("intent_confidence"),
+        pl.when(pl.lit(rows % 97 == 0)).then(None).otherwise(pl.col("date")).alias("date"),
+        pl.when(pl.lit(rows % 501 == 0)).then(None).otherwise(pl.col("conversation_id")).alias("conversation_id"),
+    )
+
+
+def _openings_and_labels(signals: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    ids = signals["conversation_id"].cast(pl.String).drop_nulls().unique().sort().to_list()
+    open_ids = ids[::3] + ["not-stored-1", None]
+    texts = [None if i % 7 == 0 else ("  " if i % 13 == 0 else f"hello {i}, mail me at a{i}@example.com")
+             for i in range(len(open_ids))]
+    openings = pl.DataFrame({"conversation_id": open_ids, "opening_text": texts})
+    lab_ids = ids[::2] + ["not-stored-2", ids[0], None]
+    lab = np.array(["refund-request", "ORDER_status", "Billing", "other", "travel"], dtype=object)
+    labels = pl.DataFrame({"conversation_id": lab_ids, "intent": lab[np.arange(len(lab_ids)) % 5].tolist()})
+    return openings, labels
+
+
+def test_the_counted_report_equals_the_report_of_every_row():
+    """extraction_report_from (counts and the named rows from DuckDB) == extraction_report (a frame of every row)."""
+    config = load_signals_config(None)
+    sig = _messy_signals()
+    openings, labels = _openings_and_labels(sig)
+    for kw in ({}, {"openings": openings}, {"labels": labels}, {"openings": openings, "labels": labels, "threshold": 0.9},
+               {"openings": openings.head(0), "labels": labels.head(0)}):
+        rows, counted = _both_paths(sig, config, **kw)
+        assert counted == rows, kw
+    rows, _ = _both_paths(sig, config, openings=openings, labels=labels)
+    # the data reaches every branch: nulls, null-date day, unmatched openers, labels without a conversation
+    assert rows["confidence_histogram"][-1]["low"] is None and rows["default_share_by_day"][0]["date"] == "None"
+    assert rows["unmatched_examples"] and all("@" not in t for t in rows["unmatched_examples"])
+    assert rows["labels"]["n_labelled"] > 0 and len(rows["labels"]["confusion"]) > 1
+    assert None in {r["intent"] for r in rows["class_counts"]}
+
+    # a store written before intent_confidence existed, one without dates, integer ids, an empty store
+    frames = {"no confidence": sig.drop("intent_confidence"), "no date": sig.drop("date"),
+              "neither": sig.drop("date", "intent_confidence"),
+              "integer ids": sig.with_columns(pl.int_range(pl.len()).alias("conversation_id")),
+              "float32 confidence": sig.with_columns(pl.col("intent_confidence").cast(pl.Float32)),
+              "nothing fell": sig.filter((pl.col("intent") != config.intent.default) & pl.col("intent").is_not_null()),
+              "empty": sig.head(0), "empty, no confidence": sig.head(0).drop("intent_confidence"),
+              "null intents": sig.filter(pl.col("intent").is_null()), "null dates": sig.filter(pl.col("date").is_null())}
+    raised = set()
+    for name, frame in frames.items():
+        op, lab = _openings_and_labels(frame) if frame.height else (openings, labels)
+        for kw in ({}, {"openings": op}, {"labels": lab}):
+            rows, counted = _both_paths(frame, config, **kw)
+            assert counted == rows, (name, kw.keys())
+            if "raised" in rows:
+                raised.add((name, *kw))
+    # both paths raise alike where the frame's did: labels against only null intents (the accuracy is a
+    # mean of nulls) and days that are all null (no calendar to test) -- neither in a validated store
+    assert raised == {("null intents", "labels"), ("null dates",), ("null dates", "openings"), ("null dates", "labels")}
+    nothing_fell, _ = _both_paths(frames["nothing fell"], config, openings=_openings_and_labels(frames["nothing fell"])[0])
+    assert nothing_fell["n_default"] == 0 and nothing_fell["unmatched_examples"] == []
+    empty, _ = _both_paths(sig.head(0), config)
+    assert empty["n_conversations"] == 0 and empty["default_share"] is None and empty["default_share_by_day"] == []
+    assert [b["n"] for b in empty["confidence_histogram"]] == [0] * 10
+
+
+def test_the_counted_report_on_a_store_equals_the_frame_and_refuses_nan(sgd_store):
+    from convocausal.store import open_signals, store_paths
+    from extract.report import extraction_report_from, newest_day, report_signals, signal_counts
+
+    s = sgd_store
+    config = load_signals_config(s["config"])
+    openings = opening_texts(load_transcripts(s["landing"]["raw"]).accepted, config.intent.opening_user_turns)
+    labels = pl.read_parquet(s["landing"]["labels"])
+    con = open_signals(store_paths(s["store"]))
+    try:
+        rows = report_signals(con)
+        counts = signal_counts(con)
+        assert newest_day(counts) == rows["date"].max()
+        want = extraction_report(rows, config, openings=openings, labels=labels)
+        assert _comparable(extraction_report_from(con, config, openings=openings, labels=labels)) == _comparable(want)
+        assert extraction_report_from(con, config, counts=counts) == extraction_report(rows, config)
+    finally:
+        con.close()
+    nan = pl.DataFrame({"conversation_id": ["a", "b"], "intent": ["x", "y"], "intent_confidence": [0.5, float("nan")]})
+    for report in (lambda con: extraction_report(report_signals(con), config),
+                   lambda con: extraction_report_from(con, config)):
+        con = _con_with(nan)
+        with pytest.raises(pl.exceptions.InvalidOperationError):
+            report(con)
+        con.close()
+    with pytest.raises(ValueError, match="missing conversation_id"):
+        extraction_report_from(_con_with(nan.drop("intent_confidence")), config, labels=pl.DataFrame({"intent": ["x"]}))
