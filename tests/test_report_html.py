@@ -64,6 +64,24 @@ def test_text_from_the_data_is_escaped(page):
     assert PLANTED_HTML in "".join(parsed.text)  # ... it is shown as the text it is
 
 
+def test_page_equals_a_plain_render_of_the_memo(tmp_path):
+    """The plots' URIs stand aside while the text is parsed (speed); the page is exactly what markdown-it
+    gives for the memo as it is, on a stored memo with its plots and on the link check's edge cases (an
+    image in a table cell, in a link, a refused ``data:text/html`` URI, a token-looking word)."""
+    from convocausal.report_html import _renderer, memo_html
+
+    paths, question, _, _ = stored_case(tmp_path)
+    memo = decision_memo(paths, question).markdown_inline
+    png = "data:image/png;base64," + base64.b64encode(bytes(range(256)) * 40).decode()
+    edge = (memo + f"\n\n| a | b |\n|---|---|\n| ![x]({png}) | [y]({png}) |\n\n![bad](data:text/html;base64,PHNjcmlwdD4=)"
+            f"\n\n![gif](data:image/gif;base64,R0lGODlh) cc00img0x ![jpeg]( {png} )\n")
+    for text in (memo, edge):
+        assert "data:image/png;base64," in text
+        plain = _renderer().render(text)
+        page = memo_html(text, title="t")
+        assert page[page.index("<main>\n") + len("<main>\n"):page.index("</main>")] == plain
+
+
 def _chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found is None:
