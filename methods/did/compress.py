@@ -58,6 +58,13 @@ def compress(con: duckdb.DuckDBPyConnection, relation: str, outcome: str, keys: 
     DOUBLE (booleans become 0/1).
     """
     validate_columns(relation_columns(con, relation), {"outcome": outcome, **keys})
+    return compress_from(con, quote_ident(relation), outcome, keys, nullable)
+
+
+def compress_from(con: duckdb.DuckDBPyConnection, source: str, outcome: str, keys: dict[str, str],
+                  nullable: Sequence[str] = (), params: Sequence = ()) -> pd.DataFrame:
+    """``compress`` on a FROM item given as SQL (a quoted relation, or a parenthesised subquery with an
+    alias whose ``?`` placeholders take ``params``); its columns are not checked here."""
     cols = list(dict.fromkeys(keys.values()))
     y = f"CAST({quote_ident(outcome)} AS DOUBLE)"
     kq = [quote_ident(c) for c in cols]
@@ -67,9 +74,9 @@ def compress(con: duckdb.DuckDBPyConnection, relation: str, outcome: str, keys: 
     not_null = " AND ".join([f"{y} IS NOT NULL", *(f"{k} IS NOT NULL" for k, c in zip(kq, cols) if c not in skip_null)])
     sql = (
         f"SELECT {select}COUNT(*)::BIGINT AS n, SUM({y}) AS sum_y, SUM({y} * {y}) AS sum_y2 "
-        f"FROM {quote_ident(relation)} WHERE {not_null}" + (f" GROUP BY {', '.join(aliases)}" if cols else "")
+        f"FROM {source} WHERE {not_null}" + (f" GROUP BY {', '.join(aliases)}" if cols else "")
     )
-    raw = con.execute(sql).df()
+    raw = con.execute(sql, list(params)).df()
     cells = pd.DataFrame({role: raw[aliases[cols.index(col)]].to_numpy() for role, col in keys.items()},
                          index=raw.index)
     cells["n"] = raw["n"].to_numpy(np.int64)
