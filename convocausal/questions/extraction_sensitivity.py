@@ -34,6 +34,7 @@ from checks.catalog import CATALOG, NOT_APPLICABLE
 from checks.verdict import CheckOutcome, evaluate_checks
 from configs.questions import Question
 from convocausal.questions.preflight import window_sql
+from convocausal.questions.segment_scans import per_level
 from methods.plots import unrendered
 from methods.result import Diagnostic, EstimateResult, MethodRefusal
 from methods.sql import quote_ident as q
@@ -126,9 +127,18 @@ def sensitivity_diagnostics(con: duckdb.DuckDBPyConnection, spec, question: Ques
                               "the low-confidence rerun cannot be made.", "warn", check=CHECK, tested=False))
     else:
         where, params = window_sql(question)
-        n, n_low = con.execute(
-            f"SELECT count(*), count(*) FILTER (WHERE intent_confidence < ?) FROM {relation} WHERE {where}",
-            [threshold, *params]).fetchone()
+        select = "count(*), count(*) FILTER (WHERE intent_confidence < ?)"
+
+        def by_level(base: str, level_expr: str) -> dict:  # a segment's count: one scan for all its levels
+            out = con.execute(f"SELECT {level_expr}, {select} FROM {base} WHERE {where} GROUP BY 1",
+                              [threshold, *params]).fetchall()
+            return {row[0]: row[1:] for row in out}
+
+        got = per_level(con, relation, ("low_confidence", select, repr(threshold), where, repr(params)), by_level)
+        if got is None:
+            n, n_low = con.execute(f"SELECT {select} FROM {relation} WHERE {where}", [threshold, *params]).fetchone()
+        else:  # a level without rows in the window: what the query returns on no rows
+            n, n_low = got[1].get(got[0], (0, 0))
         share = n_low / n if n else 0.0
         if share < min_share:
             out.append(Diagnostic(
