@@ -268,11 +268,22 @@ def fit_cells(design: CellDesign, solver: str = "normal") -> CellFit:
     return CellFit(design, beta, cov_hc1(design, beta), "HC1")
 
 
+def numeric_block(n_rows: int, columns: Sequence[np.ndarray]) -> sp.csr_matrix:
+    """The intercept and ``columns`` as a sparse C×(1+k) block: the matrix
+    ``sp.csr_matrix(np.column_stack([ones, *columns]))`` (same entries, same sorted indices) without the
+    dense C×(1+k) array in between (event-study designs: 10⁵ cells × dozens of mostly-zero columns)."""
+    vals = [np.ones(n_rows)] + [np.asarray(v, dtype=float).reshape(n_rows) for v in columns]
+    nz = [np.arange(n_rows)] + [np.flatnonzero(v) for v in vals[1:]]  # flatnonzero: what csr_matrix keeps
+    indptr = np.concatenate([[0], np.cumsum([len(i) for i in nz])])
+    csc = sp.csc_matrix((np.concatenate([v[i] for v, i in zip(vals, nz)]), np.concatenate(nz), indptr),
+                        shape=(n_rows, len(vals)))
+    return csc.tocsr()
+
+
 def design_from_cells(cells: pd.DataFrame, numeric: dict[str, np.ndarray], fe_roles: Sequence[str] = (),
                       cluster_role: str | None = None, protect: Sequence[str] = ()) -> CellDesign:
     """Design on cells: intercept, the given numeric columns, then dummies for each fixed effect."""
-    dense = np.column_stack([np.ones(len(cells))] + [np.asarray(v, dtype=float) for v in numeric.values()])
-    cols = [sp.csr_matrix(dense)]
+    cols = [numeric_block(len(cells), list(numeric.values()))]
     names = ["const", *numeric.keys()]
     for role in fe_roles:
         mat, nm = dummies(cells[role], role)
