@@ -12,13 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import convocausal.questions.answer as answer_module
 import convocausal.questions.segment_scans as ss
 from configs.questions import Question
 from convocausal.questions import registry
 from convocausal.questions.answer import answer_question
 from convocausal.questions.preflight import rollout_preflight
 from convocausal.questions.registry import _run_did
-from methods.did.compress import compress
+from methods.did.compress import compress, compress_from, compress_sets
 from methods.result import MethodRefusal
 from tests.outcome_cases import CATALOG, connection, rollout_signals
 
@@ -138,7 +139,8 @@ def test_segment_rows_equal_the_per_view_reference(outcome, monkeypatch):
             con.close()
 
     shared = run("shared")
-    monkeypatch.setattr(ss, "segment_of", lambda relation: None)  # every level reads its own view
+    # no shared block: the question and every level read their own relation (the path before the sharing)
+    monkeypatch.setattr(answer_module, "shared_segment_scans", contextlib.nullcontext)
     own = run("own")
     assert len(seen["shared"]) == len(seen["own"]) == 1 + len(LEVELS)
     assert [r[1] for r in _rows(shared)] == [r[1] for r in _rows(own)]
@@ -159,3 +161,47 @@ def test_segment_rows_equal_the_per_view_reference(outcome, monkeypatch):
         assert [(c.name, c.state) for c in a.checks] == [(c.name, c.state) for c in b.checks]
         if outcome == "resolved":
             assert [(d.value, d.message) for d in a.diagnostics] == [(d.value, d.message) for d in b.diagnostics]
+        if a.result is not None:
+            for f in ("estimate", "std_error", "ci_low", "ci_high", "p_value", "naive_estimate"):
+                x, y = getattr(a.result, f), getattr(b.result, f)
+                assert x == pytest.approx(y, rel=tol, abs=0) if tol else _same(x, y), f
+            assert (a.result.n_treated, a.result.n_control) == (b.result.n_treated, b.result.n_control)
+            pd.testing.assert_frame_equal(a.result.extras["event_study"], b.result.extras["event_study"],
+                                          check_exact=not tol, rtol=tol or 1e-5, atol=0)
+
+
+@pytest.mark.parametrize("outcome", ["resolved", "handle_minutes"])
+def test_grouping_sets_give_each_query_its_own_cells(outcome):
+    """``compress_sets``: the keys' cells and each extra column's cells from one scan equal
+    ``compress_from`` run for each on its own."""
+    con = connection(_signals())
+    try:
+        src = "(SELECT *, CAST(channel AS VARCHAR) AS lvl, CAST(intent AS VARCHAR) AS lvl2 FROM signals) AS s"
+        keys = {"treated": "skill", "time": "week", "fe0": "intent"}
+        own, per = compress_sets(con, src, outcome, keys, ["lvl", "lvl2"], level_role="L")
+        refs = [compress_from(con, src, outcome, keys),
+                compress_from(con, src, outcome, {**keys, "L": "lvl"}, nullable=["L"]),
+                compress_from(con, src, outcome, {**keys, "L": "lvl2"}, nullable=["L"])]
+        for got, ref in zip([own, *per], refs):
+            assert list(got.columns) == list(ref.columns) and list(got.dtypes) == list(ref.dtypes)
+            a, b = _sorted(got.fillna({"L": "<null>"}) if "L" in got else got), \
+                _sorted(ref.fillna({"L": "<null>"}) if "L" in ref else ref)
+            pd.testing.assert_frame_equal(a, b, check_exact=outcome == "resolved", rtol=1e-12, atol=0)
+        assert per[0]["L"].isna().any() and len(per[0]) > len(own)
+    finally:
+        con.close()
+
+
+def test_scan_with_levels_gives_each_query_its_own_row():
+    con = connection(_signals())
+    try:
+        select = "count(*), count(DISTINCT date) FILTER (WHERE date < ?), avg(CASE WHEN resolved IS NULL THEN 1 ELSE 0 END)"
+        params = [pd.Timestamp("2026-03-30").date()]
+        own, (by_channel,) = ss.scan_with_levels(con, select, "signals", "TRUE", params, [ss.level_sql("channel")])
+        assert own == con.execute(f"SELECT {select} FROM signals", params).fetchone()
+        for level in LEVELS:
+            ref = con.execute(f"SELECT {select} FROM signals WHERE {ss.level_filter('channel', level)}",
+                              params).fetchone()
+            assert by_channel[level] == ref
+    finally:
+        con.close()

@@ -34,7 +34,7 @@ from convocausal.questions.preflight import (
     treated_sql,
     window_sql,
 )
-from convocausal.questions.segment_scans import SEGMENT, level_rows, per_level
+from convocausal.questions.segment_scans import SEGMENT, known_levels, level_rows, per_level, prefill
 from methods.result import Diagnostic, EstimateResult
 from methods.sql import quote_ident as q
 
@@ -169,7 +169,7 @@ def _sc_from_args(df: pd.DataFrame, args) -> EstimateResult:
 
 # ============================================================================ diff-in-diff
 def _run_did(con, question: Question, relation: str, seed: int):
-    from methods.did.compress import compress_from, validate_columns
+    from methods.did.compress import compress_from, compress_sets, validate_columns
     from methods.did.estimate import cell_keys, estimate_did_cells
 
     sel, sel_params = treated_sql(question)
@@ -196,12 +196,26 @@ def _run_did(con, question: Question, relation: str, seed: int):
         return compress_from(con, rows(base, f", {level_expr} AS {SEGMENT}"), question.outcome,
                              {**keys, SEGMENT: SEGMENT}, nullable=[SEGMENT], params=sel_params + params)
 
-    got = per_level(con, relation, ("did_cells", y, sel, repr(sel_params), where, repr(params), period, extra,
-                                    tuple(keys.items())), by_level)
-    if got is None:
-        cells = compress_from(con, rows(relation), question.outcome, keys, params=sel_params + params)
-    else:
+    def with_levels(base: str, level_exprs: list[str]) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+        names = [f"{SEGMENT}_{i}" for i in range(len(level_exprs))]
+        levels = "".join(f", {e} AS {a}" for e, a in zip(level_exprs, names))
+        return compress_sets(con, rows(base, levels), question.outcome, keys, names, level_role=SEGMENT,
+                             params=sel_params + params)
+
+    key = ("did_cells", y, sel, repr(sel_params), where, repr(params), period, extra, tuple(keys.items()))
+    got = per_level(con, relation, key, by_level)
+    if got is not None:
         cells = level_rows(got[1], got[0])
+    else:
+        # the question's segments take their cells from this scan too (GROUPING SETS), when their cells have
+        # the same keys (the segment column is no fixed effect) and the pre-flight saw few enough levels
+        from convocausal.questions.outcomes import MAX_SEGMENT_LEVELS
+
+        also = [c for c in dict.fromkeys(question.segments) if c not in fixed_effects
+                and (known_levels(con, relation, c) or MAX_SEGMENT_LEVELS + 1) <= MAX_SEGMENT_LEVELS]
+        found, cells = prefill(con, relation, also, key, with_levels)
+        if not found:
+            cells = compress_from(con, rows(relation), question.outcome, keys, params=sel_params + params)
     result = estimate_did_cells(cells, outcome=question.outcome, treated="_treated", time="_period",
                                 launch=question.launch, fixed_effects=fixed_effects, cluster=question.cluster,
                                 seed=seed, time_bucket=period)

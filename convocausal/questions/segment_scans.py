@@ -11,15 +11,21 @@ is null too), so each level gets the aggregates its own query returns: the same 
 summed by DuckDB as before (only the order of a level's output rows may differ, as between any two
 runs of a GROUP BY).
 
-A view is known here only while :func:`segment_view` has it open; anything else (the question's own
-relation, the extraction-sensitivity temp tables, the net-value view) reads as before.
+The question's own read can serve its segments too (:func:`prefill`): it runs with ``GROUP BY
+GROUPING SETS`` — the grand total (or the question's own keys) and the same with each segment column —
+in one scan; the grand-total set aggregates the same rows as the plain query, so the question's own
+numbers are those it had. Diff-in-diff cells are prefilled only when the pre-flight's read saw at most
+``MAX_SEGMENT_LEVELS`` levels (more is refused anyway, and each level multiplies the cells).
+
+A view is known here only while :func:`segment_view` has it open; anything else (the extraction-
+sensitivity temp tables, the net-value view, a guardrail's answer) reads as before.
 """
 
 from __future__ import annotations
 
 import contextvars
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -106,6 +112,50 @@ def per_level(con, relation: str, key: tuple, read: Callable[[str, str], object]
     if full not in kept:
         kept[full] = (con, read(seg.base, level_sql(seg.column)))  # con kept: its id stays unique
     return seg.level, kept[full][1]
+
+
+def prefill(con, relation: str, columns: Sequence[str], key: tuple,
+            read: Callable[[str, list[str]], tuple[object, list[object]] | None]) -> tuple[bool, object]:
+    """``(True, own)``: the reader's query on ``relation`` itself, run once with every segment column's
+    levels grouped in the same scan (``GROUP BY GROUPING SETS``), whose per-level parts are kept for the
+    segment views :func:`per_level` reads later (same ``key``). ``(False, None)`` outside a block, for a
+    segment view, without columns, or when ``read`` gives None; the reader then queries as before.
+
+    ``read(relation, level_exprs)`` returns ``(own, [grouped per column])``: ``own`` what the plain query
+    returns (the grand-total grouping set: the same rows aggregated the same way), each grouped value as
+    ``per_level``'s ``read`` would give it for that column."""
+    kept = _KEPT.get()
+    if kept is None or not columns or segment_of(relation) is not None:
+        return False, None
+    got = read(relation, [level_sql(c) for c in columns])
+    if got is None:
+        return False, None
+    own, grouped = got
+    for col, value in zip(columns, grouped):
+        kept.setdefault((id(con), relation, col, key), (con, value))
+    return True, own
+
+
+def scan_with_levels(con, select: str, relation: str, where: str, params: Sequence,
+                     level_exprs: list[str]) -> tuple[tuple, list[dict]] | None:
+    """``SELECT {select} FROM relation WHERE where`` once for the relation (the grand total) and once per
+    level of every ``level_exprs`` column (GROUPING SETS, one scan): ``(own row, [{level: row}])`` as a
+    :func:`prefill` ``read`` gives them; None when the grand-total row is missing."""
+    m = len(level_exprs)
+    out = con.execute(
+        f"SELECT {', '.join(f'GROUPING({e})' for e in level_exprs)}, {', '.join(level_exprs)}, {select} "
+        f"FROM {relation} WHERE {where} GROUP BY GROUPING SETS ((), {', '.join(f'({e})' for e in level_exprs)})",
+        list(params)).fetchall()
+    own = [row[2 * m:] for row in out if all(row[:m])]
+    grouped = [{row[m + i]: row[2 * m:] for row in out if not row[i]} for i in range(m)]
+    return (own[0], grouped) if len(own) == 1 else None
+
+
+def known_levels(con, relation: str, col: str) -> int | None:
+    """How many levels of ``col`` a kept grouped read of ``relation`` saw (the most over reads), or None."""
+    kept = _KEPT.get() or {}
+    seen = [len(v[1]) for k, v in kept.items() if k[:3] == (id(con), relation, col) and isinstance(v[1], dict)]
+    return max(seen) if seen else None
 
 
 def level_rows(grouped: pd.DataFrame, level: str | None) -> pd.DataFrame:

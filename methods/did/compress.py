@@ -85,6 +85,46 @@ def compress_from(con: duckdb.DuckDBPyConnection, source: str, outcome: str, key
     return cells
 
 
+def compress_sets(con: duckdb.DuckDBPyConnection, source: str, outcome: str, keys: dict[str, str],
+                  also: Sequence[str], level_role: str = "level",
+                  params: Sequence = ()) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+    """``compress_from``'s cells, and for each column of ``also`` the cells grouped by it as well (a
+    nullable key, its values in role ``level_role``), from one scan (``GROUP BY GROUPING SETS``).
+
+    Each is the table its own ``compress_from`` returns — ``keys``, and ``{**keys, level_role: col}`` with
+    ``nullable=[level_role]`` — up to the order of its rows: the same WHERE keeps the same rows, and
+    every grouping set aggregates them by its own keys. No ``nullable`` keys here."""
+    cols = list(dict.fromkeys(keys.values()))
+    y = f"CAST({quote_ident(outcome)} AS DOUBLE)"
+    kq = [quote_ident(c) for c in cols]
+    aliases = [f"k{i}" for i in range(len(cols))]
+    lq = [quote_ident(c) for c in also]
+    lvl = [f"l{i}" for i in range(len(also))]
+    select = "".join(f"{k} AS {a}, " for k, a in zip(kq, aliases))
+    select += "".join(f"{k} AS {a}, GROUPING({k}) AS g{i}, " for i, (k, a) in enumerate(zip(lq, lvl)))
+    not_null = " AND ".join([f"{y} IS NOT NULL", *(f"{k} IS NOT NULL" for k in kq)])
+    sets = [f"({', '.join(kq)})", *(f"({', '.join([*kq, k])})" for k in lq)]
+    sql = (f"SELECT {select}COUNT(*)::BIGINT AS n, SUM({y}) AS sum_y, SUM({y} * {y}) AS sum_y2 "
+           f"FROM {source} WHERE {not_null} GROUP BY GROUPING SETS ({', '.join(sets)})")
+    raw = con.execute(sql, list(params)).df()
+    rolled = np.column_stack([raw[f"g{i}"].to_numpy() == 1 for i in range(len(also))]) if also else \
+        np.ones((len(raw), 0), dtype=bool)
+
+    def cells_of(mask: np.ndarray, extra: dict[str, str]) -> pd.DataFrame:
+        part = raw.loc[mask].reset_index(drop=True)
+        cells = pd.DataFrame({role: part[aliases[cols.index(col)]].to_numpy() for role, col in keys.items()},
+                             index=part.index)
+        for role, alias in extra.items():
+            cells[role] = part[alias].to_numpy()
+        cells["n"] = part["n"].to_numpy(np.int64)
+        cells["sum_y"] = part["sum_y"].to_numpy(np.float64)
+        cells["sum_y2"] = part["sum_y2"].to_numpy(np.float64)
+        return cells
+
+    own = cells_of(rolled.all(axis=1), {})
+    return own, [cells_of(~rolled[:, i], {level_role: lvl[i]}) for i in range(len(also))]
+
+
 def frame_cells(df: pd.DataFrame, outcome: str, keys: dict[str, str], nullable: Sequence[str] = ()) -> pd.DataFrame:
     """Same cell table from an in-memory pandas frame (registered in a private DuckDB connection)."""
     validate_columns([str(c) for c in df.columns], {"outcome": outcome, **keys})
