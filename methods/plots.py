@@ -65,6 +65,12 @@ def unrendered() -> Iterator[None]:
         _RENDER.reset(token)
 
 
+def rendering() -> bool:
+    """False inside ``unrendered()``: a figure function may return ``NOT_RENDERED`` before drawing anything
+    (laying out ticks and labels of a figure that is then closed unrendered is most of its cost)."""
+    return _RENDER.get()
+
+
 def to_png(fig: plt.Figure) -> bytes:
     """Render ``fig`` to PNG bytes and close it (figures left open leak memory in long runs);
     inside ``unrendered()`` only close it."""

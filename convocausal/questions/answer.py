@@ -18,6 +18,7 @@ from convocausal.questions.extraction_sensitivity import apply_extraction_sensit
 from convocausal.questions.outcomes import question_outcomes
 from convocausal.questions.preflight import Preflight, run_preflight
 from convocausal.questions.registry import spec_for, why_method
+from convocausal.questions.segment_scans import shared_segment_scans
 from methods.result import Diagnostic, EstimateResult, MethodRefusal
 
 
@@ -48,7 +49,9 @@ class QuestionAnswer:
 
 def answer_question(con: duckdb.DuckDBPyConnection, question: Question, catalog: list[dict],
                     seed: int = 0, relation: str = "signals") -> QuestionAnswer:
-    with shared_scans():  # the guardrails' answers (question_outcomes) reuse the question's confounding scans
+    # the guardrails' answers (question_outcomes) reuse the question's confounding scans, and a segment
+    # column's levels one grouped scan per read
+    with shared_scans(), shared_segment_scans():
         return _answer(con, question, catalog, seed, relation)
 
 

@@ -34,6 +34,7 @@ from checks.catalog import CATALOG, NOT_APPLICABLE
 from checks.verdict import CheckOutcome, evaluate_checks
 from configs.questions import Question
 from convocausal.questions.preflight import window_sql
+from convocausal.questions.segment_scans import per_level, prefill, scan_with_levels
 from methods.plots import unrendered
 from methods.result import Diagnostic, EstimateResult, MethodRefusal
 from methods.sql import quote_ident as q
@@ -126,9 +127,22 @@ def sensitivity_diagnostics(con: duckdb.DuckDBPyConnection, spec, question: Ques
                               "the low-confidence rerun cannot be made.", "warn", check=CHECK, tested=False))
     else:
         where, params = window_sql(question)
-        n, n_low = con.execute(
-            f"SELECT count(*), count(*) FILTER (WHERE intent_confidence < ?) FROM {relation} WHERE {where}",
-            [threshold, *params]).fetchone()
+        select = "count(*), count(*) FILTER (WHERE intent_confidence < ?)"
+
+        def by_level(base: str, level_expr: str) -> dict:  # a segment's count: one scan for all its levels
+            out = con.execute(f"SELECT {level_expr}, {select} FROM {base} WHERE {where} GROUP BY 1",
+                              [threshold, *params]).fetchall()
+            return {row[0]: row[1:] for row in out}
+
+        key = ("low_confidence", select, repr(threshold), where, repr(params))
+        got = per_level(con, relation, key, by_level)
+        if got is not None:  # a level without rows in the window: what the query returns on no rows
+            n, n_low = got[1].get(got[0], (0, 0))
+        else:
+            found, own = prefill(con, relation, list(question.segments), key,
+                            lambda base, exprs: scan_with_levels(con, select, base, where, [threshold, *params], exprs))
+            n, n_low = own if found else con.execute(f"SELECT {select} FROM {relation} WHERE {where}",
+                                                     [threshold, *params]).fetchone()
         share = n_low / n if n else 0.0
         if share < min_share:
             out.append(Diagnostic(

@@ -42,6 +42,7 @@ from scipy import stats
 
 from configs.questions import Question
 from convocausal.questions.preflight import MIN_GROUP, treated_sql, window_sql
+from convocausal.questions.segment_scans import segment_view
 from methods.heterogeneity import cochran_q, forest_png, project
 from methods.plots import unrendered
 from methods.result import EstimateResult
@@ -319,10 +320,6 @@ def _literal(value) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def _level_filter(col: str, value) -> str:
-    return f"{q(col)} IS NULL" if value is None else f"CAST({q(col)} AS VARCHAR) = {_literal(value)}"
-
-
 def _arm_counts(con, question: Question, method: str, col: str, relation: str) -> tuple[dict, str | None]:
     """Treated and control conversations per level of ``col``; None as the arm expression when unknown."""
     where, params = window_sql(question)
@@ -377,12 +374,8 @@ def _segments(con, base: Question, catalog, method: str, col: str, seed: int, re
                                    f"too small: {n_t:,} treated and {n_c:,} control conversations with the outcome "
                                    f"(at least {MIN_SEGMENT_ARM} of each needed)"))
             continue
-        view = f"_segment_{uuid.uuid4().hex[:12]}"
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM {relation} WHERE {_level_filter(col, level)}")
-        try:
+        with segment_view(con, relation, col, level) as view:  # its reads: one grouped scan per column
             sub = _unplotted(answer_question)(con, sub_q, catalog, seed, view)
-        finally:
-            con.execute(f"DROP VIEW IF EXISTS {view}")
         r = sub.result
         if r is None:
             rows.append(OutcomeRow("segment", name, None, None, None, None, None, n_t, n_c, "refused",

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import duckdb
 
 from configs.questions import Question
+from convocausal.questions.segment_scans import per_level, prefill, scan_with_levels
 from methods.result import Diagnostic
 from methods.sql import date_window_sql, quote_ident, treated_selector_sql
 
@@ -121,15 +122,26 @@ def rollout_preflight(con, question: Question, by_name: dict, relation: str):
     y = q(question.outcome)
     sel, sel_params = treated_sql(question)
     where, params = window_sql(question)
-    n_treated_post, pre_days, miss_pre, miss_post = con.execute(
-        f"""SELECT count(*) FILTER (WHERE {sel} AND date >= ? AND {y} IS NOT NULL),
+    select = f"""count(*) FILTER (WHERE {sel} AND date >= ? AND {y} IS NOT NULL),
                    count(DISTINCT date) FILTER (WHERE date < ?),
                    avg(CASE WHEN {y} IS NULL THEN 1 ELSE 0 END) FILTER (WHERE {sel} AND date < ?),
-                   avg(CASE WHEN {y} IS NULL THEN 1 ELSE 0 END) FILTER (WHERE {sel} AND date >= ?)
-            FROM {relation} WHERE {where}""",
-        sel_params + [question.launch, question.launch] + sel_params + [question.launch] + sel_params
-        + [question.launch] + params,
-    ).fetchone()
+                   avg(CASE WHEN {y} IS NULL THEN 1 ELSE 0 END) FILTER (WHERE {sel} AND date >= ?)"""
+    values = (sel_params + [question.launch, question.launch] + sel_params + [question.launch] + sel_params
+              + [question.launch] + params)
+
+    def by_level(base: str, level_expr: str) -> dict:  # a segment's pre-flight: one scan for all its levels
+        out = con.execute(f"SELECT {level_expr}, {select} FROM {base} WHERE {where} GROUP BY 1", values).fetchall()
+        return {row[0]: row[1:] for row in out}
+
+    key = ("rollout_preflight", select, repr(values), where)
+    got = per_level(con, relation, key, by_level)
+    if got is not None:  # a level without rows in the window: what the query returns on no rows
+        n_treated_post, pre_days, miss_pre, miss_post = got[1].get(got[0], (0, 0, None, None))
+    else:
+        found, own = prefill(con, relation, list(question.segments), key,
+                            lambda base, exprs: scan_with_levels(con, select, base, where, values, exprs))
+        n_treated_post, pre_days, miss_pre, miss_post = own if found else con.execute(
+            f"SELECT {select} FROM {relation} WHERE {where}", values).fetchone()
     diags: list[Diagnostic] = []
     refusal = None
     if n_treated_post == 0:

@@ -34,6 +34,7 @@ from convocausal.questions.preflight import (
     treated_sql,
     window_sql,
 )
+from convocausal.questions.segment_scans import SEGMENT, known_levels, level_rows, per_level, prefill
 from methods.result import Diagnostic, EstimateResult
 from methods.sql import quote_ident as q
 
@@ -168,25 +169,56 @@ def _sc_from_args(df: pd.DataFrame, args) -> EstimateResult:
 
 # ============================================================================ diff-in-diff
 def _run_did(con, question: Question, relation: str, seed: int):
-    from methods.did import estimate_did
+    from methods.did.compress import compress_from, compress_sets, validate_columns
+    from methods.did.estimate import cell_keys, estimate_did_cells
 
     sel, sel_params = treated_sql(question)
     where, params = window_sql(question)
     period = "week" if question.time_bucket == "week" else "date"
     keep = list(dict.fromkeys([*question.fixed_effects, *([question.cluster] if question.cluster else [])]))
     extra = "".join(f", {q(c)}" for c in keep if c not in (question.outcome, period))
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE _did_rows AS SELECT CAST({q(question.outcome)} AS DOUBLE) AS {q(question.outcome)}, "
-        f"CAST({sel} AS INTEGER) AS _treated, {q(period)} AS _period{extra} "
-        f"FROM {relation} WHERE {q(question.outcome)} IS NOT NULL AND {where}",
-        sel_params + params,
-    )
-    try:
-        result = estimate_did((con, "_did_rows"), outcome=question.outcome, treated="_treated", time="_period",
-                              launch=question.launch, fixed_effects=list(question.fixed_effects),
-                              cluster=question.cluster, seed=seed, time_bucket=period)
-    finally:
-        con.execute("DROP TABLE IF EXISTS _did_rows")
+    y = q(question.outcome)
+
+    def rows(source: str, level: str = "") -> str:  # the rows the method reads, as a subquery (no temp copy)
+        return (f"(SELECT CAST({y} AS DOUBLE) AS {y}, CAST({sel} AS INTEGER) AS _treated, {q(period)} AS _period"
+                f"{extra}{level} FROM {source} WHERE {y} IS NOT NULL AND {where}) AS _did_rows")
+
+    fixed_effects = list(dict.fromkeys(question.fixed_effects))
+    keys = cell_keys("_treated", None, "_period", fixed_effects, question.cluster)
+    columns = [d[0] for d in con.execute(f"SELECT * FROM {rows(relation)} LIMIT 0", sel_params + params).description]
+    validate_columns(columns, {"outcome": question.outcome, "treated": "_treated", "time": "_period",
+                               "cluster": question.cluster,
+                               **{f"fixed_effect[{i}]": f for i, f in enumerate(fixed_effects)}})
+    if question.launch is None:
+        raise ValueError("diff-in-diff needs post=COL, or time=COL with launch=VALUE (or event_time=COL)")
+
+    def by_level(base: str, level_expr: str) -> pd.DataFrame:
+        return compress_from(con, rows(base, f", {level_expr} AS {SEGMENT}"), question.outcome,
+                             {**keys, SEGMENT: SEGMENT}, nullable=[SEGMENT], params=sel_params + params)
+
+    def with_levels(base: str, level_exprs: list[str]) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+        names = [f"{SEGMENT}_{i}" for i in range(len(level_exprs))]
+        levels = "".join(f", {e} AS {a}" for e, a in zip(level_exprs, names))
+        return compress_sets(con, rows(base, levels), question.outcome, keys, names, level_role=SEGMENT,
+                             params=sel_params + params)
+
+    key = ("did_cells", y, sel, repr(sel_params), where, repr(params), period, extra, tuple(keys.items()))
+    got = per_level(con, relation, key, by_level)
+    if got is not None:
+        cells = level_rows(got[1], got[0])
+    else:
+        # the question's segments take their cells from this scan too (GROUPING SETS), when their cells have
+        # the same keys (the segment column is no fixed effect) and the pre-flight saw few enough levels
+        from convocausal.questions.outcomes import MAX_SEGMENT_LEVELS
+
+        also = [c for c in dict.fromkeys(question.segments) if c not in fixed_effects
+                and (known_levels(con, relation, c) or MAX_SEGMENT_LEVELS + 1) <= MAX_SEGMENT_LEVELS]
+        found, cells = prefill(con, relation, also, key, with_levels)
+        if not found:
+            cells = compress_from(con, rows(relation), question.outcome, keys, params=sel_params + params)
+    result = estimate_did_cells(cells, outcome=question.outcome, treated="_treated", time="_period",
+                                launch=question.launch, fixed_effects=fixed_effects, cluster=question.cluster,
+                                seed=seed, time_bucket=period)
     return result, {"period": period}
 
 

@@ -58,6 +58,13 @@ def compress(con: duckdb.DuckDBPyConnection, relation: str, outcome: str, keys: 
     DOUBLE (booleans become 0/1).
     """
     validate_columns(relation_columns(con, relation), {"outcome": outcome, **keys})
+    return compress_from(con, quote_ident(relation), outcome, keys, nullable)
+
+
+def compress_from(con: duckdb.DuckDBPyConnection, source: str, outcome: str, keys: dict[str, str],
+                  nullable: Sequence[str] = (), params: Sequence = ()) -> pd.DataFrame:
+    """``compress`` on a FROM item given as SQL (a quoted relation, or a parenthesised subquery with an
+    alias whose ``?`` placeholders take ``params``); its columns are not checked here."""
     cols = list(dict.fromkeys(keys.values()))
     y = f"CAST({quote_ident(outcome)} AS DOUBLE)"
     kq = [quote_ident(c) for c in cols]
@@ -67,15 +74,88 @@ def compress(con: duckdb.DuckDBPyConnection, relation: str, outcome: str, keys: 
     not_null = " AND ".join([f"{y} IS NOT NULL", *(f"{k} IS NOT NULL" for k, c in zip(kq, cols) if c not in skip_null)])
     sql = (
         f"SELECT {select}COUNT(*)::BIGINT AS n, SUM({y}) AS sum_y, SUM({y} * {y}) AS sum_y2 "
-        f"FROM {quote_ident(relation)} WHERE {not_null}" + (f" GROUP BY {', '.join(aliases)}" if cols else "")
+        f"FROM {source} WHERE {not_null}" + (f" GROUP BY {', '.join(aliases)}" if cols else "")
     )
-    raw = con.execute(sql).df()
-    cells = pd.DataFrame({role: raw[aliases[cols.index(col)]].to_numpy() for role, col in keys.items()},
+    raw = result_frame(con, sql, params)
+    cells = pd.DataFrame({role: _values(raw[aliases[cols.index(col)]]) for role, col in keys.items()},
                          index=raw.index)
     cells["n"] = raw["n"].to_numpy(np.int64)
     cells["sum_y"] = raw["sum_y"].to_numpy(np.float64)
     cells["sum_y2"] = raw["sum_y2"].to_numpy(np.float64)
     return cells
+
+
+# result types whose Arrow round trip gives DuckDB back the same type (so the same pandas conversion)
+_ARROW_SAFE = {"BOOLEAN", "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER",
+               "UBIGINT", "FLOAT", "DOUBLE", "DATE", "VARCHAR"}
+
+
+def result_frame(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence = ()) -> pd.DataFrame:
+    """``con.execute(sql, params).df()``, the same frame (dtypes and values), with its text columns taken
+    from Arrow: ``df()`` makes a Python string per value and pandas then converts them back to an Arrow
+    string array (1 s of the 560k cells a segmented 10M question pulls). The other columns still go
+    through DuckDB's own conversion (of the same types, read back from the Arrow table); a result with a
+    type outside ``_ARROW_SAFE`` is fetched with ``df()``."""
+    rel = con.sql(sql, params=list(params))
+    types = [str(t) for t in rel.types]
+    if "VARCHAR" not in types or not set(types) <= _ARROW_SAFE:
+        return rel.df()
+    table = rel.to_arrow_table()
+    if table.num_rows == 0 or any(table[n].null_count == table.num_rows for n, t in zip(table.column_names, types)
+                                  if t == "VARCHAR"):
+        return con.from_arrow(table).df()  # no text to infer a string dtype from: df()'s own answer
+    names = table.column_names
+    text = {n for n, t in zip(names, types) if t == "VARCHAR"}
+    rest = con.from_arrow(table.drop_columns(list(text))).df() if len(text) < len(names) else None
+    string = pd.StringDtype("pyarrow", na_value=np.nan)
+    return pd.DataFrame({n: pd.array(table[n], dtype=string) if n in text else rest[n].array for n in names},
+                        index=pd.RangeIndex(table.num_rows))
+
+
+def _values(column: pd.Series):
+    """A result column's values for the cell table: text as it came (its string array: a round trip
+    through numpy objects re-infers the same dtype and values, at 0.1 s per 10⁵ cells), the rest as numpy."""
+    return column.array if isinstance(column.dtype, pd.StringDtype) else column.to_numpy()
+
+
+def compress_sets(con: duckdb.DuckDBPyConnection, source: str, outcome: str, keys: dict[str, str],
+                  also: Sequence[str], level_role: str = "level",
+                  params: Sequence = ()) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+    """``compress_from``'s cells, and for each column of ``also`` the cells grouped by it as well (a
+    nullable key, its values in role ``level_role``), from one scan (``GROUP BY GROUPING SETS``).
+
+    Each is the table its own ``compress_from`` returns — ``keys``, and ``{**keys, level_role: col}`` with
+    ``nullable=[level_role]`` — up to the order of its rows: the same WHERE keeps the same rows, and
+    every grouping set aggregates them by its own keys. No ``nullable`` keys here."""
+    cols = list(dict.fromkeys(keys.values()))
+    y = f"CAST({quote_ident(outcome)} AS DOUBLE)"
+    kq = [quote_ident(c) for c in cols]
+    aliases = [f"k{i}" for i in range(len(cols))]
+    lq = [quote_ident(c) for c in also]
+    lvl = [f"l{i}" for i in range(len(also))]
+    select = "".join(f"{k} AS {a}, " for k, a in zip(kq, aliases))
+    select += "".join(f"{k} AS {a}, GROUPING({k}) AS g{i}, " for i, (k, a) in enumerate(zip(lq, lvl)))
+    not_null = " AND ".join([f"{y} IS NOT NULL", *(f"{k} IS NOT NULL" for k in kq)])
+    sets = [f"({', '.join(kq)})", *(f"({', '.join([*kq, k])})" for k in lq)]
+    sql = (f"SELECT {select}COUNT(*)::BIGINT AS n, SUM({y}) AS sum_y, SUM({y} * {y}) AS sum_y2 "
+           f"FROM {source} WHERE {not_null} GROUP BY GROUPING SETS ({', '.join(sets)})")
+    raw = result_frame(con, sql, params)
+    rolled = np.column_stack([raw[f"g{i}"].to_numpy() == 1 for i in range(len(also))]) if also else \
+        np.ones((len(raw), 0), dtype=bool)
+
+    def cells_of(mask: np.ndarray, extra: dict[str, str]) -> pd.DataFrame:
+        part = raw.loc[mask].reset_index(drop=True)
+        cells = pd.DataFrame({role: _values(part[aliases[cols.index(col)]]) for role, col in keys.items()},
+                             index=part.index)
+        for role, alias in extra.items():
+            cells[role] = _values(part[alias])
+        cells["n"] = part["n"].to_numpy(np.int64)
+        cells["sum_y"] = part["sum_y"].to_numpy(np.float64)
+        cells["sum_y2"] = part["sum_y2"].to_numpy(np.float64)
+        return cells
+
+    own = cells_of(rolled.all(axis=1), {})
+    return own, [cells_of(~rolled[:, i], {level_role: lvl[i]}) for i in range(len(also))]
 
 
 def frame_cells(df: pd.DataFrame, outcome: str, keys: dict[str, str], nullable: Sequence[str] = ()) -> pd.DataFrame:
@@ -261,11 +341,22 @@ def fit_cells(design: CellDesign, solver: str = "normal") -> CellFit:
     return CellFit(design, beta, cov_hc1(design, beta), "HC1")
 
 
+def numeric_block(n_rows: int, columns: Sequence[np.ndarray]) -> sp.csr_matrix:
+    """The intercept and ``columns`` as a sparse C×(1+k) block: the matrix
+    ``sp.csr_matrix(np.column_stack([ones, *columns]))`` (same entries, same sorted indices) without the
+    dense C×(1+k) array in between (event-study designs: 10⁵ cells × dozens of mostly-zero columns)."""
+    vals = [np.ones(n_rows)] + [np.asarray(v, dtype=float).reshape(n_rows) for v in columns]
+    nz = [np.arange(n_rows)] + [np.flatnonzero(v) for v in vals[1:]]  # flatnonzero: what csr_matrix keeps
+    indptr = np.concatenate([[0], np.cumsum([len(i) for i in nz])])
+    csc = sp.csc_matrix((np.concatenate([v[i] for v, i in zip(vals, nz)]), np.concatenate(nz), indptr),
+                        shape=(n_rows, len(vals)))
+    return csc.tocsr()
+
+
 def design_from_cells(cells: pd.DataFrame, numeric: dict[str, np.ndarray], fe_roles: Sequence[str] = (),
                       cluster_role: str | None = None, protect: Sequence[str] = ()) -> CellDesign:
     """Design on cells: intercept, the given numeric columns, then dummies for each fixed effect."""
-    dense = np.column_stack([np.ones(len(cells))] + [np.asarray(v, dtype=float) for v in numeric.values()])
-    cols = [sp.csr_matrix(dense)]
+    cols = [numeric_block(len(cells), list(numeric.values()))]
     names = ["const", *numeric.keys()]
     for role in fe_roles:
         mat, nm = dummies(cells[role], role)

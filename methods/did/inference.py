@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 from scipy import stats
 
 from methods.did.compress import CellDesign, CellFit, cr1_factor, gram, group_matrix, scale_rows
@@ -55,20 +56,41 @@ class ClusterAggregates:
 
 
 def aggregates(design: CellDesign) -> ClusterAggregates:
-    X, n = design.X, design.n
+    X = design.X
     A = gram(design)
     G = group_matrix(design)
     Sy = np.asarray((G @ scale_rows(X, design.sum_y)).todense())
     k = X.shape[1]
+    return ClusterAggregates(A, np.linalg.inv(A), X.T @ design.sum_y, Sy, cluster_grams(design),
+                             cr1_factor(design.n_groups, design.nobs, k))
+
+
+def cluster_grams(design: CellDesign) -> np.ndarray:
+    """G×K×K  H_g = Σ_{c∈g} n_c x_c x_c', all clusters in one sparse product.
+
+    The rows sorted by cluster (stable) are spread into a C×(G·K) matrix whose cluster-g rows hold
+    x_c in columns g·K…g·K+K−1, so Z'·diag(n)·X stacks the H_g: each entry sums the same products,
+    in the same order (a cluster's cells, ascending), as one product per cluster did — the same bits
+    (``tests/test_did_cluster_grams.py`` compares with that loop)."""
+    X, k, G = design.X, design.X.shape[1], design.n_groups
+    order = np.argsort(design.groups, kind="stable")
+    Xs = sp.csr_matrix(X[order])
+    gs = design.groups[order]
+    Z = sp.csr_matrix((Xs.data, Xs.indices + k * np.repeat(gs, np.diff(Xs.indptr)), Xs.indptr), shape=(len(gs), G * k))
+    return np.asarray((Z.T @ scale_rows(Xs, design.n[order])).todense()).reshape(G, k, k)
+
+
+def cluster_grams_loop(design: CellDesign) -> np.ndarray:
+    """``cluster_grams`` one cluster at a time (the reference it is tested against)."""
+    X, n, k = design.X, design.n, design.X.shape[1]
     H = np.empty((design.n_groups, k, k))
     order = np.argsort(design.groups, kind="stable")
     bounds = np.searchsorted(design.groups[order], np.arange(design.n_groups + 1))
-    for g in range(design.n_groups):  # loop over clusters (a few dozen), not rows
+    for g in range(design.n_groups):
         idx = order[bounds[g]:bounds[g + 1]]
         Xg = X[idx]
         H[g] = np.asarray((Xg.T @ scale_rows(Xg, n[idx])).todense())
-    return ClusterAggregates(A, np.linalg.inv(A), X.T @ design.sum_y, Sy, H,
-                             cr1_factor(design.n_groups, design.nobs, k))
+    return H
 
 
 def restricted_beta(agg: ClusterAggregates, J: np.ndarray, r0: np.ndarray) -> np.ndarray:

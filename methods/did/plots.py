@@ -15,6 +15,7 @@ import pandas as pd
 
 from methods.plots import (
     COUNTERFACTUAL_COLOR,
+    NOT_RENDERED,
     TREATED_COLOR,
     date_text,
     difference_label,
@@ -25,6 +26,7 @@ from methods.plots import (
     new_figure,
     period_unit,
     plot_x,
+    rendering,
     slant_dates,
     time_label,
     to_png,
@@ -36,6 +38,8 @@ def group_means_png(means: pd.DataFrame, launch, outcome: str, title: str | None
 
     ``title`` None names the plot from the data (``Share resolved by week: treated vs control``).
     """
+    if not rendering():  # inside ``unrendered()``: nothing to draw
+        return NOT_RENDERED
     fig, ax = new_figure(7.5, 4.6)
     palette = [TREATED_COLOR, COUNTERFACTUAL_COLOR, "#2b8a3e", "#7048e8", "#e67700", "#495057"]
     groups = sorted(means["group"].unique(), key=lambda g: (str(g) != "treated", str(g)))  # treated in its colour
@@ -67,6 +71,8 @@ def event_study_png(table: pd.DataFrame, outcome: str, title: str | None = None,
     to launch"), else in periods. ``share``: the outcome is yes/no, so the axis says that 0.01 is
     one percentage point; None when the caller does not know (the label then says "mean").
     """
+    if not rendering():  # inside ``unrendered()``: nothing to draw
+        return NOT_RENDERED
     fig, ax = new_figure(7.5, 4.8)
     t = table.sort_values("event_time")
     x = t["event_time"].to_numpy(float)
