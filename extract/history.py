@@ -20,7 +20,8 @@ a nightly run can keep each transcript file's starts on disk (:class:`extract.ra
 beside the index entries) and read its 30-day window from there instead of from ≈ 10M rows of
 transcripts (3.0 s at 10M conversations). No raw id is written; the memory signal matches
 customers on the same hash (:func:`extract.signals_steps.prior_session`). Two customers whose
-hashes collide would share a history: with 10⁷ customers the chance that any pair does is ≈ 3·10⁻⁶.
+hashes collide would share a history, and two conversations whose hashes collide in one window would
+count as one: with 10⁷ ids the chance that any pair collides is ≈ 3·10⁻⁶.
 """
 
 from __future__ import annotations

@@ -4,24 +4,16 @@ matrices, bit for bit: the wild bootstrap's draws, p-values and intervals rest o
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from methods.did.compress import design_from_cells
 from methods.did.inference import cluster_grams, cluster_grams_loop
+from tests.did_cells import event_cells
 
 
 @pytest.mark.parametrize("seed, c, g", [(0, 50, 3), (1, 3000, 24), (2, 20000, 48), (3, 7, 7)])
 def test_cluster_grams_equal_the_loop(seed, c, g):
-    rng = np.random.default_rng(seed)
-    cells = pd.DataFrame({"treated": rng.integers(0, 2, c), "time": rng.integers(0, 10, c),
-                          "fe0": rng.choice(np.array(["a", "b", "c"]), c), "cluster": rng.integers(0, g, c),
-                          "n": rng.integers(1, 400, c)})
-    cells["sum_y"] = rng.binomial(cells["n"], 0.3).astype(float)
-    cells["sum_y2"] = cells["sum_y"]
-    t = cells["treated"].to_numpy(float)
-    e = cells["time"].to_numpy() - 5
-    numeric = {"treated": t, **{f"event={k}": t * (e == k) for k in range(-5, 5) if k != -1}}
+    cells, numeric, rng = event_cells(seed, c, 10, ["a", "b", "c"], g, 400)
     design = design_from_cells(cells, numeric, ["time", "fe0"], "cluster", protect=list(numeric))
     design.n = design.n * rng.uniform(0.5, 1.5, design.n.size)  # non-integer weights: sums that round
     got, ref = cluster_grams(design), cluster_grams_loop(design)

@@ -5,11 +5,11 @@ designs, fits and every number downstream are unchanged."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import scipy.sparse as sp
 
 from methods.did.compress import design_from_cells, dummies, make_design, numeric_block
+from tests.did_cells import event_cells
 
 
 def _same(a: sp.spmatrix, b: sp.spmatrix) -> bool:
@@ -30,16 +30,8 @@ def test_numeric_block_is_the_dense_route(n):
 
 
 def test_design_from_cells_is_the_dense_route():
-    rng = np.random.default_rng(1)
     c = 3000
-    cells = pd.DataFrame({"treated": rng.integers(0, 2, c), "time": rng.integers(0, 12, c),
-                          "fe0": rng.choice(np.array(["a", "b", "c", "d"]), c), "cluster": rng.integers(0, 20, c),
-                          "n": rng.integers(1, 50, c)})
-    cells["sum_y"] = rng.binomial(cells["n"], 0.4).astype(float)
-    cells["sum_y2"] = cells["sum_y"]
-    t = cells["treated"].to_numpy(float)
-    e = cells["time"].to_numpy() - 6
-    numeric = {"treated": t, **{f"event={k}": t * (e == k) for k in range(-6, 6) if k != -1}}
+    cells, numeric, _ = event_cells(1, c, 12, ["a", "b", "c", "d"], 20, 50)
     got = design_from_cells(cells, numeric, ["time", "fe0"], "cluster", protect=list(numeric))
     dense = np.column_stack([np.ones(c)] + [np.asarray(v, dtype=float) for v in numeric.values()])
     blocks, names = [sp.csr_matrix(dense)], ["const", *numeric]
