@@ -145,12 +145,14 @@ def test_segment_rows_equal_the_per_view_reference(outcome, monkeypatch):
     assert len(seen["shared"]) == len(seen["own"]) == 1 + len(LEVELS)
     assert [r[1] for r in _rows(shared)] == [r[1] for r in _rows(own)]
     assert any(r[0] == "segment" and r[9] in ("ok", "blocked") for r in _rows(shared))
-    tol = 0.0 if outcome == "resolved" else 1e-12
+    # to rounding, not bit for bit: a level's cells can come back from DuckDB in another order (as between
+    # any two runs of a GROUP BY), and the sums over them then round differently (seen: 1 ulp of a std error)
+    tol = 1e-12
     for ra, rb in zip(_rows(shared), _rows(own)):
         for x, y in zip(ra, rb):
-            if isinstance(x, float) and isinstance(y, float) and tol:
-                assert x == pytest.approx(y, rel=tol, abs=0), (ra, rb)
-            elif tol and isinstance(x, str):
+            if isinstance(x, float) and isinstance(y, float):
+                assert x == pytest.approx(y, rel=1e-12, abs=0) or _same(x, y), (ra, rb)
+            elif outcome != "resolved" and isinstance(x, str):
                 continue  # messages print the estimate to 4 digits; the numbers are compared above
             else:
                 assert _same(x, y), (ra, rb)
@@ -160,7 +162,9 @@ def test_segment_rows_equal_the_per_view_reference(outcome, monkeypatch):
                                                                           for d in b.diagnostics]
         assert [(c.name, c.state) for c in a.checks] == [(c.name, c.state) for c in b.checks]
         if outcome == "resolved":
-            assert [(d.value, d.message) for d in a.diagnostics] == [(d.value, d.message) for d in b.diagnostics]
+            assert [d.message for d in a.diagnostics] == [d.message for d in b.diagnostics]
+            for da, db in zip(a.diagnostics, b.diagnostics):
+                assert _same(da.value, db.value) or da.value == pytest.approx(db.value, rel=tol, abs=0), da.name
         if a.result is not None:
             for f in ("estimate", "std_error", "ci_low", "ci_high", "p_value", "naive_estimate"):
                 x, y = getattr(a.result, f), getattr(b.result, f)
