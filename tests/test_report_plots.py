@@ -130,3 +130,23 @@ def test_synthetic_control_plots_name_share_and_gap_units(saved):
         assert any(str(weeks[18].date()) in t for t in fig["legend"])
     assert traj["ylabel"] == "share resolved" and "synthetic control" in traj["title"]
     assert gaps["ylabel"].startswith("gap (share resolved") and "1 pp" in gaps["ylabel"]
+
+
+def test_matching_figures_are_not_even_drawn_inside_unrendered(monkeypatch):
+    """A guardrail's or segment's figures (``unrendered()``) come back empty and no figure is laid out;
+    outside the block the same calls give PNGs."""
+    import matplotlib.pyplot as plt
+
+    from methods import plots
+    from methods.plots import NOT_RENDERED, unrendered
+
+    made = []
+    real = plots.new_figure
+    monkeypatch.setattr("methods.psm.plots.new_figure", lambda *a, **k: made.append(1) or real(*a, **k))
+    rows = [BalanceRow(f"c=l{i}", 0.3 / (i + 1), 0.02, True) for i in range(5)]
+    eta, n1, n0 = np.linspace(-2, 2, 50), np.ones(50), np.ones(50)
+    with unrendered():
+        assert _overlap_png(eta, n1, n0, "t") == NOT_RENDERED and _love_png(rows) == NOT_RENDERED
+    assert made == [] and plt.get_fignums() == []
+    assert _overlap_png(eta, n1, n0, "t").startswith(b"\x89PNG") and _love_png(rows).startswith(b"\x89PNG")
+    assert len(made) == 2

@@ -13,7 +13,16 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit
 
-from methods.plots import COUNTERFACTUAL_COLOR, TEXT_PT, TREATED_COLOR, label_axes, new_figure, to_png
+from methods.plots import (
+    COUNTERFACTUAL_COLOR,
+    NOT_RENDERED,
+    TEXT_PT,
+    TREATED_COLOR,
+    label_axes,
+    new_figure,
+    rendering,
+    to_png,
+)
 from methods.psm.balance import SMD_THRESHOLD
 
 LOVE_TOP = 20
@@ -22,6 +31,8 @@ OVERLAP_BINS = 40
 
 def _overlap_png(eta: np.ndarray, n1: np.ndarray, n0: np.ndarray, treatment: str) -> bytes:
     """Histogram of propensities by group (unit-weighted), the picture behind the overlap checks."""
+    if not rendering():  # a guardrail's or segment's figure: nobody shows it, so it is not even laid out
+        return NOT_RENDERED
     p = expit(eta)
     fig, ax = new_figure(7.5, 4.0)
     bins = np.linspace(0, 1, OVERLAP_BINS + 1)
@@ -48,6 +59,8 @@ def love_rows(rows, top: int = LOVE_TOP) -> list:
 
 def _love_png(rows) -> bytes:
     """Love plot: |SMD| before and after matching of the levels ``love_rows`` keeps, with the 0.1 line."""
+    if not rendering():
+        return NOT_RENDERED
     shown = love_rows(rows, LOVE_TOP)  # the module constant read at call time (a test can widen it)
     fig, ax = new_figure(7.5, 0.28 * len(shown) + 1.6)
     y = np.arange(len(shown))[::-1]  # largest at the top
