@@ -260,8 +260,10 @@ def accuracy_against(signals: pl.DataFrame, labels: pl.DataFrame) -> dict:
     pred = signals.select(pl.col("conversation_id").cast(pl.String), normalised(pl.col("intent")).alias("predicted"))
     both = gold.join(pred, on="conversation_id", how="inner")
     n = both.height
+    # labels whose id no stored conversation has (not gold − matched rows: an id stored twice matches twice)
+    unmatched = gold.join(pred.select("conversation_id"), on="conversation_id", how="anti").height
     if n == 0:
-        return {"n_labelled": 0, "n_labels_without_conversation": gold.height, "accuracy": None,
+        return {"n_labelled": 0, "n_labels_without_conversation": unmatched, "accuracy": None,
                 "per_intent": [], "confusion": []}
     accuracy = float((both["gold"] == both["predicted"]).mean())
     confusion = both.group_by("gold", "predicted").agg(pl.len().alias("n")).sort(["gold", "n"], descending=[False, True])
@@ -269,7 +271,7 @@ def accuracy_against(signals: pl.DataFrame, labels: pl.DataFrame) -> dict:
         both.group_by("gold").agg(pl.len().alias("n"), (pl.col("gold") == pl.col("predicted")).mean().alias("recall"))
         .sort(["recall", "gold"])
     )
-    return {"n_labelled": n, "n_labels_without_conversation": gold.height - n, "accuracy": accuracy,
+    return {"n_labelled": n, "n_labels_without_conversation": unmatched, "accuracy": accuracy,
             "per_intent": per_intent.to_dicts(), "confusion": confusion.to_dicts()}
 
 

@@ -387,3 +387,17 @@ def test_the_counted_report_on_a_store_equals_the_frame_and_refuses_nan(sgd_stor
         con.close()
     with pytest.raises(ValueError, match="missing conversation_id"):
         extraction_report_from(_con_with(nan.drop("intent_confidence")), config, labels=pl.DataFrame({"intent": ["x"]}))
+
+
+def test_labels_without_a_stored_conversation_are_counted_by_id():
+    """A label whose id no conversation has is counted once; an id stored twice does not make the count
+    negative (it was labels − matched rows: 3 − 4 = −1 here)."""
+    from extract.report import accuracy_against
+
+    signals = pl.DataFrame({"conversation_id": ["a", "a", "b", "c", "c"],
+                            "intent": ["refund", "refund", "status", "billing", "billing"]})
+    labels = pl.DataFrame({"conversation_id": ["a", "c", "zz"], "intent": ["Refund", "status", "billing"]})
+    got = accuracy_against(signals, labels)
+    assert got["n_labels_without_conversation"] == 1
+    assert got["n_labelled"] == 4 and got["accuracy"] == 0.5  # the twice-stored ids count as stored
+    assert accuracy_against(signals, labels.filter(pl.col("conversation_id") == "zz"))["n_labels_without_conversation"] == 1
