@@ -78,6 +78,13 @@ def keyed(starts: pl.DataFrame, key: HistoryKey) -> pl.DataFrame:
         key.hash(pl.col("customer_id")).alias(CUSTOMER_HASH), pl.col("started_at"))
 
 
+def _start_of() -> list[pl.Expr]:
+    """What a history needs of a conversation's rows (one group): its first turn, the customer on
+    that turn and its first timestamp."""
+    return [pl.col("turn").min().alias("first_turn"), pl.col("customer_id").sort_by("turn").first(),
+            pl.col("ts").min().alias("started_at")]
+
+
 def conversation_starts(rows: pl.DataFrame) -> pl.DataFrame:
     """The conversation starts of ``rows`` (every row read, quarantined ones too, each with its
     owner day in ``DAY_COL``): per run of consecutive rows of one conversation and owner day, its
@@ -97,8 +104,7 @@ def conversation_starts(rows: pl.DataFrame) -> pl.DataFrame:
         rows.filter(cid.is_not_null())
         .with_columns(run.alias("__run").set_sorted())
         .group_by("__run")
-        .agg(cid.first(), day.first(), pl.col("turn").min().alias("first_turn"),
-             pl.col("customer_id").sort_by("turn").first(), pl.col("ts").min().alias("started_at"))
+        .agg(cid.first(), day.first(), *_start_of())
         .select(list(STARTS_SCHEMA))
     )
 
@@ -130,20 +136,6 @@ def window(day: date, window_days: float) -> set[date]:
     return {day - timedelta(days=k) for k in range(1, math.ceil(window_days) + 1)}
 
 
-def _file_starts(norm: pl.DataFrame, hashes: pl.Series, key: HistoryKey) -> pl.DataFrame:
-    """One file's conversation starts (``FILE_STARTS_SCHEMA``): per conversation, its index hash
-    (``hashes``: of the ids as stored, to look its owner day up), first turn, first-turn customer and
-    first timestamp."""
-    rows = norm.select(HISTORY_COLUMNS).with_columns(hashes.alias(H))
-    starts = (rows.filter(pl.col("conversation_id").is_not_null())
-              .group_by(H, "conversation_id", maintain_order=True)
-              .agg(pl.col("turn").min().alias("first_turn"), pl.col("customer_id").sort_by("turn").first(),
-                   pl.col("ts").min().alias("started_at")))
-    return starts.select(pl.col(H), key.hash(pl.col("conversation_id")).alias("conversation_hash"),
-                         pl.col("first_turn"), key.hash(pl.col("customer_id")).alias(CUSTOMER_HASH),
-                         pl.col("started_at"))
-
-
 def read_starts(days: Iterable[date], index, key: HistoryKey, cache=None) -> pl.DataFrame:
     """Keyed :func:`conversation_starts` (``KEYED_SCHEMA``) of the conversations ``days`` own, read
     from their files — or, with ``cache`` (:class:`extract.raw_cache.StartsCache`), from each file
@@ -154,45 +146,50 @@ def read_starts(days: Iterable[date], index, key: HistoryKey, cache=None) -> pl.
     frames = []
     for path in index.files_for(days):
         started = time.time_ns()
-        entry = cache.lookup(path, key) if cache is not None else None
-        starts = entry.frame if entry is not None else None
-        owner = None if starts is None else \
-            pl.Series(DAY_COL, [], pl.Date) if starts.height == 0 else index.file_owners(path, starts[H])
+        name, version, starts = cache.lookup(path, key.digest) if cache is not None else (None, None, None)
+        owner = _owners(index, path, starts)
         if owner is None or owner.null_count():  # not kept, or ids the index does not know: read the file
             starts = _read_file_starts(path, index, key)
             if starts is None:
                 continue
-            if cache is not None and entry is not None:
-                cache.store(entry, path, started, starts.drop(DAY_COL))
+            if cache is not None:
+                cache.store(name, version, path, started, starts.drop(DAY_COL))
         else:
             starts = starts.with_columns(owner.alias(DAY_COL))
         frames.append(starts.filter(pl.col(DAY_COL).is_in(wanted)).select(list(KEYED_SCHEMA)))
     return pl.concat(frames, how="vertical") if frames else pl.DataFrame(schema=KEYED_SCHEMA)
 
 
+def _owners(index, path: Path, kept: pl.DataFrame | None) -> pl.Series | None:
+    """The owner day of each kept start of ``path`` (None: nothing kept, or the index holds no ids of it)."""
+    if kept is None:
+        return None
+    return pl.Series(DAY_COL, [], pl.Date) if kept.height == 0 else index.file_owners(path, kept[H])
+
+
 def _read_file_starts(path: Path, index, key: HistoryKey) -> pl.DataFrame | None:
-    """A file's starts with each conversation's owner day (``DAY_COL``), from its rows; None when
-    it cannot be read. Rows the index does not know belong to their filed day
-    (:meth:`TranscriptIndex.owner_days`): their starts carry that day."""
+    """A file's starts (``FILE_STARTS_SCHEMA`` plus each conversation's owner day in ``DAY_COL``),
+    from its rows; None when it cannot be read. ``__h`` is the index's hash of the id as stored (to
+    look the owner day up later), taken before an invalid UTF-8 id is repaired. Rows the index does
+    not know belong to their filed day (:meth:`TranscriptIndex.owner_days`), so their starts carry
+    that day."""
     dtypes = {c: TRANSCRIPT_DTYPES[c] for c in HISTORY_COLUMNS}
     try:
         stored, _ = read_file(path, dtypes, ())
     except Unreadable:
         return None
     owner = index.owner_days(path, stored)
-    hashes = id_hash(stored)  # as the index hashed them (before an invalid UTF-8 id is repaired)
+    hashes = id_hash(stored)
     norm, _ = normalize(stored, dtypes, (), str(path))
-    per_owner = [
-        _file_starts(norm.filter(mask), hashes.filter(mask), key).with_columns(pl.lit(d, dtype=pl.Date).alias(DAY_COL))
-        for d, mask in _masks(owner)
-    ]
-    return (pl.concat(per_owner, how="vertical") if per_owner else
-            pl.DataFrame(schema={**FILE_STARTS_SCHEMA, DAY_COL: pl.Date}))
-
-
-def _masks(owner: pl.Series):
-    for d in owner.drop_nulls().unique().sort():
-        yield d, (owner == d).fill_null(False)
+    cid = pl.col("conversation_id")
+    return (
+        norm.select(HISTORY_COLUMNS).with_columns(hashes.alias(H), owner.alias(DAY_COL))
+        .filter(cid.is_not_null() & pl.col(DAY_COL).is_not_null())
+        .group_by(DAY_COL, H, "conversation_id", maintain_order=True)
+        .agg(*_start_of())
+        .select(pl.col(H), key.hash(cid).alias("conversation_hash"), pl.col("first_turn"),
+                key.hash(pl.col("customer_id")).alias(CUSTOMER_HASH), pl.col("started_at"), pl.col(DAY_COL))
+    )
 
 
 def read_raw_starts(days: Iterable[date], index) -> pl.DataFrame:

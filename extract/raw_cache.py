@@ -53,7 +53,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -134,99 +133,79 @@ def _stale_tmp(folder: Path) -> list[Path]:
     return out
 
 
-# ============================================================================ transcript index
-class IndexCache:
-    """Per-file summaries of the conversation index, one parquet file per file version."""
+# ============================================================================ per transcript file
+class _PerFileCache:
+    """One parquet entry per transcript-file version (and whatever else the key holds): what the
+    index summaries and the conversation starts are both kept as."""
 
-    def __init__(self, cache_dir: str | os.PathLike, schema: dict[str, pl.DataType]):
-        self.dir = Path(cache_dir) / "index"
+    def __init__(self, cache_dir: str | os.PathLike, kind: str, schema: dict[str, pl.DataType]):
+        self.dir = Path(cache_dir) / kind
+        self.kind = kind
         self.schema = schema
-        self.used: set[str] = set()
 
-    def lookup(self, path: Path, folder_day: date | None) -> tuple[str | None, tuple | None, pl.DataFrame | None]:
-        """(entry name, file version, cached summary or None)."""
+    def _name(self, version: tuple, extra) -> str:
+        return _digest([self.kind, *version, extra]) + ".parquet"
+
+    def lookup(self, path: Path, extra) -> tuple[str | None, tuple | None, pl.DataFrame | None]:
+        """(entry name, file version, kept frame or None); (None, None, None) when ``path`` cannot be
+        stat'ed."""
         version = file_version(path)
         if version is None:
             return None, None, None
-        name = _digest(["index", *version, folder_day]) + ".parquet"
-        self.used.add(name)
+        name = self._name(version, extra)
         try:
             frame = pl.read_parquet(self.dir / name)
         except Exception:  # noqa: BLE001 - absent or corrupt: computed again
             return name, version, None
-        if dict(frame.schema) != self.schema:
-            return name, version, None
-        return name, version, frame
+        return name, version, frame if dict(frame.schema) == self.schema else None
 
     def store(self, name: str | None, version: tuple | None, path: Path, started_ns: int,
               frame: pl.DataFrame) -> None:
         """Keep ``frame`` unless the file changed while it was read or is too recent."""
         if name is None or version is None or file_version(path) != version or not _settled(version, started_ns):
             return
+        if dict(frame.schema) != self.schema:  # a lookup would ignore it
+            return
         _write_atomic(self.dir / name, frame.write_parquet)
 
-    def prune(self) -> None:
-        """Remove the summaries of file versions this build did not use."""
+    def _prune_to(self, keep: set[str]) -> None:
         if not self.dir.is_dir():
             return
         with contextlib.suppress(OSError):
-            _remove([p for p in self.dir.glob("*.parquet") if p.name not in self.used and
+            _remove([p for p in self.dir.glob("*.parquet") if p.name not in keep and
                      not p.name.startswith(_TMP_PREFIX)])
             _remove(_stale_tmp(self.dir))
 
 
-# ============================================================================ conversation starts
-@dataclass(frozen=True)
-class StartsEntry:
-    name: str
-    version: tuple
-    frame: pl.DataFrame | None  # the kept starts, None when there are none (yet)
-
-
-class StartsCache:
-    """Per-file conversation starts for the memory history, one parquet file per file version and
-    history key (:meth:`prune` removes the entries of files no longer present or changed)."""
+class IndexCache(_PerFileCache):
+    """Per-file summaries of the conversation index (keyed by file version and folder day)."""
 
     def __init__(self, cache_dir: str | os.PathLike, schema: dict[str, pl.DataType]):
-        self.dir = Path(cache_dir) / "starts"
-        self.schema = schema
+        super().__init__(cache_dir, "index", schema)
+        self.used: set[str] = set()
 
-    def lookup(self, path: Path, key) -> StartsEntry | None:
-        """The entry of ``path``'s current version under ``key`` (a :class:`extract.history.HistoryKey`):
-        its kept starts or ``frame=None``; None when the file cannot be stat'ed."""
-        version = file_version(path)
-        if version is None:
-            return None
-        name = self._name(version, key)
-        try:
-            frame = pl.read_parquet(self.dir / name)
-            if dict(frame.schema) != self.schema:
-                frame = None
-        except Exception:  # noqa: BLE001 - absent or corrupt: computed again
-            frame = None
-        return StartsEntry(name, version, frame)
+    def lookup(self, path: Path, folder_day: date | None):
+        name, version, frame = super().lookup(path, folder_day)
+        if name is not None:
+            self.used.add(name)
+        return name, version, frame
 
-    def store(self, entry: StartsEntry, path: Path, started_ns: int, frame: pl.DataFrame) -> None:
-        """Keep ``frame`` unless the file changed since the entry was looked up or is too recent."""
-        if file_version(path) != entry.version or not _settled(entry.version, started_ns):
-            return
-        if dict(frame.schema) != self.schema:
-            raise RuntimeError(f"internal error: starts of {path} do not have the cached schema: {frame.schema}")
-        _write_atomic(self.dir / entry.name, frame.write_parquet)
+    def prune(self) -> None:
+        """Remove the summaries of file versions this build did not use."""
+        self._prune_to(self.used)
 
-    @staticmethod
-    def _name(version: tuple, key) -> str:
-        return _digest(["starts", *version, key.digest]) + ".parquet"
+
+class StartsCache(_PerFileCache):
+    """Per-file conversation starts for the memory history, keyed by file version and history key."""
+
+    def __init__(self, cache_dir: str | os.PathLike, schema: dict[str, pl.DataType]):
+        super().__init__(cache_dir, "starts", schema)
 
     def prune(self, files: Iterable[Path], key) -> None:
         """Remove every entry but those of the current versions of ``files`` under ``key`` (entries of
         files removed or changed, or of another salt), and stale temp files."""
-        if not self.dir.is_dir():
-            return
-        keep = {self._name(v, key) for v in map(file_version, files) if v is not None}
-        with contextlib.suppress(OSError):
-            _remove([p for p in self.dir.glob("*.parquet") if p.name not in keep and not p.name.startswith(_TMP_PREFIX)])
-            _remove(_stale_tmp(self.dir))
+        if self.dir.is_dir():
+            self._prune_to({self._name(v, key.digest) for v in map(file_version, files) if v is not None})
 
 
 # ============================================================================ outcomes, customers
