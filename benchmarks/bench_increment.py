@@ -38,6 +38,7 @@ import dagster as dg
 from convocausal.progress import Progress
 from convocausal.store import PARTS_MANIFEST, connect, remove_days, store_paths
 from convocausal.store_lease import holding_store_lease
+from extract.raw_cache import release_held
 
 HOLDOUT = Path("holdout")  # under the work folder: the held-back day's transcripts until it "lands"
 
@@ -176,6 +177,7 @@ def main() -> None:
         t0 = time.perf_counter()
         remove_days(store_paths(store), [day])  # as the nightly run does when a day's raw is gone
         build["remove the day, republish"] = publish_store(raw, store)
+        release_held()  # its validated outcomes and customers: the increment validates its own, as a new process does
     else:
         for stale in (raw, work / HOLDOUT, store, store.with_name(store.name + ".parts")):
             shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)

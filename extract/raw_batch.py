@@ -13,6 +13,7 @@ import functools
 from collections.abc import Iterable
 from pathlib import Path
 
+import duckdb
 import pandera.polars as pa
 import polars as pl
 
@@ -140,18 +141,31 @@ def _schema_without_unique(schema: type[pa.DataFrameModel]):
 
 
 def is_member(values: pl.Series, pool: pl.Series) -> pl.Series:
-    """``values.is_in(pool)`` (null where a value is null), exactly, joined on 64-bit hashes.
+    """``values.is_in(pool)`` (null where a value is null), exactly: a DuckDB semi-join on the strings.
 
     Why: ``is_in`` over 10M string ids against 10M known ids took 4–5 s (polars hashes the strings
-    into its own table); hashing them with ``Series.hash`` takes 0.3 s, and an integer join then
-    pairs every value with the pool values of equal hash, whose strings are compared — so a hash
-    collision can never make an unknown value look known."""
+    into its own table), a polars join on their 64-bit hashes (then the strings of equal hashes
+    compared) 2.2 s, DuckDB's semi-join of the strings themselves 1.2 s on 2 cores. Equality of
+    the strings decides, so no hash collision can make an unknown value look known."""
     values = values.cast(pl.String)
-    left = pl.DataFrame({"h": values.hash(), "v": values}).with_row_index("row")
-    right = pl.DataFrame({"h": pool.cast(pl.String).hash(), "p": pool.cast(pl.String)}).filter(pl.col("p").is_not_null())
-    hit = left.join(right, on="h", how="inner").filter(pl.col("v") == pl.col("p"))["row"].unique()
+    views = pl.CompatLevel.newest()  # string views, as polars holds them: no copy of 10M strings on the way in
+    with duckdb.connect() as con:
+        con.register("_values", pl.DataFrame({"v": values}).with_row_index("row").to_arrow(compat_level=views))
+        con.register("_pool", pl.DataFrame({"p": pool.cast(pl.String)}).to_arrow(compat_level=views))
+        hit = pl.from_arrow(con.sql("SELECT row FROM _values SEMI JOIN _pool ON _values.v = _pool.p")
+                            .to_arrow_table().column("row"))
     found = pl.Series("found", [False] * len(values), dtype=pl.Boolean).scatter(hit, True)
     return pl.select(pl.when(values.is_not_null()).then(found)).to_series().alias(values.name)
+
+
+def _sorted_without_nulls(s: pl.Series) -> bool:
+    """No null and every value at least the one before (one pass; a sort of such a column returns it as it is)."""
+    return s.null_count() == 0 and s.is_sorted()
+
+
+def in_order(df: pl.DataFrame, by: list[str]) -> bool:
+    """Whether a stable sort of ``df`` by the one column ``by`` would return ``df`` as it is (more columns: False)."""
+    return len(by) == 1 and _sorted_without_nulls(df[by[0]])
 
 
 def is_unique(frame: pl.DataFrame) -> bool:
@@ -161,6 +175,11 @@ def is_unique(frame: pl.DataFrame) -> bool:
     duplicate or, once in about 10¹² pairs, a collision; only then are the values themselves compared."""
     if frame.height < 2:
         return True
+    if frame.width == 1 and _sorted_without_nulls(frame.to_series()):
+        # a key column in order (an export by id, the usual one): equal values are neighbours, so one
+        # comparison with the row before decides, where the hashes' distinct count took 0.3 s at 10M rows
+        s = frame.to_series()
+        return not bool((s.slice(1) == s.slice(0, s.len() - 1)).any())
     hashes = frame.select(pl.struct(pl.all()).hash().alias("h")).to_series()
     return hashes.n_unique() == frame.height or frame.select(pl.struct(pl.all()).n_unique()).item() == frame.height
 
@@ -185,7 +204,10 @@ def finish(
     good = df.filter(pl.col(REASON_COL).is_null())
     bad = df.filter(pl.col(REASON_COL).is_not_null())
     kept = [ROW_COL] if keep_row else []
-    accepted = good.select(*dtypes.keys(), "source_file", *kept).sort(sort_by, maintain_order=True)
+    accepted = good.select(*dtypes.keys(), "source_file", *kept)
+    if not in_order(accepted, sort_by):  # an export in key order (the usual one) skips a 1 s sort at 10M rows
+        # lazily: polars 2.1's eager sort of 3.3M string ids took 2.1 s, the same sort on the lazy engine 0.8 s
+        accepted = accepted.lazy().sort(sort_by, maintain_order=True).collect()
     if validate:
         _validate_accepted(schema, accepted.drop(kept), table)
     quarantine = quarantine_frame(bad, originals, table, keep=kept)

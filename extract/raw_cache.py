@@ -322,5 +322,15 @@ class HeldTable(_TableVersions):
             _HELD[self.table] = (self.name, RawBatch(batch.accepted, batch.quarantine, copy.deepcopy(batch.counts)))
 
 
+def release_held() -> None:
+    """Drop every batch held by :class:`HeldTable`: the next asset to need a table validates it again.
+
+    For a process that ran steps outside a run and then starts one that should pay for its own
+    validation, as a fresh nightly process does (``benchmarks/bench_increment.py --reuse``: the set-up
+    publish leaves its batches held, and the increment's extraction would take them for free)."""
+    with _HELD_LOCK:
+        _HELD.clear()
+
+
 def _schema_text(df: pl.DataFrame) -> list[list[str]]:
     return [[c, str(t)] for c, t in df.schema.items()]

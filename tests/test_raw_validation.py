@@ -648,6 +648,49 @@ def test_is_unique_is_exact_with_nulls_and_several_columns():
     assert is_unique(pl.DataFrame({"a": []}, schema={"a": pl.String}))
 
 
+def test_is_unique_of_a_column_in_order_agrees_with_the_distinct_count():
+    """The sorted fast path (neighbours compared) gives the hashes' answer on random sorted and unsorted keys."""
+    import numpy as np
+    import polars as pl
+
+    from extract.raw_batch import is_unique
+
+    rng = np.random.default_rng(3)
+    for trial in range(200):
+        keys = pl.Series("k", [f"c{v}" for v in rng.integers(0, 60, size=int(rng.integers(2, 40)))])
+        for frame in (pl.DataFrame(keys), pl.DataFrame(keys.sort())):
+            assert is_unique(frame) == (frame["k"].n_unique() == frame.height), (trial, frame["k"].to_list())
+    assert is_unique(pl.DataFrame({"k": [1, 2, 3]})) and not is_unique(pl.DataFrame({"k": [1, 2, 2]}))
+
+
+def test_accepted_rows_come_back_sorted_by_key_whether_or_not_the_file_was():
+    """The sort is skipped only for a key column already in order: both give the same rows in the same order."""
+    import polars as pl
+
+    from extract.raw_batch import in_order
+
+    assert in_order(pl.DataFrame({"k": ["a", "b", "b", "c"]}), ["k"])
+    assert not in_order(pl.DataFrame({"k": ["b", "a"]}), ["k"])
+    assert not in_order(pl.DataFrame({"k": ["a", None]}), ["k"])  # nulls: the sort decides where they go
+    assert not in_order(pl.DataFrame({"k": ["a"], "j": [1]}), ["k", "j"])
+
+
+def test_is_member_is_exact_and_keeps_nulls():
+    import numpy as np
+    import polars as pl
+
+    from extract.raw_batch import is_member
+
+    got = is_member(pl.Series("x", ["a", None, "b", "c", "a", ""]), pl.Series(["a", "c", None, ""]))
+    assert got.name == "x" and got.to_list() == [True, None, False, True, True, True]
+    assert is_member(pl.Series("x", [], dtype=pl.String), pl.Series(["a"])).to_list() == []
+    assert is_member(pl.Series("x", [1, 2]), pl.Series(["1"])).to_list() == [True, False]  # compared as text
+    rng = np.random.default_rng(0)
+    values = pl.Series("v", [f"id{v}" for v in rng.integers(0, 5000, 3000)])
+    pool = pl.Series("p", [f"id{v}" for v in rng.integers(0, 5000, 3000)])
+    assert is_member(values, pool).to_list() == values.is_in(pool.implode()).to_list()
+
+
 def test_schema_uniqueness_is_still_enforced_on_the_accepted_rows():
     import polars as pl
 
