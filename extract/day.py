@@ -38,6 +38,7 @@ from extract.raw import (
 from extract.raw_batch import validate_accepted
 from extract.raw_cache import StartsCache
 from extract.raw_index import transcript_index
+from extract.raw_transcripts import conversation_runs_hold_keys
 from extract.redact import SHIPPED_SALT, pseudonymize_ids, redact_labels
 from extract.schemas import TranscriptSchema
 from extract.signals import extract_signals
@@ -211,7 +212,7 @@ def _validate_chunk(pending, messages: pl.DataFrame) -> None:
     the rules can cause), each day is checked on its own so the error names that day's rows as
     a per-day check would."""
     try:
-        validate_accepted(TranscriptSchema, messages, "transcripts")
+        validate_accepted(TranscriptSchema, messages, "transcripts", keys_proven=conversation_runs_hold_keys(messages))
     except RuntimeError:
         for _, batch in pending:
             validate_accepted(TranscriptSchema, batch.accepted, "transcripts")

@@ -95,19 +95,25 @@ def read_many(
     return pl.concat(frames, how="vertical"), originals, info
 
 
-def validate_accepted(schema: type[pa.DataFrameModel], accepted: pl.DataFrame, table: str) -> None:
-    """Public name of the accepted-rows check, for callers that batch it over several days."""
-    _validate_accepted(schema, accepted, table)
+def validate_accepted(schema: type[pa.DataFrameModel], accepted: pl.DataFrame, table: str,
+                      keys_proven: bool = False) -> None:
+    """Public name of the accepted-rows check, for callers that batch it over several days.
+
+    ``keys_proven``: the caller has shown, exactly, that the rows meet the schema's uniqueness and its
+    dataframe-level checks (for transcripts: :func:`extract.raw_transcripts.conversation_runs_hold_keys`),
+    so only the column checks (types, nulls, ranges, allowed values) run."""
+    _validate_accepted(schema, accepted, table, keys_proven)
 
 
-def _validate_accepted(schema: type[pa.DataFrameModel], accepted: pl.DataFrame, table: str) -> None:
+def _validate_accepted(schema: type[pa.DataFrameModel], accepted: pl.DataFrame, table: str,
+                       keys_proven: bool = False) -> None:
     """Schema failure after the row rules ran is a bug in the rules, not bad input.
 
     The schema's uniqueness (of a column, or of a set of columns: the transcripts' conversation
     and turn) is checked here instead of by pandera: its check of a string column took 3.7 s of
     3.7 s for 10M outcome rows and 0.35 of 0.73 s for a 2M-message chunk (polars' string
     hashing), where :func:`is_unique` takes 0.25 s and 0.09 s with the same answer."""
-    checked, unique = _schema_without_unique(schema)
+    checked, unique = _schema_columns_only(schema) if keys_proven else _schema_without_unique(schema)
     try:
         checked.validate(accepted, lazy=True)
     except (pa.errors.SchemaErrors, pa.errors.SchemaError) as exc:
@@ -124,6 +130,14 @@ def _named(columns: tuple[str, ...]) -> str:
     if len(columns) == 1:
         return f"column {columns[0]!r} holds"
     return f"columns {' and '.join(map(repr, columns))} together hold"
+
+
+@functools.cache
+def _schema_columns_only(schema: type[pa.DataFrameModel]):
+    """The model's column checks alone: no uniqueness, no dataframe-level check (both proven by the caller)."""
+    checked = copy.deepcopy(_schema_without_unique(schema)[0])
+    checked.checks = []
+    return checked, ()
 
 
 @functools.cache

@@ -741,3 +741,142 @@ def test_transcript_key_uniqueness_checked_outside_pandera_gives_pandera_verdict
             if name == "key twice":
                 assert "columns 'conversation_id' and 'turn' together hold duplicate values" in str(exc)
         assert ours_fails == pandera_fails == (name in ("key twice", "channel changes")), name
+
+
+def _transcript_rows(conversations: list[tuple[str, int, str]]) -> pl.DataFrame:
+    """Accepted-looking rows: one row per (conversation, turn, channel) given, in the order given."""
+    t0 = dt.datetime(2026, 1, 5, tzinfo=dt.timezone.utc)
+    return pl.DataFrame({
+        "conversation_id": [c for c, _, _ in conversations],
+        "turn": [t for _, t, _ in conversations],
+        "ts": [t0 + dt.timedelta(seconds=i) for i in range(len(conversations))],
+        "role": ["user" if t % 2 == 0 else "assistant" for _, t, _ in conversations],
+        "text": ["hi"] * len(conversations),
+        "tool_name": [None] * len(conversations),
+        "channel": [ch for _, _, ch in conversations],
+        "agent_version": ["v1"] * len(conversations),
+        "customer_id": ["k"] * len(conversations),
+        "skill": [None] * len(conversations),
+        "memory_items": [0] * len(conversations),
+        "source_file": ["f"] * len(conversations),
+    }, schema_overrides={"turn": pl.Int64, "memory_items": pl.Int64, "tool_name": pl.String, "skill": pl.String,
+                         "ts": pl.Datetime("us", "UTC")})
+
+
+def _full_check_fails(rows: pl.DataFrame) -> bool:
+    from extract.raw_batch import validate_accepted
+
+    try:
+        validate_accepted(TranscriptSchema, rows, "transcripts")
+    except RuntimeError:
+        return True
+    return False
+
+
+def test_conversation_runs_prove_the_transcript_keys_only_when_the_full_check_passes():
+    """The one-pass proof of (conversation, turn) uniqueness and a constant channel never says yes where the
+    hashing checks say no, and it says yes for rows in conversation order (so the fast path is taken)."""
+    import numpy as np
+
+    from extract.raw_batch import validate_accepted
+    from extract.raw_transcripts import conversation_runs_hold_keys
+
+    clean = [(f"c{c}", t, "chat" if c % 2 else "email") for c in range(6) for t in range(3)]
+    assert conversation_runs_hold_keys(_transcript_rows(clean))
+    broken = {
+        "a conversation in two runs": clean[:3] + clean[6:9] + [("c0", 3, "email")],
+        "a turn twice": clean[:2] + [clean[1]] + clean[3:],
+        "turns going back": [clean[1], clean[0]] + clean[2:],
+        "the channel changes": clean[:2] + [("c0", 2, "sms")] + clean[3:],
+    }
+    for why, rows in broken.items():
+        assert not conversation_runs_hold_keys(_transcript_rows(rows)), why
+    assert not conversation_runs_hold_keys(_transcript_rows([])[:0])
+    rng = np.random.default_rng(11)
+    proven = 0
+    for trial in range(300):
+        rows = [(f"c{rng.integers(0, 4)}", int(rng.integers(0, 4)), str(rng.choice(["chat", "chat", "sms"])))
+                for _ in range(int(rng.integers(1, 10)))]
+        if rng.random() < 0.5:  # the usual case: grouped and in turn order
+            rows = sorted(set(rows), key=lambda r: (r[0], r[1]))
+        frame = _transcript_rows(rows)
+        fast = conversation_runs_hold_keys(frame)
+        fails = _full_check_fails(frame)
+        assert not (fast and fails), (trial, rows)
+        proven += fast
+        # the chunk check as _validate_chunk runs it raises exactly when the full check does
+        try:
+            validate_accepted(TranscriptSchema, frame, "transcripts", keys_proven=fast)
+            raised = False
+        except RuntimeError:
+            raised = True
+        assert raised == fails, (trial, rows)
+    assert proven > 50
+
+
+def test_columns_still_checked_when_the_keys_are_proven():
+    from extract.raw_batch import validate_accepted
+
+    rows = _transcript_rows([("c0", 0, "chat"), ("c0", 1, "chat")]).with_columns(pl.lit("robot").alias("role"))
+    with pytest.raises(RuntimeError, match="role"):
+        validate_accepted(TranscriptSchema, rows, "transcripts", keys_proven=True)
+
+
+def test_shared_turns_equal_the_window_over_every_row():
+    """``_shared_turns`` (the window only where a conversation is split, repeats or goes back) gives the
+    plain window's answer on random frames: ids missing, rows with a reason, conversations split in runs."""
+    import numpy as np
+
+    from extract.raw_contract import REASON_COL
+    from extract.raw_transcripts import _shared_turns
+
+    rng = np.random.default_rng(5)
+    ok = pl.col(REASON_COL).is_null()
+    window = ok & (ok.cast(pl.UInt32).sum().over(["conversation_id", "turn"]) > 1)
+    for trial in range(400):
+        n = int(rng.integers(0, 14))
+        ids = [None if rng.random() < 0.1 else f"c{rng.integers(0, 4)}" for _ in range(n)]
+        turns = [None if rng.random() < 0.05 else int(rng.integers(0, 5)) for _ in range(n)]
+        frame = pl.DataFrame({"conversation_id": ids, "turn": turns,
+                              REASON_COL: [("bad" if rng.random() < 0.2 else None) for _ in range(n)]},
+                             schema={"conversation_id": pl.String, "turn": pl.Int64, REASON_COL: pl.String})
+        if rng.random() < 0.5:
+            frame = frame.sort("conversation_id", "turn", nulls_last=True)
+        got = _shared_turns(frame).to_list()
+        assert got == frame.select(window).to_series().to_list(), (trial, frame.to_dicts())
+
+
+def test_conversation_flags_equal_one_group_by_of_every_row():
+    """``_conversation_flags`` (runs first, then conversations) against the plain definition: one group-by
+    of every row by its id, on random frames with split conversations, missing ids and rows with a reason."""
+    import numpy as np
+
+    from extract.raw_contract import REASON_COL
+    from extract.raw_transcripts import _conversation_flags
+
+    rng = np.random.default_rng(8)
+    ok = pl.col(REASON_COL).is_null()
+    ch = pl.when(ok).then(pl.col("channel"))
+    talk = ok & pl.col("role").is_in(["user", "assistant"])
+    for trial in range(300):
+        n = int(rng.integers(0, 16))
+        frame = pl.DataFrame({
+            "conversation_id": [None if rng.random() < 0.1 else f"c{rng.integers(0, 4)}" for _ in range(n)],
+            "channel": [str(rng.choice(["chat", "sms", "email"])) if rng.random() < 0.9 else None for _ in range(n)],
+            "role": [str(rng.choice(["user", "assistant", "tool", "system"])) for _ in range(n)],
+            REASON_COL: [("bad" if rng.random() < 0.25 else None) for _ in range(n)],
+            "c0": [bool(rng.random() < 0.1) for _ in range(n)],
+        }, schema={"conversation_id": pl.String, "channel": pl.String, "role": pl.String, REASON_COL: pl.String,
+                   "c0": pl.Boolean})
+        if rng.random() < 0.5:
+            frame = frame.sort("conversation_id", nulls_last=True)
+        for conflicts in (False, True):
+            plain = (frame.group_by("conversation_id")
+                     .agg(*([pl.col("c0").any().alias("c1")] if conflicts else []),
+                          (ch.n_unique() - ch.null_count().gt(0).cast(pl.UInt32) > 1).alias("c2"),
+                          (~talk.any()).alias("c3"))
+                     .filter(pl.col("conversation_id").is_not_null()
+                             & pl.any_horizontal(pl.exclude("conversation_id"))))
+            got = _conversation_flags(frame, with_conflicts=conflicts)
+            key = "conversation_id"
+            assert got.sort(key).to_dicts() == plain.select(got.columns).sort(key).to_dicts(), (trial, conflicts)
