@@ -45,6 +45,14 @@ CID = "conversation_id"
 CONTENT = list(TRANSCRIPT_DTYPES)  # what makes two rows the same message (source_file is not content)
 
 
+def _run_start() -> pl.Expr:
+    """True on the first row of each run of rows of one conversation: its id differs from the row
+    before's, or there is no row before, or either id is missing (a row without an id is a run of
+    its own). Four rules below read the rows as such runs, so they share this one definition."""
+    cid = pl.col(CID)
+    return (cid != cid.shift(1)).fill_null(True)
+
+
 # ============================================================================ rules
 def _row_rules(df: pl.DataFrame) -> pl.DataFrame:
     mem = pl.col("memory_items")
@@ -69,7 +77,7 @@ def _shared_turns(df: pl.DataFrame) -> pl.Series:
     ok = pl.col(REASON_COL).is_null()
     window = ok & (ok.cast(pl.UInt32).sum().over([CID, "turn"]) > 1)
     cid, turn = pl.col(CID), pl.col("turn")
-    start = (cid != cid.shift(1)).fill_null(True)
+    start = _run_start()
     flags = df.select(start.alias("start"), (~start & ~(turn > turn.shift(1)).fill_null(False)).alias("out_of_order"))
     heads = df.select(CID).filter(flags["start"])
     doubtful = pl.concat([
@@ -145,7 +153,7 @@ def _conversation_flags(df: pl.DataFrame, with_conflicts: bool) -> pl.DataFrame:
     if with_conflicts:
         run_parts.append(pl.col("c0").any().alias("c1"))
         joins.append(pl.col("c1").any())
-    start = (pl.col(CID) != pl.col(CID).shift(1)).fill_null(True)
+    start = _run_start()
     return (
         df.lazy()
         .with_columns(start.cum_sum().set_sorted().alias("__run"))
@@ -221,8 +229,8 @@ def conversation_warnings(accepted: pl.DataFrame) -> dict[date, dict]:
     backfill. Turns are exactly 0..n-1 when the first is 0 and each is the one before plus 1."""
     if accepted.height == 0:
         return {}
-    cid, turn, ts = pl.col(CID), pl.col("turn"), pl.col("ts")
-    start = (cid != cid.shift(1)).fill_null(True)
+    turn, ts = pl.col("turn"), pl.col("ts")
+    start = _run_start()
     gap = pl.when(start).then(turn != 0).otherwise(turn != turn.shift(1) + 1)
     back = ~start & (ts < ts.shift(1))
     flags = accepted.select(DAY_COL, CID, start.alias("start"), gap.alias("gap"), back.alias("back"))
@@ -304,8 +312,8 @@ def conversation_runs_hold_keys(accepted: pl.DataFrame) -> bool:
     nothing: the full check runs then (``extract.raw_batch.validate_accepted``)."""
     if accepted.height == 0:
         return False
-    cid, turn, channel = pl.col(CID), pl.col("turn"), pl.col("channel")
-    start = (cid != cid.shift(1)).fill_null(True)
+    turn, channel = pl.col("turn"), pl.col("channel")
+    start = _run_start()
     same_run = ((turn > turn.shift(1)) & channel.eq_missing(channel.shift(1))).fill_null(False)
     if not accepted.select((start | same_run).all()).item():
         return False
