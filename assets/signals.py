@@ -11,6 +11,7 @@ from convocausal.store import publish, remove_days, stale_days, write_day
 from extract.catalog import build_catalog
 from extract.day import ExtractionTotals, extract_days
 from extract.intent import extractor_from_config, models_dir
+from extract.overlap import InBackground
 from extract.raw import list_transcript_days, load_customers, load_outcomes, raw_cache_dir
 from extract.redact import check_salt
 from pipelines.partitions import days_backfill_policy, transcript_days
@@ -60,17 +61,19 @@ def signals_day(context: dg.AssetExecutionContext, settings: ConvocausalSettings
     removed = remove_days(paths, empty_days)
     if removed:
         context.log.warning(_removed_line(removed))
-    for result in extract_days(settings.raw_path, days, config, outcomes, customers,
-                               intent_extractor=extractor_from_config(config, models_dir(paths.parts)),
-                               on_unreadable=settings.on_unreadable,
-                               first_day=context.assets_def.partitions_def.start.date(), cache_dir=cache):
-        write_day(paths, result.day, result.signals, result.quarantine)
-        totals.add(result)
-        if not result.requested:  # a day re-extracted to merge a conversation that continues into this run
-            continue  # its part is rewritten; Dagster takes metadata only for the partitions the run targets
-        day_totals = ExtractionTotals()
-        day_totals.add(result)
-        context.add_asset_metadata(_metadata(day_totals, days_without_data=0), partition_key=result.day.isoformat())
+    results = extract_days(settings.raw_path, days, config, outcomes, customers,
+                           intent_extractor=extractor_from_config(config, models_dir(paths.parts)),
+                           on_unreadable=settings.on_unreadable,
+                           first_day=context.assets_def.partitions_def.start.date(), cache_dir=cache)
+    with InBackground(name="write-parts") as writes:  # a day's parts written while the next chunk is extracted
+        for result in results:
+            writes.submit(write_day, paths, result.day, result.signals, result.quarantine)
+            totals.add(result)
+            if not result.requested:  # a day re-extracted to merge a conversation that continues into this run
+                continue  # its part is rewritten; Dagster takes metadata only for the partitions the run targets
+            day_totals = ExtractionTotals()
+            day_totals.add(result)
+            context.add_asset_metadata(_metadata(day_totals, days_without_data=0), partition_key=result.day.isoformat())
     for line in totals.warnings():
         context.log.warning(line)
     if empty_days:

@@ -26,6 +26,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from extract.history import FILE_STARTS_SCHEMA, HistoryCarry, HistoryKey
+from extract.overlap import prefetched
 from extract.raw import (
     QUARANTINE_SCHEMA,
     REASON_UNREADABLE_FILE,
@@ -112,7 +113,8 @@ def extract_days(raw_dir: str | Path, days: list[date], config, outcomes: RawBat
     starts_cache = StartsCache(cache_dir, FILE_STARTS_SCHEMA) if cache_dir is not None else None
     carry = HistoryCarry(config.memory.window_days, index, key, starts_cache)
     sides = _SideTables(outcomes.accepted, customers.accepted)
-    for chunk in _chunks(raw_dir, wanted, max_messages, on_unreadable, index, timings):
+    # the next chunk is read and validated on a second thread while this one is extracted (extract.overlap)
+    for chunk in prefetched(_chunks(raw_dir, wanted, max_messages, on_unreadable, index, timings), name="read-chunk"):
         for result in _extract_chunk(chunk, config, sides, intent_extractor, carry, timings):
             result.requested = result.day not in continued
             result.warnings = notes.get(result.day, []) + first_notes
