@@ -26,6 +26,7 @@ import functools
 import os
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -159,6 +160,9 @@ def _discover(raw_dir: str | os.PathLike) -> tuple[dict[date, list[Path]], list[
 
 
 _SUMMARY_SCHEMA = {H: pl.UInt64(), FILED: pl.Date(), MIN_TS: _KEYS["ts"]}
+# threads reading files for the index: a file is small and its read partly serial, so one more thread than
+# cores keeps them busy (182 files on 2 cores: 1 thread 1.1–1.4 s, 2 threads 0.8 s, 3 threads 0.66 s)
+INDEX_READERS = min(8, (os.cpu_count() or 1) + 1)
 
 
 def file_summary(stored: pl.DataFrame, folder_day: date | None) -> pl.DataFrame:
@@ -180,8 +184,9 @@ def _build(key: tuple, _roots: str, cache_dir: str | None = None) -> TranscriptI
     files = [Path(p) for p, *_ in key]
     folder_day = {Path(p): d for p, d, *_ in key}
     cache = IndexCache(cache_dir, _SUMMARY_SCHEMA) if cache_dir is not None else None
-    parts, unreadable_flat = [], []
-    for i, path in enumerate(files):
+
+    def summarize(path: Path) -> pl.DataFrame | None:
+        """The file's summary (kept or computed); None for a file that cannot be read."""
         summary = None
         if cache is not None:
             check_allowed(path)  # as read_file would, before a cached summary stands in for the file
@@ -191,12 +196,23 @@ def _build(key: tuple, _roots: str, cache_dir: str | None = None) -> TranscriptI
             try:  # a file outside the allowed roots raises RawInputError here, before any day is read
                 stored, _ = read_file(path, _KEYS, ())
             except Unreadable:  # reported by the day that reads it (stop or quarantine); never cached
-                if folder_day[path] is None:
-                    unreadable_flat.append(path)
-                continue
+                return None
             summary = file_summary(stored, folder_day[path])
             if cache is not None:
                 cache.store(name, version, path, started, summary)
+        return summary
+
+    # Files on a few threads (polars reads and hashes without the GIL; a file's summary needs no other):
+    # 1.1–1.4 s → 0.7–0.8 s for 182 files of 42k rows on 2 cores. ``map`` keeps the files' order, and raises
+    # the error of the first file in that order that fails, as the loop over them did.
+    with ThreadPoolExecutor(INDEX_READERS, thread_name_prefix="index") as pool:
+        summaries = list(pool.map(summarize, files))
+    parts, unreadable_flat = [], []
+    for i, (path, summary) in enumerate(zip(files, summaries)):
+        if summary is None:
+            if folder_day[path] is None:
+                unreadable_flat.append(path)
+            continue
         parts.append(summary.with_columns(pl.lit(i, dtype=pl.UInt32).alias(FILE)))
     if cache is not None:
         cache.prune()

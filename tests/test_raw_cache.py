@@ -10,6 +10,8 @@ deleted, fresh, unreadable or corrupt input must be handled as without the cache
 from __future__ import annotations
 
 import os
+import re
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -155,6 +157,42 @@ def test_index_from_cache_equals_index_read(landing, tmp_path, monkeypatch):
     assert raw.list_transcript_days(landing, cache_dir=cache) == plain.days
     some = plain.days[:2]
     assert raw.continued_days(landing, some, cache_dir=cache) == raw.continued_days(landing, some)
+
+
+def test_index_read_on_threads_equals_the_index_read_file_by_file(landing, monkeypatch):
+    """The files are summarized on ``INDEX_READERS`` threads: the index is the one a single reader builds
+    (files, days and each day's files alike; the owner tables the same rows), and a failing file stops the build with the error of the first
+    failing file in reading order, whichever thread failed first."""
+    _new_process()
+    threaded = raw_index.transcript_index(landing)
+    monkeypatch.setattr(raw_index, "INDEX_READERS", 1)
+    _new_process()
+    single = raw_index.transcript_index(landing)
+    assert raw_index.INDEX_READERS == 1
+    assert threaded.files == single.files and threaded.days == single.days
+    assert threaded._files_by_day == single._files_by_day and threaded._unreadable_flat == single._unreadable_flat
+    assert threaded._filed_owner.sort(pl.all()).equals(single._filed_owner.sort(pl.all()))  # a set: unique()
+    assert threaded._file_owners.keys() == single._file_owners.keys()
+    # a flat file's owners come through unique(), in no fixed order, by one reader as by several
+    assert all(threaded._file_owners[p].sort(pl.all()).equals(single._file_owners[p].sort(pl.all()))
+               for p in single._file_owners)
+
+    monkeypatch.setattr(raw_index, "INDEX_READERS", 4)
+    files = single.files
+    failing = {files[3]: 0.2, files[7]: 0.0}  # the later file fails at once, the earlier one after a while
+    real = raw_index.read_file
+
+    def read(path, *args, **kwargs):
+        if path in failing:
+            time.sleep(failing[path])
+            raise RawInputError(f"{path}: refused")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(raw_index, "read_file", read)
+    _new_process()
+    with pytest.raises(RawInputError, match=re.escape(f"{files[3]}: refused")):
+        raw_index.transcript_index(landing)
+    _new_process()
 
 
 def test_changed_and_deleted_transcript_files(landing, tmp_path, monkeypatch):
