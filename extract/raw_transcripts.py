@@ -10,6 +10,7 @@ and documents the decisions they implement.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from extract.raw_contract import (
     OnUnreadable,
     RawBatch,
 )
+from extract.raw_index import INDEX_READERS
 from extract.schemas import ROLES, TRANSCRIPT_DTYPES, TRANSCRIPT_REQUIRED, TranscriptSchema
 
 CID = "conversation_id"
@@ -253,15 +255,24 @@ def _read_owned(files: list[Path], files_by_day: dict[date, list[Path]], owner_o
     for d, paths in files_by_day.items():
         for path in paths:
             days_of.setdefault(path, []).append(d)
-    run: list[tuple[str, pl.DataFrame, pl.Series]] = []
-    for path in files:
+
+    def read_owned(path: Path):
         stored, optional_missing, error = read_or_skip(path, TRANSCRIPT_DTYPES, TRANSCRIPT_REQUIRED, on_unreadable)
+        if error is not None:
+            return None, None, None, error
+        owner = owner_of(path, stored)
+        keep = owner.is_in(pl.Series(sorted(days_of.get(path, [])), dtype=pl.Date)).fill_null(False)
+        return stored.filter(keep), owner.filter(keep), optional_missing, None
+
+    # The files on a few threads, as the index reads them (``extract.raw_index.INDEX_READERS``): ``map`` keeps
+    # their order, and a file that stops the run raises where the loop over the files raised it.
+    with ThreadPoolExecutor(INDEX_READERS, thread_name_prefix="read") as pool:
+        read = list(pool.map(read_owned, files))
+    run: list[tuple[str, pl.DataFrame, pl.Series]] = []
+    for path, (stored, owner, optional_missing, error) in zip(files, read):
         if error is not None:
             per_file[path] = {"error": error}
             continue
-        owner = owner_of(path, stored)
-        keep = owner.is_in(pl.Series(sorted(days_of.get(path, [])), dtype=pl.Date)).fill_null(False)
-        stored, owner = stored.filter(keep), owner.filter(keep)
         per_file[path] = {"missing": optional_missing}
         originals[str(path)] = stored
         if run and run[-1][1].schema != stored.schema:

@@ -880,3 +880,41 @@ def test_conversation_flags_equal_one_group_by_of_every_row():
             got = _conversation_flags(frame, with_conflicts=conflicts)
             key = "conversation_id"
             assert got.sort(key).to_dicts() == plain.select(got.columns).sort(key).to_dicts(), (trial, conflicts)
+
+
+def test_a_days_files_read_on_threads_stop_at_the_first_unreadable_file_in_order(tmp_path, monkeypatch):
+    """A day's files are read on several threads (``_read_owned``): with two unreadable files the run
+    stops naming the first in reading order, even when the later one fails first; under quarantine both
+    are reported, in that order, and the readable rows are those a single reader gets."""
+    import time
+
+    from data_fixtures.generator import generate
+    from extract import raw_batch, raw_files, raw_index, raw_transcripts
+
+    generate(tmp_path, n_conversations=300, seed=3)
+    folder = sorted(p for p in (tmp_path / "transcripts").iterdir() if p.is_dir())[4]
+    day = dt.date.fromisoformat(folder.name.removeprefix("date="))
+    good = pl.read_parquet(folder / "part-0.parquet")
+    good.head(5).with_columns((pl.col("conversation_id") + "-b").alias("conversation_id")).write_parquet(
+        folder / "part-3.parquet")
+    for name in ("part-1.parquet", "part-2.parquet"):
+        (folder / name).write_bytes(b"not parquet")
+    real = raw_files.read_file
+
+    def slow_first(path, *args, **kwargs):
+        if path.name == "part-1.parquet":
+            time.sleep(0.2)  # the earlier file fails last
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(raw_batch, "read_file", slow_first)  # what read_or_skip reads with
+    raw_index._build.cache_clear()
+    with pytest.raises(raw.RawInputError, match="part-1.parquet"):
+        raw.load_transcripts_days(tmp_path, [day], on_unreadable="stop")
+    threaded = raw.load_transcripts_days(tmp_path, [day], on_unreadable="quarantine")[day]
+    monkeypatch.setattr(raw_transcripts, "INDEX_READERS", 1)
+    single = raw.load_transcripts_days(tmp_path, [day], on_unreadable="quarantine")[day]
+    files = [f["file"] for f in threaded.counts["unreadable_files"]]
+    assert [Path(f).name for f in files] == ["part-1.parquet", "part-2.parquet"]
+    assert threaded.accepted.equals(single.accepted) and threaded.quarantine.equals(single.quarantine)
+    assert threaded.accepted.height == good.height + 5
+
