@@ -33,6 +33,7 @@ from pathlib import Path
 
 import polars as pl
 
+from extract import raw_files
 from extract.raw_batch import is_unique
 from extract.raw_cache import IndexCache
 from extract.raw_cast import normalize
@@ -160,9 +161,6 @@ def _discover(raw_dir: str | os.PathLike) -> tuple[dict[date, list[Path]], list[
 
 
 _SUMMARY_SCHEMA = {H: pl.UInt64(), FILED: pl.Date(), MIN_TS: _KEYS["ts"]}
-# threads reading files for the index: a file is small and its read partly serial, so one more thread than
-# cores keeps them busy (182 files on 2 cores: 1 thread 1.1–1.4 s, 2 threads 0.8 s, 3 threads 0.66 s)
-INDEX_READERS = min(8, (os.cpu_count() or 1) + 1)
 
 
 def file_summary(stored: pl.DataFrame, folder_day: date | None) -> pl.DataFrame:
@@ -205,7 +203,7 @@ def _build(key: tuple, _roots: str, cache_dir: str | None = None) -> TranscriptI
     # Files on a few threads (polars reads and hashes without the GIL; a file's summary needs no other):
     # 1.1–1.4 s → 0.7–0.8 s for 182 files of 42k rows on 2 cores. ``map`` keeps the files' order, and raises
     # the error of the first file in that order that fails, as the loop over them did.
-    with ThreadPoolExecutor(INDEX_READERS, thread_name_prefix="index") as pool:
+    with ThreadPoolExecutor(raw_files.READER_THREADS, thread_name_prefix="index") as pool:
         summaries = list(pool.map(summarize, files))
     parts, unreadable_flat = [], []
     for i, (path, summary) in enumerate(zip(files, summaries)):

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from extract import raw_files
 from extract.history import HISTORY_COLUMNS, STARTS_SCHEMA, conversation_starts
 from extract.quarantine import quarantine_frame
 from extract.raw_batch import empty_batch, is_unique, read_or_skip, validate_accepted
@@ -40,7 +41,6 @@ from extract.raw_contract import (
     OnUnreadable,
     RawBatch,
 )
-from extract.raw_index import INDEX_READERS
 from extract.schemas import ROLES, TRANSCRIPT_DTYPES, TRANSCRIPT_REQUIRED, TranscriptSchema
 
 CID = "conversation_id"
@@ -264,9 +264,9 @@ def _read_owned(files: list[Path], files_by_day: dict[date, list[Path]], owner_o
         keep = owner.is_in(pl.Series(sorted(days_of.get(path, [])), dtype=pl.Date)).fill_null(False)
         return stored.filter(keep), owner.filter(keep), optional_missing, None
 
-    # The files on a few threads, as the index reads them (``extract.raw_index.INDEX_READERS``): ``map`` keeps
+    # The files on a few threads, as the index reads them (``extract.raw_files.READER_THREADS``): ``map`` keeps
     # their order, and a file that stops the run raises where the loop over the files raised it.
-    with ThreadPoolExecutor(INDEX_READERS, thread_name_prefix="read") as pool:
+    with ThreadPoolExecutor(raw_files.READER_THREADS, thread_name_prefix="read") as pool:
         read = list(pool.map(read_owned, files))
     run: list[tuple[str, pl.DataFrame, pl.Series]] = []
     for path, (stored, owner, optional_missing, error) in zip(files, read):

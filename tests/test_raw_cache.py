@@ -20,7 +20,7 @@ import pytest
 
 from configs.signals import load_signals_config
 from data_fixtures.generator import generate
-from extract import raw, raw_batch, raw_cache, raw_index
+from extract import raw, raw_batch, raw_cache, raw_files, raw_index
 from extract.raw_batch import finish, key_duplicates, read_many
 from extract.raw_cast import add_reason
 from extract.raw_contract import REASON_COL, REASON_CSAT, REASON_UNKNOWN_CONVERSATION, RawInputError
@@ -160,15 +160,15 @@ def test_index_from_cache_equals_index_read(landing, tmp_path, monkeypatch):
 
 
 def test_index_read_on_threads_equals_the_index_read_file_by_file(landing, monkeypatch):
-    """The files are summarized on ``INDEX_READERS`` threads: the index is the one a single reader builds
+    """The files are summarized on ``READER_THREADS`` threads: the index is the one a single reader builds
     (files, days and each day's files alike; the owner tables the same rows), and a failing file stops the build with the error of the first
     failing file in reading order, whichever thread failed first."""
     _new_process()
     threaded = raw_index.transcript_index(landing)
-    monkeypatch.setattr(raw_index, "INDEX_READERS", 1)
+    monkeypatch.setattr(raw_files, "READER_THREADS", 1)
     _new_process()
     single = raw_index.transcript_index(landing)
-    assert raw_index.INDEX_READERS == 1
+    assert raw_files.READER_THREADS == 1
     assert threaded.files == single.files and threaded.days == single.days
     assert threaded._files_by_day == single._files_by_day and threaded._unreadable_flat == single._unreadable_flat
     assert threaded._filed_owner.sort(pl.all()).equals(single._filed_owner.sort(pl.all()))  # a set: unique()
@@ -177,7 +177,7 @@ def test_index_read_on_threads_equals_the_index_read_file_by_file(landing, monke
     assert all(threaded._file_owners[p].sort(pl.all()).equals(single._file_owners[p].sort(pl.all()))
                for p in single._file_owners)
 
-    monkeypatch.setattr(raw_index, "INDEX_READERS", 4)
+    monkeypatch.setattr(raw_files, "READER_THREADS", 4)
     files = single.files
     failing = {files[3]: 0.2, files[7]: 0.0}  # the later file fails at once, the earlier one after a while
     real = raw_index.read_file

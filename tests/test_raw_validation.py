@@ -889,7 +889,7 @@ def test_a_days_files_read_on_threads_stop_at_the_first_unreadable_file_in_order
     import time
 
     from data_fixtures.generator import generate
-    from extract import raw_batch, raw_files, raw_index, raw_transcripts
+    from extract import raw_batch, raw_files, raw_index
 
     generate(tmp_path, n_conversations=300, seed=3)
     folder = sorted(p for p in (tmp_path / "transcripts").iterdir() if p.is_dir())[4]
@@ -911,7 +911,7 @@ def test_a_days_files_read_on_threads_stop_at_the_first_unreadable_file_in_order
     with pytest.raises(raw.RawInputError, match="part-1.parquet"):
         raw.load_transcripts_days(tmp_path, [day], on_unreadable="stop")
     threaded = raw.load_transcripts_days(tmp_path, [day], on_unreadable="quarantine")[day]
-    monkeypatch.setattr(raw_transcripts, "INDEX_READERS", 1)
+    monkeypatch.setattr(raw_files, "READER_THREADS", 1)
     single = raw.load_transcripts_days(tmp_path, [day], on_unreadable="quarantine")[day]
     files = [f["file"] for f in threaded.counts["unreadable_files"]]
     assert [Path(f).name for f in files] == ["part-1.parquet", "part-2.parquet"]
