@@ -102,9 +102,8 @@ class InBackground:
             self._futures.popleft().result()
 
     def _raise_failed(self) -> None:
-        for f in self._futures:
-            if f.done() and f.exception() is not None:
-                self.wait()  # raises the first error, in submission order
+        if any(f.done() and f.exception() is not None for f in self._futures):
+            self.wait()  # raises the first error, in submission order
 
     def __enter__(self) -> Self:
         return self

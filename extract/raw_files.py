@@ -12,10 +12,12 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
 import polars as pl
 import pyarrow as pa_arrow
@@ -25,10 +27,10 @@ from extract.allowed_roots import ALLOWED_ROOTS_ENV, describe_roots, outside_roo
 from extract.raw_contract import RawInputError
 
 _HIVE_DIR = re.compile(r"^date=(.*)$")
-# Threads that read transcript files at once (the conversation index's summaries, a chunk's files): a file
-# is small and its read partly serial, so one more thread than cores keeps them busy (182 files on 2 cores:
-# 1 thread 1.1–1.4 s, 2 threads 0.8 s, 3 threads 0.66 s). Readers use ``map``: files in order, and the
-# error of the first failing file in that order.
+T = TypeVar("T")
+# Threads that read transcript files at once (:func:`each_file`): a file is small and its read partly serial,
+# so one more thread than cores keeps them busy (182 files on 2 cores: 1 thread 1.1–1.4 s, 2 threads 0.8 s,
+# 3 threads 0.66 s).
 READER_THREADS = min(8, (os.cpu_count() or 1) + 1)
 # Names the layout recognises at the top of RAW/ (docs/CONTRACT.md §1); anything else is named.
 _KNOWN_TOP = {"transcripts", "outcomes.parquet", "outcomes", "customers.parquet", "customers", "truth.json"}
@@ -255,3 +257,14 @@ def read_file(
         except Exception as exc:  # noqa: BLE001
             raise Unreadable(f"{type(exc).__name__}: {exc}") from None
     return df, optional_missing
+
+
+def each_file(read: Callable[[Path], T], files: list[Path], name: str = "read") -> list[T]:
+    """``read(path)`` of every file, on ``READER_THREADS`` threads, in the order of ``files``.
+
+    Why threads: polars reads and hashes without the GIL, and one file's result needs no other (the
+    conversation index's summaries, a chunk's files). ``map`` keeps the order, and raises the error of
+    the first file in that order that fails, whichever thread failed first: the error a loop over the
+    files raised."""
+    with ThreadPoolExecutor(READER_THREADS, thread_name_prefix=name) as pool:
+        return list(pool.map(read, files))
